@@ -1,0 +1,101 @@
+"""Settings read from the environment, lazily, every time they are asked for.
+
+Nothing here is read at import time: Chalice's test client and moto set variables per call.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+STEP_NAMES = ("ddl_generation", "qa_generation", "sql_validation", "training_load")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One snapshot of the configuration."""
+
+    db_url: str | None
+    pgvector_db_url: str | None
+    llm_base_url: str | None
+    llm_api_key: str | None
+    llm_model: str
+    llm_timeout_seconds: float
+    llm_max_retries: int
+    llm_max_concurrency: int
+    embedding_base_url: str | None
+    embedding_api_key: str | None
+    embedding_model: str | None
+    embedding_dim: int | None
+    embedding_batch_size: int
+    api_key: str | None
+    log_level: str
+    bucket: str
+    table_name: str
+    state_machine_arn: str | None
+    sample_rows: int
+    enum_max_distinct: int
+    exact_count_threshold: int
+    theme_count: int
+    questions_per_theme: int
+    repair_max_rounds: int
+    statement_timeout_ms: int
+    ddl_batch_size: int
+    max_upload_bytes: int
+
+    @property
+    def has_llm(self) -> bool:
+        return bool(self.llm_base_url)
+
+    @property
+    def has_remote_embeddings(self) -> bool:
+        return bool(self.embedding_base_url)
+
+
+def get_settings() -> Settings:
+    dim = _env("EMBEDDING_DIM")
+    return Settings(
+        db_url=_env("DATA_PIPELINE_DB_URL"),
+        pgvector_db_url=_env("PGVECTOR_DB_URL") or _env("DATA_PIPELINE_DB_URL"),
+        llm_base_url=_env("LLM_BASE_URL"),
+        llm_api_key=_env("LLM_API_KEY"),
+        llm_model=_env("LLM_MODEL", "gpt-4o-mini"),
+        llm_timeout_seconds=float(_env("LLM_TIMEOUT_SECONDS", "60")),
+        llm_max_retries=_env_int("LLM_MAX_RETRIES", 3),
+        llm_max_concurrency=_env_int("LLM_MAX_CONCURRENCY", 4),
+        embedding_base_url=_env("EMBEDDING_BASE_URL"),
+        embedding_api_key=_env("EMBEDDING_API_KEY"),
+        embedding_model=_env("EMBEDDING_MODEL"),
+        embedding_dim=int(dim) if dim else None,
+        embedding_batch_size=_env_int("EMBEDDING_BATCH_SIZE", 64),
+        api_key=_env("DATA_PIPELINE_API_KEY"),
+        log_level=(_env("DATA_PIPELINE_LOG_LEVEL", "INFO") or "INFO").upper(),
+        bucket=_env("DATA_PIPELINE_BUCKET", "data-pipeline-local") or "data-pipeline-local",
+        table_name=_env("DATA_PIPELINE_TABLE", "data-pipeline-tasks") or "data-pipeline-tasks",
+        state_machine_arn=_env("DATA_PIPELINE_STATE_MACHINE_ARN"),
+        sample_rows=_env_int("DATA_PIPELINE_SAMPLE_ROWS", 20),
+        enum_max_distinct=_env_int("DATA_PIPELINE_ENUM_MAX_DISTINCT", 20),
+        exact_count_threshold=_env_int("DATA_PIPELINE_EXACT_COUNT_THRESHOLD", 100_000),
+        theme_count=_env_int("DATA_PIPELINE_THEME_COUNT", 5),
+        questions_per_theme=_env_int("DATA_PIPELINE_QUESTIONS_PER_THEME", 10),
+        repair_max_rounds=_env_int("DATA_PIPELINE_REPAIR_MAX_ROUNDS", 2),
+        statement_timeout_ms=_env_int("DATA_PIPELINE_STATEMENT_TIMEOUT_MS", 5000),
+        ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 4),
+        max_upload_bytes=_env_int("DATA_PIPELINE_MAX_UPLOAD_BYTES", 1024 * 1024),
+    )

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real embedded PostgreSQL (pgserver, with pgvector) and scratch databases on it."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PGDATA = ROOT / ".pgdata-test"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    import pgserver
+
+    server = pgserver.get_server(str(PGDATA), cleanup_mode="stop")
+    server.psql("create extension if not exists vector;")
+    yield server
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server) -> str:
+    return pg_server.get_uri()
+
+
+def _with_database(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{dbname}" + (f"?{query}" if query else "")
+
+
+def create_database(pg_url: str, dbname: str) -> str:
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'drop database if exists "{dbname}" with (force)')
+        cur.execute(f'create database "{dbname}"')
+    conn.close()
+    url = _with_database(pg_url, dbname)
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("create extension if not exists vector")
+    conn.close()
+    return url
+
+
+def drop_database(pg_url: str, dbname: str) -> None:
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'drop database if exists "{dbname}" with (force)')
+    conn.close()
+
+
+@pytest.fixture
+def scratch_db(pg_url) -> Iterator[str]:
+    """A fresh, empty database (with the vector extension) for one test; dropped afterwards."""
+    dbname = f"t_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_url, dbname)
+    yield url
+    drop_database(pg_url, dbname)
+
+
+@pytest.fixture(scope="session")
+def demo_db_url(pg_url) -> str:
+    """The bundled demo highway database, generated once per test session."""
+    from infra.local.demo_db import load_demo_database
+
+    url = create_database(pg_url, "highway_demo")
+    load_demo_database(url)
+    return url
+
+
+@pytest.fixture(autouse=True)
+def _offline_models(monkeypatch):
+    # The offline embedding model must never reach for a hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    for name in ("LLM_BASE_URL", "EMBEDDING_BASE_URL", "DATA_PIPELINE_API_KEY"):
+        if name in os.environ:
+            monkeypatch.delenv(name)
