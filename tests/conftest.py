@@ -10,7 +10,8 @@ import psycopg2
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PGDATA = ROOT / ".pgdata-test"
+# Parallel test sessions (several developers on one machine) each set their own folder.
+PGDATA = Path(os.environ.get("DATA_PIPELINE_TEST_PGDATA", str(ROOT / ".pgdata-test")))
 
 
 @pytest.fixture(scope="session")
