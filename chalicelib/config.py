@@ -57,6 +57,9 @@ class Settings:
     repair_max_rounds: int
     statement_timeout_ms: int
     ddl_batch_size: int
+    ddl_max_concurrency: int
+    qa_max_concurrency: int
+    validation_batch_size: int
     max_upload_bytes: int
 
     @property
@@ -97,5 +100,8 @@ def get_settings() -> Settings:
         repair_max_rounds=_env_int("DATA_PIPELINE_REPAIR_MAX_ROUNDS", 2),
         statement_timeout_ms=_env_int("DATA_PIPELINE_STATEMENT_TIMEOUT_MS", 5000),
         ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 4),
+        ddl_max_concurrency=_env_int("DATA_PIPELINE_DDL_MAX_CONCURRENCY", 4),
+        qa_max_concurrency=_env_int("DATA_PIPELINE_QA_MAX_CONCURRENCY", 4),
+        validation_batch_size=_env_int("DATA_PIPELINE_VALIDATION_BATCH_SIZE", 200),
         max_upload_bytes=_env_int("DATA_PIPELINE_MAX_UPLOAD_BYTES", 1024 * 1024),
     )

@@ -86,3 +86,13 @@ def _offline_models(monkeypatch):
     for name in ("LLM_BASE_URL", "EMBEDDING_BASE_URL", "DATA_PIPELINE_API_KEY"):
         if name in os.environ:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def llm_stub():
+    """A local OpenAI-compatible server; script answers with `.script(...)`, read `.requests` afterwards."""
+    from tests.support.llm_stub import LLMStub
+
+    stub = LLMStub().start()
+    yield stub
+    stub.stop()

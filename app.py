@@ -1,0 +1,14 @@
+"""Wiring only: the Chalice app, the HTTP API blueprint and its middleware, the step Lambdas."""
+from chalice import Chalice
+
+from chalicelib.api.middleware import api_middleware
+from chalicelib.api.routes import api_bp
+
+app = Chalice(app_name="data_pipeline")
+app.api.binary_types.append("multipart/form-data")
+app.register_blueprint(api_bp, url_prefix="/api/v0")
+app.register_middleware(api_middleware, "http")
+
+# ---- step Lambdas (registered by the lead) ----------------------------------------------------------------
+# from chalicelib.steps import steps_bp
+# app.register_blueprint(steps_bp)

@@ -1,0 +1,61 @@
+"""Database tools: list a database's tables and document one table on the fly (nothing is written)."""
+from __future__ import annotations
+
+from contextlib import closing
+from typing import Any
+
+from chalicelib.api import requests as rq
+from chalicelib.config import get_settings
+from chalicelib.errors import InvalidConnectionString, NotFound, ValidationError
+from chalicelib.pipeline import db, ddl, introspect, tablelist
+from chalicelib.providers.llm import get_llm_provider
+
+OUTPUT_TYPES = ("ddl", "md", "both")
+
+
+def _connection_url(body: dict[str, Any]) -> str:
+    url = rq.get_db_connection(body) or get_settings().db_url
+    if not url:
+        raise InvalidConnectionString("no db_connection given and no default database configured",
+                                      invalid_params=["db_connection"])
+    return url
+
+
+def list_database_tables(body: dict[str, Any]) -> dict[str, Any]:
+    """`schema` is a comma list ("public,ods"); `table_name_pattern` uses `*` as wildcard."""
+    url = _connection_url(body)
+    schema_text = rq.get_str(body, "schema", max_length=1000) or ""
+    schemas = [s.strip() for s in schema_text.split(",") if s.strip()]
+    pattern = rq.get_str(body, "table_name_pattern", max_length=200)
+    with closing(db.connect(url)) as conn:
+        tables = introspect.list_tables(conn, schemas, pattern)
+    return {"tables": tables, "total": len(tables), "schemas": schemas, "table_name_pattern": pattern,
+            "db_connection_info": {"database": db.database_name(url)}}
+
+
+def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
+    """DDL and/or Markdown of one table, with comments from the database or the configured LLM."""
+    settings = get_settings()
+    url = _connection_url(body)
+    table = rq.get_str(body, "table", required=True, max_length=300)
+    output = rq.get_choice(rq.get_str(body, "type") or "both", "type", OUTPUT_TYPES)
+    business_context = rq.get_str(body, "business_context", max_length=10_000) or ""
+    refs = tablelist.parse_table_names([table])
+    if len(refs) != 1:
+        raise ValidationError("table must name exactly one table", invalid_params=["table"])
+    llm = get_llm_provider(settings)
+    with closing(db.connect(url)) as conn:
+        found, missing = introspect.introspect_tables(conn, refs, exact_count_threshold=settings.exact_count_threshold)
+        if refs[0] not in found:
+            raise NotFound(missing.get(refs[0]) or f"table {refs[0].display_name} not found", invalid_params=["table"])
+        doc = ddl.build_table_doc(conn, found[refs[0]], llm, business_context, sample_limit=settings.sample_rows,
+                                  enum_max_distinct=settings.enum_max_distinct)
+    return {
+        "ddl": ddl.render_ddl(doc, business_context) if output in ("ddl", "both") else None,
+        "md": ddl.render_md(doc, business_context) if output in ("md", "both") else None,
+        "table_info": ddl.table_info(doc),
+        "fields": ddl.fields(doc),
+        "generation_info": {"business_context": business_context, "output_type": output,
+                            "has_llm_comments": "llm" in doc.comment_sources.values(),
+                            "llm_provider": getattr(llm, "name", None), "database": db.database_name(url)},
+    }

@@ -1,0 +1,296 @@
+"""What the task routes do: create, list/query, status, execute (Step Functions), cancel, table lists."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.api import requests as rq
+from chalicelib.aws import get_sfn
+from chalicelib.config import STEP_NAMES, get_settings
+from chalicelib.errors import (
+    DataPipelineError,
+    InvalidConnectionString,
+    InvalidExecutionMode,
+    InvalidStepName,
+    MissingStepName,
+    PayloadTooLarge,
+    TableListMissing,
+    TaskAlreadyRunning,
+    TaskNotRunning,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from chalicelib.pipeline import tablelist
+from chalicelib.pipeline.db import database_name
+from chalicelib.pipeline.models import TableRef
+from chalicelib.stores.files import FileStore
+from chalicelib.stores.tasks import TASK_STATUSES, TaskStore, now_iso
+from chalicelib.tasklog import TaskLogger
+
+EXECUTION_MODES = ("complete", "step")
+TABLE_LIST_FILE = "table_list.txt"
+API_LOGGER = "DataPipelineAPI"
+_BOOL_DEFAULTS = {
+    "enable_sql_validation": True,
+    "enable_llm_repair": True,
+    "modify_original_file": True,
+    "enable_training_data_load": True,
+    "backup_vector_tables": False,
+    "truncate_vector_tables": False,
+}
+
+
+def _log(task_id: str, message: str, level: str = "INFO", **extra: Any) -> None:
+    with TaskLogger(task_id, logger_name=API_LOGGER) as log:
+        log.log(level, message, **extra)
+
+
+# ---- create -------------------------------------------------------------------------------------------
+
+def create_task(body: dict[str, Any], created_by: str | None = None) -> dict[str, Any]:
+    """Validate and store a new task.
+
+    `table_list_file`: the original service read a path on its own disk, which means nothing here. A value
+    containing a newline or a comma is taken as the table list itself (parsed, stored as table_list.txt);
+    any other value (e.g. "tables.txt") is kept as metadata only and a list must be uploaded before executing.
+    """
+    task_name = rq.get_str(body, "task_name", max_length=100)
+    business_context = rq.get_str(body, "business_context", max_length=10_000)
+    db_connection = rq.get_db_connection(body)
+    db_name = rq.get_str(body, "db_name", max_length=128) or _default_db_name(db_connection)
+    table_list_file = rq.get_str(body, "table_list_file", max_length=200_000)
+    creator = rq.get_str(body, "created_by", max_length=100) or (created_by or "").strip()[:100] or "api"
+    flags = {name: rq.get_bool(body, name, default) for name, default in _BOOL_DEFAULTS.items()}
+    if flags["truncate_vector_tables"]:
+        flags["backup_vector_tables"] = True
+    inline_refs = None
+    if table_list_file and ("\n" in table_list_file or "," in table_list_file):
+        inline_refs = _require_tables(tablelist.parse_table_list(table_list_file), "table_list_file")
+    parameters = {"business_context": business_context, "db_name": db_name, **flags}
+    if table_list_file and inline_refs is None:
+        parameters["table_list_file"] = table_list_file
+    task = TaskStore().create_task({
+        "task_name": task_name, "created_by": creator, "db_name": db_name, "business_context": business_context,
+        "db_connection": db_connection, "parameters": parameters,
+    })
+    task_id = task["task_id"]
+    if inline_refs is not None:
+        store_table_list(task_id, inline_refs, source="inline")
+    _log(task_id, f"task created: {task_name or task_id}", created_by=creator)
+    return {"task_id": task_id, "task_name": task_name, "status": task["status"], "created_at": task["created_at"],
+            "has_table_list": inline_refs is not None}
+
+
+def _default_db_name(db_connection: str | None) -> str | None:
+    url = db_connection or get_settings().db_url
+    if not url:
+        return None
+    try:
+        return database_name(url) or None
+    except DataPipelineError:
+        return None
+
+
+# ---- reads --------------------------------------------------------------------------------------------
+
+def public_task(item: dict[str, Any], files: FileStore | None = None) -> dict[str, Any]:
+    public = TaskStore.to_public(item)
+    public["directory_exists"] = (files or FileStore()).task_dir_exists(item["task_id"])
+    return public
+
+
+def get_task_status(task_id: str) -> dict[str, Any]:
+    return public_task(TaskStore().get_task(task_id))
+
+
+def list_tasks(params: dict[str, str] | None) -> dict[str, Any]:
+    limit = rq.get_query_int(params, "limit", 50, minimum=1, maximum=500)
+    offset = rq.get_query_int(params, "offset", 0, minimum=0)
+    status = rq.get_choice((params or {}).get("status") or None, "status", TASK_STATUSES)
+    items, total = TaskStore().list_tasks(status=status, limit=limit, offset=offset)
+    files = FileStore()
+    return {"tasks": [public_task(i, files) for i in items], "total": total, "limit": limit, "offset": offset}
+
+
+def query_tasks(body: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    page = rq.get_int(body, "page", 1, minimum=1)
+    page_size = rq.get_int(body, "page_size", 20, minimum=1, maximum=500)
+    filters = {
+        "status": rq.get_choice(rq.get_str(body, "status"), "status", TASK_STATUSES),
+        "task_name": rq.get_str(body, "task_name", max_length=100),
+        "created_by": rq.get_str(body, "created_by", max_length=100),
+        "db_name": rq.get_str(body, "db_name", max_length=128),
+        "created_time_start": rq.parse_time(body.get("created_time_start"), "created_time_start"),
+        "created_time_end": rq.parse_time(body.get("created_time_end"), "created_time_end", end=True),
+    }
+    items, total = TaskStore().query_tasks(filters, page, page_size)
+    files = FileStore()
+    total_pages = (total + page_size - 1) // page_size
+    return {
+        "tasks": [public_task(i, files) for i in items],
+        "pagination": {"page": page, "page_size": page_size, "total": total, "total_pages": total_pages,
+                       "has_next": page < total_pages, "has_prev": page > 1},
+        "filters_applied": {k: v for k, v in filters.items() if v},
+        "query_time": f"{time.perf_counter() - started:.3f}s",
+    }
+
+
+# ---- execute / cancel ---------------------------------------------------------------------------------
+
+def parse_execute_body(body: dict[str, Any]) -> tuple[str, str | None, bool | None, bool | None]:
+    mode = rq.get_str(body, "execution_mode") or "complete"
+    rq.get_choice(mode, "execution_mode", EXECUTION_MODES, error=InvalidExecutionMode)
+    step = rq.get_str(body, "step_name")
+    if mode == "step" and not step:
+        raise MissingStepName("step_name is required when execution_mode is 'step'", invalid_params=["step_name"])
+    rq.get_choice(step, "step_name", STEP_NAMES, error=InvalidStepName)
+    backup = rq.get_bool(body, "backup_vector_tables")
+    truncate = rq.get_bool(body, "truncate_vector_tables")
+    return mode, (step if mode == "step" else None), backup, truncate
+
+
+def build_plan(task: dict[str, Any], mode: str, step: str | None, backup: bool, truncate: bool) -> dict[str, Any]:
+    """Which steps this execution runs. Complete mode honours enable_sql_validation / enable_training_data_load."""
+    params = task.get("parameters") or {}
+    if mode == "step":
+        steps = [step]
+    else:
+        steps = ["ddl_generation", "qa_generation"]
+        if params.get("enable_sql_validation", True):
+            steps.append("sql_validation")
+        if params.get("enable_training_data_load", True):
+            steps.append("training_load")
+    skipped = [s for s in STEP_NAMES if s not in steps] if mode == "complete" else []
+    return {"steps": steps, "skipped": skipped, "backup_vector_tables": backup, "truncate_vector_tables": truncate}
+
+
+def new_execution_id(task_id: str, mode: str, step: str | None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{task_id}_{step or mode}_exec_{stamp}_{uuid.uuid4().hex[:6]}"
+
+
+def execute_task(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Claim the task (409 if it runs) and start the state machine; a failed start releases the claim."""
+    mode, step, backup, truncate = parse_execute_body(body)
+    store = TaskStore()
+    task = store.get_task(task_id)
+    if not task.get("table_list"):
+        raise TableListMissing("the task has no table list; upload one first", invalid_params=["table_list_file"])
+    settings = get_settings()
+    if not (task.get("db_connection") or settings.db_url):
+        raise InvalidConnectionString("no database connection: give db_connection or configure DATA_PIPELINE_DB_URL",
+                                      invalid_params=["db_connection"])
+    if not settings.state_machine_arn:
+        raise DataPipelineError("the state machine is not configured (DATA_PIPELINE_STATE_MACHINE_ARN)")
+    params = task.get("parameters") or {}
+    truncate = params.get("truncate_vector_tables", False) if truncate is None else truncate
+    backup = bool(truncate or (params.get("backup_vector_tables", False) if backup is None else backup))
+    execution_id = new_execution_id(task_id, mode, step)
+    store.claim_execution(task_id, mode, step, build_plan(task, mode, step, backup, bool(truncate)),
+                          execution_id=execution_id)
+    execution_input = {"task_id": task_id, "execution_mode": mode, "step_name": step,
+                       "backup_vector_tables": backup, "truncate_vector_tables": bool(truncate)}
+    try:
+        started = get_sfn().start_execution(stateMachineArn=settings.state_machine_arn, name=execution_id,
+                                            input=json.dumps(execution_input, ensure_ascii=False))
+    except Exception as exc:
+        store.release_claim(task_id, f"could not start the execution ({type(exc).__name__})")
+        _log(task_id, f"could not start the execution: {type(exc).__name__}", "ERROR")
+        raise DataPipelineError("could not start the execution; the task was released") from exc
+    store.set_execution(task_id, started["executionArn"], execution_id)
+    _log(task_id, f"execution started: mode={mode} step={step or '-'} id={execution_id}")
+    return {"task_id": task_id, "execution_mode": mode, "step_name": step, "execution_id": execution_id,
+            "message": "The task runs in the background; poll the status endpoint for progress."}
+
+
+def cancel_task(task_id: str) -> dict[str, Any]:
+    """Stop the running execution and mark the task cancelled (409 TASK_NOT_RUNNING when nothing runs)."""
+    store = TaskStore()
+    task = store.get_task(task_id)
+    if task.get("status") != "in_progress":
+        raise TaskNotRunning(f"task {task_id} is not running (status {task.get('status')})")
+    arn = (task.get("execution") or {}).get("execution_arn")
+    if arn:
+        try:
+            get_sfn().stop_execution(executionArn=arn, error="Cancelled", cause="cancelled through the API")
+        except Exception as exc:  # an execution that already ended cannot be stopped; the task is still cancelled
+            _log(task_id, f"stop_execution failed: {type(exc).__name__}", "WARNING")
+    for step, status in (task.get("step_status") or {}).items():
+        if status == "running":
+            store.mark_step_failed(task_id, step, "cancelled")
+    store.finish_task(task_id, "cancelled", "cancelled through the API")
+    _log(task_id, "task cancelled")
+    return {"task_id": task_id, "status": "cancelled", "cancelled_at": now_iso()}
+
+
+# ---- table lists --------------------------------------------------------------------------------------
+
+def _require_tables(refs: list[TableRef], field: str) -> list[TableRef]:
+    if not refs:
+        raise ValidationError("the table list contains no tables", invalid_params=[field])
+    return refs
+
+
+def store_table_list(task_id: str, refs: list[TableRef], *, source: str) -> dict[str, Any]:
+    """Write table_list.txt (canonical form) and record it on the task."""
+    files = FileStore()
+    data = tablelist.render_table_list(refs).encode("utf-8")
+    files.put_bytes(task_id, TABLE_LIST_FILE, data)
+    info = {"file_name": TABLE_LIST_FILE, "file_size": len(data), "file_path": files.uri(task_id, TABLE_LIST_FILE),
+            "table_count": len(refs), "tables": [r.sql_name for r in refs], "uploaded_at": now_iso(),
+            "source": source}
+    TaskStore().set_table_list(task_id, info)
+    _log(task_id, f"table list stored: {len(refs)} tables ({source})")
+    return info
+
+
+def _writable_task(task_id: str) -> dict[str, Any]:
+    task = TaskStore().get_task(task_id)
+    if task.get("status") == "in_progress":
+        raise TaskAlreadyRunning(f"task {task_id} is running; its table list cannot change now")
+    return task
+
+
+def upload_table_list(task_id: str, filename: str, data: bytes) -> dict[str, Any]:
+    """A `.txt` upload, UTF-8, at most settings.max_upload_bytes."""
+    limit = get_settings().max_upload_bytes
+    if not filename.lower().endswith(".txt"):
+        raise UnsupportedMediaType("only .txt table lists are accepted", invalid_params=["file"])
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the table list is larger than the limit of {limit} bytes", invalid_params=["file"])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError("the table list must be UTF-8 text", invalid_params=["file"]) from None
+    _writable_task(task_id)
+    refs = _require_tables(tablelist.parse_table_list(text), "file")
+    return {"task_id": task_id, **_info_view(store_table_list(task_id, refs, source="upload"))}
+
+
+def set_table_names(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    names = body.get("table_names")
+    if not isinstance(names, list):
+        raise ValidationError("table_names must be a list of table names", invalid_params=["table_names"])
+    business_context = rq.get_str(body, "business_context", max_length=10_000)
+    task = _writable_task(task_id)
+    refs = _require_tables(tablelist.parse_table_names(names), "table_names")
+    info = store_table_list(task_id, refs, source="table_names")
+    if business_context:
+        parameters = {**(task.get("parameters") or {}), "business_context": business_context}
+        TaskStore().set_fields(task_id, {"business_context": business_context, "parameters": parameters})
+    return {"task_id": task_id, **_info_view(info), "business_context": business_context}
+
+
+def _info_view(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info.get(k) for k in ("file_name", "file_size", "file_path", "table_count", "tables", "uploaded_at")}
+
+
+def table_list_info(task_id: str) -> dict[str, Any]:
+    info = TaskStore().get_task(task_id).get("table_list") or {}
+    view = _info_view(info)
+    view.update(table_count=info.get("table_count", 0), tables=info.get("tables", []))
+    return {"task_id": task_id, "has_table_list": bool(info), **view}

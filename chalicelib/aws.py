@@ -1,0 +1,53 @@
+"""Lazy boto3 getters. Nothing is created at import time; the environment is read on every call.
+
+boto3 honours AWS_ENDPOINT_URL (moto server, LocalStack) by itself. Clients are cached per thread
+and per environment snapshot, because building a session re-parses botocore's service models.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+
+_local = threading.local()
+
+
+def _env_key(kind: str, service: str) -> tuple[str | None, ...]:
+    return (
+        kind,
+        service,
+        os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}"),
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_PROFILE"),
+    )
+
+
+def _get(kind: str, service: str) -> Any:
+    cache: dict = getattr(_local, "cache", None) or {}
+    _local.cache = cache
+    key = _env_key(kind, service)
+    found = cache.get(key)
+    if found is None:
+        session = boto3.session.Session()
+        found = session.client(service) if kind == "client" else session.resource(service)
+        cache[key] = found
+    return found
+
+
+def get_s3() -> Any:
+    """An S3 client for the current environment."""
+    return _get("client", "s3")
+
+
+def get_dynamodb() -> Any:
+    """A DynamoDB service resource for the current environment."""
+    return _get("resource", "dynamodb")
+
+
+def get_sfn() -> Any:
+    """A Step Functions client for the current environment."""
+    return _get("client", "stepfunctions")

@@ -1,0 +1,190 @@
+"""Task files in S3 under `tasks/{task_id}/`: outputs, the table list, work files and log chunks."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import unquote
+
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import get_s3
+from chalicelib.config import get_settings
+from chalicelib.errors import FileNotFound, ValidationError
+
+INTERNAL_PREFIXES = ("work/", "logs/")
+_CONTENT_TYPES = {
+    ".json": "application/json; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".ddl": "text/plain; charset=utf-8",
+    ".sql": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+    ".jsonl": "application/x-ndjson; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+}
+_ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
+
+
+def task_prefix(task_id: str) -> str:
+    return f"tasks/{task_id}/"
+
+
+def content_type_for(name: str) -> str:
+    """Content-Type by extension; `x.json.backup` is typed like `x.json`."""
+    lower = name.lower()
+    if lower.endswith(".backup"):
+        lower = lower[: -len(".backup")]
+    for ext, content_type in _CONTENT_TYPES.items():
+        if lower.endswith(ext):
+            return content_type
+    return "application/octet-stream"
+
+
+def safe_file_name(name: str) -> str:
+    """A plain file name inside the task folder, URL-decoded once.
+
+    Refuses `..`, `/`, `\\`, control characters and the same hidden behind (repeated) percent-encoding.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValidationError("file name is empty", invalid_params=["filename"])
+    decoded = unquote(name)
+    candidates = [name, decoded]
+    deeper = decoded
+    for _ in range(3):  # double/triple encoding: %252e%252e%252f
+        if not _ENCODED.search(deeper):
+            break
+        deeper = unquote(deeper)
+        candidates.append(deeper)
+    for candidate in candidates:
+        if ".." in candidate or "/" in candidate or "\\" in candidate or candidate.strip() in ("", "."):
+            raise ValidationError("file name must not contain path separators or '..'", invalid_params=["filename"])
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in candidate):
+            raise ValidationError("file name contains control characters", invalid_params=["filename"])
+    if len(decoded) > 255:
+        raise ValidationError("file name is too long", invalid_params=["filename"])
+    return decoded
+
+
+def _check_relative(name: str) -> str:
+    """Internal relative names (`work/tables/x.json`, `vector_bak/x.csv`): each part must be safe."""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") or "\\" in part for part in parts):
+        raise ValidationError(f"invalid task file path {name!r}", invalid_params=["filename"])
+    return name
+
+
+class FileStore:
+    """S3 adapter for task files. Give it a client and bucket (tests) or let it use the settings."""
+
+    def __init__(self, s3: Any = None, bucket: str | None = None):
+        self._s3 = s3
+        self._bucket = bucket
+
+    @property
+    def s3(self) -> Any:
+        return self._s3 or get_s3()
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket or get_settings().bucket
+
+    def key(self, task_id: str, name: str) -> str:
+        return task_prefix(task_id) + _check_relative(name)
+
+    def uri(self, task_id: str, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(task_id, name)}"
+
+    def put_bytes(self, task_id: str, name: str, data: bytes, content_type: str | None = None) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(task_id, name), Body=data,
+                           ContentType=content_type or content_type_for(name))
+
+    def put_text(self, task_id: str, name: str, text: str) -> None:
+        self.put_bytes(task_id, name, text.encode("utf-8"))
+
+    def get_bytes(self, task_id: str, name: str) -> bytes:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(task_id, name))["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFound(f"file {name} not found in task {task_id}") from None
+            raise
+
+    def get_text(self, task_id: str, name: str) -> str:
+        return self.get_bytes(task_id, name).decode("utf-8")
+
+    def head(self, task_id: str, name: str) -> dict[str, Any]:
+        """{size, last_modified} of one file; FileNotFound when absent."""
+        try:
+            meta = self.s3.head_object(Bucket=self.bucket, Key=self.key(task_id, name))
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFound(f"file {name} not found in task {task_id}") from None
+            raise
+        return {"name": name, "size": meta["ContentLength"], "last_modified": meta["LastModified"]}
+
+    def exists(self, task_id: str, name: str) -> bool:
+        try:
+            self.head(task_id, name)
+        except FileNotFound:
+            return False
+        return True
+
+    def delete(self, task_id: str, name: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(task_id, name))
+
+    def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "") -> list[dict[str, Any]]:
+        """[{name, size, last_modified}] relative to the task folder; work/ and logs/ hidden unless asked."""
+        base = task_prefix(task_id)
+        out = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(base):]
+                if not include_internal and name.startswith(INTERNAL_PREFIXES):
+                    continue
+                out.append({"name": name, "size": obj["Size"], "last_modified": obj["LastModified"]})
+        return sorted(out, key=lambda f: f["name"])
+
+    def task_dir_exists(self, task_id: str) -> bool:
+        found = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=task_prefix(task_id), MaxKeys=1)
+        return bool(found.get("KeyCount") or found.get("Contents"))
+
+    def presigned_url(self, task_id: str, name: str, expires: int = 300) -> str:
+        return self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key(task_id, name)}, ExpiresIn=expires)
+
+
+class TaskFiles:
+    """The files of one task (what step code works with)."""
+
+    def __init__(self, task_id: str, store: FileStore | None = None):
+        self.task_id = task_id
+        self.store = store or FileStore()
+
+    def put_text(self, name: str, text: str) -> None:
+        self.store.put_text(self.task_id, name, text)
+
+    def put_bytes(self, name: str, data: bytes, content_type: str | None = None) -> None:
+        self.store.put_bytes(self.task_id, name, data, content_type)
+
+    def get_text(self, name: str) -> str:
+        return self.store.get_text(self.task_id, name)
+
+    def get_bytes(self, name: str) -> bytes:
+        return self.store.get_bytes(self.task_id, name)
+
+    def exists(self, name: str) -> bool:
+        return self.store.exists(self.task_id, name)
+
+    def delete(self, name: str) -> None:
+        self.store.delete(self.task_id, name)
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        """Names (relative to the task folder) starting with `prefix`, internal files included."""
+        return [f["name"] for f in self.store.list_files(self.task_id, include_internal=True, prefix=prefix)]
+
+
+def _missing(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code"))
+    return code in ("NoSuchKey", "404", "NotFound")

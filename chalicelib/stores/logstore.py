@@ -1,0 +1,57 @@
+"""Reading a task's log: merge the JSON-lines chunks under `tasks/{id}/logs/` and render them as text."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from chalicelib.stores.files import FileStore
+
+LOG_PREFIX = "logs/"
+LOG_FILE_NAME = "data_pipeline.log"
+
+logger = logging.getLogger(__name__)
+
+
+def read_records(task_id: str, files: FileStore | None = None) -> list[dict[str, Any]]:
+    """All records of the task, oldest first, each with its `line_number` in the rendered text."""
+    files = files or FileStore()
+    records: list[tuple[str, int, int, dict[str, Any]]] = []
+    for chunk_no, info in enumerate(files.list_files(task_id, include_internal=True, prefix=LOG_PREFIX)):
+        text = files.get_bytes(task_id, info["name"]).decode("utf-8", errors="replace")
+        for raw in text.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                logger.warning("skipping a malformed log line in %s", info["name"])
+                continue
+            if isinstance(record, dict):
+                records.append((str(record.get("timestamp", "")), chunk_no, int(record.get("seq") or 0), record))
+    records.sort(key=lambda r: r[:3])
+    out = []
+    line = 1
+    for *_, record in records:
+        record["line_number"] = line
+        line += str(record.get("message", "")).count("\n") + 1
+        out.append(record)
+    return out
+
+
+def render_line(record: dict[str, Any]) -> str:
+    return f"{record.get('timestamp', '')} [{record.get('level', 'INFO')}] {record.get('logger', '')}: " \
+           f"{record.get('message', '')}"
+
+
+def render_text(records: list[dict[str, Any]]) -> str:
+    """`2025-07-01 14:30:52 [INFO] SchemaWorkflowOrchestrator: message` per record."""
+    return "".join(render_line(r) + "\n" for r in records)
+
+
+def log_file_info(task_id: str, files: FileStore | None = None) -> dict[str, Any]:
+    """{exists, chunks, last_modified} of the task's log chunks (without reading them)."""
+    files = files or FileStore()
+    chunks = files.list_files(task_id, include_internal=True, prefix=LOG_PREFIX)
+    last = max((c["last_modified"] for c in chunks), default=None)
+    return {"exists": bool(chunks), "chunks": len(chunks), "last_modified": last}

@@ -1,0 +1,497 @@
+"""Task and step status in DynamoDB: one item per task, read through GSIs (never a Scan).
+
+The item keeps the secret `db_connection`; `to_public()` is the only view the API returns and masks it.
+Nested maps (`step_status`, `steps`, `progress`, `llm_usage`, `results`) are updated by path so concurrent
+Map iterations of one step never overwrite each other.
+"""
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import get_dynamodb
+from chalicelib.config import STEP_NAMES, get_settings
+from chalicelib.errors import TaskAlreadyRunning, TaskNotFound, ValidationError
+from chalicelib.pipeline.db import mask_url
+
+TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "partial_completed")
+FINAL_STATUSES = ("completed", "partial_completed", "failed", "cancelled")
+STEP_STATUSES = ("pending", "running", "completed", "failed", "skipped")
+ENTITY = "TASK"
+GSI_BY_CREATED = "by_created"
+GSI_BY_STATUS = "by_status"
+_TASK_ID = re.compile(r"^task_\d{8}_\d{6}(_\d{1,4})?$")
+_MAX_ID_SUFFIX = 1000
+_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|api_key|token", re.IGNORECASE)
+
+TABLE_DEFINITION: dict[str, Any] = {
+    "KeySchema": [{"AttributeName": "task_id", "KeyType": "HASH"}],
+    "AttributeDefinitions": [
+        {"AttributeName": "task_id", "AttributeType": "S"},
+        {"AttributeName": "entity", "AttributeType": "S"},
+        {"AttributeName": "status", "AttributeType": "S"},
+        {"AttributeName": "created_sort", "AttributeType": "S"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": GSI_BY_CREATED,
+            "KeySchema": [
+                {"AttributeName": "entity", "KeyType": "HASH"},
+                {"AttributeName": "created_sort", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
+        {
+            "IndexName": GSI_BY_STATUS,
+            "KeySchema": [
+                {"AttributeName": "status", "KeyType": "HASH"},
+                {"AttributeName": "created_sort", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+
+
+def create_table(dynamodb_resource: Any, name: str) -> Any:
+    """Create the task table (local stack and tests) and wait until it exists."""
+    table = dynamodb_resource.create_table(TableName=name, **TABLE_DEFINITION)
+    table.wait_until_exists()
+    return table
+
+
+def now_iso() -> str:
+    """UTC now as `2025-06-27T14:30:52` (no timezone suffix, as the API shows it)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def is_task_id(value: str) -> bool:
+    return bool(_TASK_ID.match(value or ""))
+
+
+def to_dynamo(value: Any) -> Any:
+    """Floats become Decimal (DynamoDB refuses floats); containers are converted recursively."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {str(k): to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value: Any) -> Any:
+    """Decimals back to int/float; containers converted recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [from_dynamo(v) for v in value]
+    return value
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy with passwords masked: URLs through mask_url, values of password-like keys replaced."""
+    if isinstance(value, dict):
+        return {k: ("***" if _SECRET_KEYS.search(str(k)) and v else mask_secrets(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str) and ("://" in value or "password" in value.lower()):
+        return mask_url(value)
+    return value
+
+
+def _fresh_step() -> dict[str, Any]:
+    return {"step_status": "pending", "started_at": None, "completed_at": None, "error_message": None,
+            "result": None}
+
+
+class TaskStore:
+    """DynamoDB adapter for task items. Give it a table (tests) or let it build one from the settings."""
+
+    def __init__(self, table: Any = None):
+        self._table = table
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = get_dynamodb().Table(get_settings().table_name)
+        return self._table
+
+    # ---- creation and reads -------------------------------------------------------------------------
+
+    def create_task(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Store a new pending task; allocates `task_YYYYMMDD_HHMMSS` (+ `_2`, `_3`… when taken)."""
+        moment = datetime.now(UTC)
+        created_at = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        base = "task_" + moment.strftime("%Y%m%d_%H%M%S")
+        item = {
+            **fields,
+            "entity": ENTITY,
+            "status": "pending",
+            "created_at": created_at,
+            "updated_at": created_at,
+            "started_at": None,
+            "completed_at": None,
+            "error_message": None,
+            "task_name_lower": (fields.get("task_name") or "").lower(),
+            "step_status": {step: "pending" for step in STEP_NAMES},
+            "steps": {step: _fresh_step() for step in STEP_NAMES},
+            "progress": {step: {} for step in STEP_NAMES},
+            "llm_usage": {},
+            "results": {},
+            "current_step": {},
+            "execution": {},
+        }
+        for attempt in range(1, _MAX_ID_SUFFIX + 1):
+            task_id = base if attempt == 1 else f"{base}_{attempt}"
+            item["task_id"] = task_id
+            item["created_sort"] = f"{created_at}#{task_id}"
+            try:
+                self.table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_not_exists(task_id)")
+                return from_dynamo(dict(item))
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+        raise RuntimeError(f"could not allocate a task id for {base}")
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        """The raw item (including the secret db_connection); TaskNotFound when absent."""
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} not found")
+        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True).get("Item")
+        if not found:
+            raise TaskNotFound(f"task {task_id} not found")
+        return from_dynamo(found)
+
+    def list_tasks(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        """Newest first; returns (page of items, total)."""
+        return self.query_tasks({"status": status} if status else {}, offset // max(limit, 1) + 1, limit,
+                                offset=offset)
+
+    def query_tasks(self, filters: dict[str, Any], page: int = 1, page_size: int = 20, *,
+                    offset: int | None = None) -> tuple[list[dict], int]:
+        """Filtered listing, newest first. Filters: status, task_name (substring, case-insensitive),
+        created_by, db_name (exact), created_time_start / created_time_end (`YYYY-MM-DDTHH:MM:SS`)."""
+        kwargs = self._query_kwargs(filters)
+        total = 0
+        for page_data in self._pages({**kwargs, "Select": "COUNT"}):
+            total += page_data.get("Count", 0)
+        skip = offset if offset is not None else (page - 1) * page_size
+        items: list[dict] = []
+        for page_data in self._pages(kwargs):
+            for item in page_data.get("Items", []):
+                if skip > 0:
+                    skip -= 1
+                    continue
+                items.append(from_dynamo(item))
+                if len(items) >= page_size:
+                    return items, total
+        return items, total
+
+    def _pages(self, kwargs: dict[str, Any]):
+        start = None
+        while True:
+            call = dict(kwargs)
+            if start:
+                call["ExclusiveStartKey"] = start
+            data = self.table.query(**call)
+            yield data
+            start = data.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def _query_kwargs(self, filters: dict[str, Any]) -> dict[str, Any]:
+        status = filters.get("status")
+        if status:
+            key = Key("status").eq(status)
+            index = GSI_BY_STATUS
+        else:
+            key = Key("entity").eq(ENTITY)
+            index = GSI_BY_CREATED
+        start, end = filters.get("created_time_start"), filters.get("created_time_end")
+        if start and end:
+            key = key & Key("created_sort").between(start, end + "#\uffff")
+        elif start:
+            key = key & Key("created_sort").gte(start)
+        elif end:
+            key = key & Key("created_sort").lte(end + "#\uffff")
+        conditions = []
+        if filters.get("task_name"):
+            conditions.append(Attr("task_name_lower").contains(str(filters["task_name"]).lower()))
+        for name in ("created_by", "db_name"):
+            if filters.get(name):
+                conditions.append(Attr(name).eq(filters[name]))
+        kwargs: dict[str, Any] = {"IndexName": index, "KeyConditionExpression": key, "ScanIndexForward": False}
+        if conditions:
+            combined = conditions[0]
+            for extra in conditions[1:]:
+                combined = combined & extra
+            kwargs["FilterExpression"] = combined
+        return kwargs
+
+    # ---- table list and executions ------------------------------------------------------------------
+
+    def set_table_list(self, task_id: str, info: dict[str, Any]) -> None:
+        """Record the uploaded table list (file name, size, path, count, tables, uploaded_at)."""
+        self._update(task_id, "SET table_list = :info, updated_at = :now", {":info": info})
+
+    def set_fields(self, task_id: str, fields: dict[str, Any]) -> None:
+        """Set top-level attributes (e.g. business_context given with a table list)."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":f{i}": value for i, value in enumerate(fields.values())}
+        sets = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+        self._update(task_id, f"SET {sets}, updated_at = :now", values, names)
+
+    def claim_execution(self, task_id: str, execution_mode: str, step_name: str | None, plan: dict[str, Any],
+                        *, execution_id: str | None = None) -> dict[str, Any]:
+        """Mark the task in_progress unless it already is (conditional write: one of two racing calls wins).
+
+        `plan` = {"steps": [...to run...], "skipped": [...], "backup_vector_tables", "truncate_vector_tables"}.
+        Steps to run are reset to pending; the others keep their state.
+        """
+        now = now_iso()
+        names = {"#status": "status"}
+        values: dict[str, Any] = {
+            ":running": "in_progress",
+            ":now": now,
+            ":pending": "pending",
+            ":empty": {},
+            ":current": {"execution_id": execution_id, "step": (plan.get("steps") or [step_name])[0],
+                         "status": "pending", "started_at": now},
+            ":execution": {"execution_id": execution_id, "execution_mode": execution_mode,
+                           "step_name": step_name, "plan": plan, "execution_arn": None, "claimed_at": now},
+        }
+        sets = ["#status = :running", "started_at = :now", "updated_at = :now", "current_step = :current",
+                "execution = :execution"]
+        for i, step in enumerate(plan.get("steps", [])):
+            names[f"#s{i}"] = step
+            values[f":fresh{i}"] = _fresh_step()
+            sets += [f"step_status.#s{i} = :pending", f"steps.#s{i} = :fresh{i}", f"progress.#s{i} = :empty"]
+        try:
+            result = self.table.update_item(
+                Key={"task_id": task_id},
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE completed_at, error_message",
+                ConditionExpression="attribute_exists(task_id) AND #status <> :running",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_dynamo(values),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            self.get_task(task_id)  # TaskNotFound when it does not exist
+            raise TaskAlreadyRunning(f"task {task_id} is already running") from None
+        return from_dynamo(result["Attributes"])
+
+    def set_execution(self, task_id: str, execution_arn: str, execution_id: str) -> None:
+        self._update(task_id, "SET execution.execution_arn = :arn, execution.execution_id = :eid, updated_at = :now",
+                     {":arn": execution_arn, ":eid": execution_id})
+
+    def release_claim(self, task_id: str, error_message: str) -> None:
+        """StartExecution failed after a successful claim: the task is failed with the reason, not left running."""
+        self._update(task_id, "SET #status = :failed, error_message = :err, completed_at = :now, updated_at = :now, "
+                     "current_step.#cs = :failed",
+                     {":failed": "failed", ":err": error_message}, {"#status": "status", "#cs": "status"})
+
+    # ---- step transitions (called by the step Lambdas) ----------------------------------------------
+
+    def mark_step_started(self, task_id: str, step: str, execution_id: str | None) -> None:
+        now = now_iso()
+        self._update(
+            task_id,
+            "SET step_status.#s = :running, steps.#s.step_status = :running, steps.#s.started_at = :now, "
+            "steps.#s.completed_at = :none, steps.#s.error_message = :none, current_step = :current, "
+            "updated_at = :now",
+            {":running": "running", ":none": None,
+             ":current": {"execution_id": execution_id, "step": step, "status": "running", "started_at": now}},
+            {"#s": _step(step)}, now=now,
+        )
+
+    def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
+        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key)."""
+        names = {"#s": _step(step)}
+        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}}, names,
+                     touch=False)
+        nested = [k for k, v in progress.items() if isinstance(v, dict)]
+        if nested:
+            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
+                               for i in range(len(nested)))
+            self._update(task_id, f"SET {ensure}", {":empty": {}},
+                         {**names, **{f"#n{i}": k for i, k in enumerate(nested)}}, touch=False)
+        sets, values = [], {}
+        for i, (key, value) in enumerate(progress.items()):
+            names[f"#k{i}"] = str(key)
+            if isinstance(value, dict):
+                for j, (sub, sub_value) in enumerate(value.items()):
+                    names[f"#k{i}_{j}"] = str(sub)
+                    values[f":v{i}_{j}"] = sub_value
+                    sets.append(f"progress.#s.#k{i}.#k{i}_{j} = :v{i}_{j}")
+            else:
+                values[f":v{i}"] = value
+                sets.append(f"progress.#s.#k{i} = :v{i}")
+        if sets:
+            self._update(task_id, "SET " + ", ".join(sets) + ", updated_at = :now", values, names)
+
+    def record_item_progress(self, task_id: str, step: str, collection: str, key: str, record: dict[str, Any],
+                             *, ok: bool) -> None:
+        """One finished item of a fan-out (a table, a theme): stored under progress.{step}.{collection}.{key},
+        with the `done` / `failed` counters incremented atomically (Map iterations run concurrently)."""
+        names = {"#s": _step(step), "#c": collection}
+        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}}, names,
+                     touch=False)
+        self._update(task_id, "SET progress.#s.#c = if_not_exists(progress.#s.#c, :empty)", {":empty": {}}, names,
+                     touch=False)
+        counter = "done" if ok else "failed"
+        self._update(
+            task_id,
+            "SET progress.#s.#c.#k = :record, progress.#s.#n = if_not_exists(progress.#s.#n, :zero) + :one, "
+            "updated_at = :now",
+            {":record": record, ":zero": 0, ":one": 1},
+            {**names, "#k": key, "#n": counter},
+        )
+
+    def set_current_step(self, task_id: str, name: str, execution_id: str | None) -> None:
+        """Show a pre-step (vector backup/truncate) as the current step; it has no entry in step_status."""
+        now = now_iso()
+        self._update(task_id, "SET current_step = :current, updated_at = :now",
+                     {":current": {"execution_id": execution_id, "step": name, "status": "running",
+                                   "started_at": now}}, now=now)
+
+    def set_result(self, task_id: str, name: str, result: dict[str, Any]) -> None:
+        """Result of a pre-step (vector_backup, vector_truncate) under results.{name}."""
+        self._update(task_id, "SET results.#n = :result, updated_at = :now", {":result": result}, {"#n": name})
+
+    def mark_step_completed(self, task_id: str, step: str, result: dict[str, Any],
+                            llm_usage: dict[str, Any] | None = None) -> None:
+        expr = ("SET step_status.#s = :done, steps.#s.step_status = :done, steps.#s.completed_at = :now, "
+                "steps.#s.#r = :result, results.#s = :result, current_step.#cs = :done, updated_at = :now")
+        values: dict[str, Any] = {":done": "completed", ":result": result}
+        if llm_usage is not None:
+            expr += ", llm_usage.#s = :usage"
+            values[":usage"] = llm_usage
+        self._update(task_id, expr, values, {"#s": _step(step), "#r": "result", "#cs": "status"})
+
+    def mark_step_failed(self, task_id: str, step: str, error_message: str) -> None:
+        self._update(
+            task_id,
+            "SET step_status.#s = :failed, steps.#s.step_status = :failed, steps.#s.completed_at = :now, "
+            "steps.#s.error_message = :err, current_step.#cs = :failed, updated_at = :now",
+            {":failed": "failed", ":err": mask_secrets(error_message)}, {"#s": _step(step), "#cs": "status"},
+        )
+
+    def mark_step_skipped(self, task_id: str, step: str) -> None:
+        self._update(task_id, "SET step_status.#s = :skipped, steps.#s.step_status = :skipped, updated_at = :now",
+                     {":skipped": "skipped"}, {"#s": _step(step)})
+
+    def finish_task(self, task_id: str, status: str, error_message: str | None = None) -> bool:
+        """Final status. A cancelled task stays cancelled (a late step cannot overwrite it); returns False then."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final task status: {status}")
+        values: dict[str, Any] = {":st": status, ":err": mask_secrets(error_message) if error_message else None,
+                                  ":cancelled": "cancelled"}
+        condition = "attribute_exists(task_id)"
+        if status != "cancelled":
+            condition += " AND #status <> :cancelled"
+        try:
+            self._update(task_id, "SET #status = :st, completed_at = :now, error_message = :err, updated_at = :now",
+                         values, {"#status": "status"}, condition=condition)
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            self.get_task(task_id)
+            return False
+        return True
+
+    # ---- API view -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def to_public(item: dict[str, Any]) -> dict[str, Any]:
+        """The API view of a task (SPEC §3.1): no secrets, plain numbers, steps as an ordered list."""
+        item = from_dynamo(item)
+        steps_map = item.get("steps") or {}
+        steps = []
+        for step in STEP_NAMES:
+            record = steps_map.get(step) or {}
+            steps.append({
+                "step_name": step,
+                "step_status": (item.get("step_status") or {}).get(step, record.get("step_status", "pending")),
+                "started_at": record.get("started_at"),
+                "completed_at": record.get("completed_at"),
+                "error_message": record.get("error_message"),
+            })
+        parameters = dict(item.get("parameters") or {})
+        if item.get("db_connection"):
+            parameters["db_connection"] = item["db_connection"]
+        table_list = item.get("table_list") or {}
+        execution = item.get("execution") or {}
+        public = {
+            "task_id": item["task_id"],
+            "task_name": item.get("task_name"),
+            "status": item.get("status"),
+            "step_status": {s: (item.get("step_status") or {}).get(s, "pending") for s in STEP_NAMES},
+            "created_at": item.get("created_at"),
+            "started_at": item.get("started_at"),
+            "completed_at": item.get("completed_at"),
+            "updated_at": item.get("updated_at"),
+            "created_by": item.get("created_by"),
+            "db_name": item.get("db_name"),
+            "business_context": item.get("business_context"),
+            "parameters": parameters,
+            "current_step": item.get("current_step") or None,
+            "total_steps": len(STEP_NAMES),
+            "steps": steps,
+            "progress": {k: v for k, v in (item.get("progress") or {}).items() if v},
+            "results": item.get("results") or {},
+            "llm_usage": item.get("llm_usage") or {},
+            "error_message": item.get("error_message"),
+            "has_table_list": bool(table_list),
+            "table_count": table_list.get("table_count", 0),
+            "execution": {k: execution.get(k) for k in ("execution_id", "execution_mode", "step_name")}
+            if execution else None,
+        }
+        return mask_secrets(public)
+
+    # ---- helpers ------------------------------------------------------------------------------------
+
+    def _update(self, task_id: str, expression: str, values: dict[str, Any], names: dict[str, str] | None = None,
+                *, now: str | None = None, touch: bool = True, condition: str = "attribute_exists(task_id)") -> None:
+        values = dict(values)
+        if touch or ":now" in expression:
+            values[":now"] = now or now_iso()
+        kwargs: dict[str, Any] = {
+            "Key": {"task_id": task_id},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": to_dynamo(values),
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        used = set(re.findall(r":\w+", expression + " " + condition))
+        kwargs["ExpressionAttributeValues"] = {k: v for k, v in kwargs["ExpressionAttributeValues"].items()
+                                               if k in used}
+        try:
+            self.table.update_item(**kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc) and condition == "attribute_exists(task_id)":
+                raise TaskNotFound(f"task {task_id} not found") from None
+            raise
+
+
+def _step(step: str) -> str:
+    if step not in STEP_NAMES:
+        raise ValidationError(f"unknown step {step!r}", invalid_params=["step_name"])
+    return step
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

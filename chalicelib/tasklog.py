@@ -1,0 +1,172 @@
+"""Task logging: every record goes to stdout as powertools JSON (CloudWatch) and into the task's S3 log.
+
+Records are buffered and written as small JSON-lines chunks under `tasks/{id}/logs/`; readers merge them
+(stores/logstore.py). A TaskLogger and its children share one buffer, guarded by a lock, because Map
+iterations run in threads when executed locally.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.config import get_settings
+from chalicelib.stores.files import FileStore
+
+LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
+          "CRITICAL": logging.CRITICAL}
+FLUSH_EVERY_RECORDS = 20
+FLUSH_EVERY_SECONDS = 2.0
+_powertools_lock = threading.Lock()
+_powertools: Any = None
+
+
+def _get_powertools_logger(level: str) -> Any:
+    global _powertools
+    with _powertools_lock:
+        if _powertools is None:
+            from aws_lambda_powertools import Logger
+
+            _powertools = Logger(service="data_pipeline", level=level)
+        _powertools.setLevel(level)
+        return _powertools
+
+
+def level_number(level: str) -> int:
+    return LEVELS.get(str(level).upper(), logging.INFO)
+
+
+class _Sink:
+    """The buffer shared by a TaskLogger and its children."""
+
+    def __init__(self, task_id: str, files: FileStore | None):
+        self.task_id = task_id
+        self.files = files
+        self.lock = threading.Lock()
+        self.records: list[dict[str, Any]] = []
+        self.seq = 0
+        self.last_flush = time.monotonic()
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append; True when the buffer should be flushed now."""
+        with self.lock:
+            self.seq += 1
+            record["seq"] = self.seq
+            self.records.append(record)
+            return (len(self.records) >= FLUSH_EVERY_RECORDS
+                    or time.monotonic() - self.last_flush >= FLUSH_EVERY_SECONDS)
+
+    def flush(self) -> None:
+        with self.lock:
+            records, self.records = self.records, []
+            self.last_flush = time.monotonic()
+            if not records:
+                return
+            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+            name = f"logs/{int(time.time() * 1000):013d}_{uuid.uuid4().hex}.jsonl"
+            files = self.files or FileStore()
+            try:
+                files.put_bytes(self.task_id, name, body, "application/x-ndjson; charset=utf-8")
+            except Exception:
+                # Losing the S3 copy must not fail the step; the records are in CloudWatch via stdout.
+                logging.getLogger(__name__).exception("could not write a log chunk for task %s", self.task_id)
+
+
+class TaskLogger:
+    """`TaskLogger(task_id, step=None, execution_id=None, logger_name="DataPipeline")`.
+
+    debug/info/warning/error/exception(message, *args, **extra) — stdlib-style `%` args are accepted so
+    a TaskLogger can stand in wherever a `logging.Logger` is expected.
+    """
+
+    def __init__(self, task_id: str, step: str | None = None, execution_id: str | None = None,
+                 logger_name: str = "DataPipeline", *, files: FileStore | None = None, _sink: _Sink | None = None):
+        self.task_id = task_id
+        self.step = step
+        self.execution_id = execution_id
+        self.logger_name = logger_name
+        self._sink = _sink or _Sink(task_id, files)
+        self.level = get_settings().log_level
+
+    def child(self, step: str | None = None, logger_name: str | None = None) -> TaskLogger:
+        """Same task, buffer and execution; another step and/or logger name."""
+        return TaskLogger(self.task_id, step or self.step, self.execution_id, logger_name or self.logger_name,
+                          _sink=self._sink)
+
+    def debug(self, message: str, *args: Any, **extra: Any) -> None:
+        self.log("DEBUG", message, *args, **extra)
+
+    def info(self, message: str, *args: Any, **extra: Any) -> None:
+        self.log("INFO", message, *args, **extra)
+
+    def warning(self, message: str, *args: Any, **extra: Any) -> None:
+        self.log("WARNING", message, *args, **extra)
+
+    def error(self, message: str, *args: Any, **extra: Any) -> None:
+        self.log("ERROR", message, *args, **extra)
+
+    def exception(self, message: str, *args: Any, **extra: Any) -> None:
+        """ERROR with the stack trace on stdout only (the task log keeps the message)."""
+        self.log("ERROR", message, *args, _exc_info=True, **extra)
+
+    def log(self, level: str, message: str, *args: Any, _exc_info: bool = False, **extra: Any) -> None:
+        level = level.upper()
+        if level_number(level) < level_number(self.level):
+            return
+        if args:
+            try:
+                message = message % args
+            except (TypeError, ValueError):
+                message = " ".join([message, *map(str, args)])
+        record = {
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "level": level,
+            "logger": self.logger_name,
+            "step": self.step,
+            "message": str(message),
+            "task_id": self.task_id,
+            "execution_id": self.execution_id,
+        }
+        keys = {"correlation_id": self.task_id, "task_id": self.task_id, "step": self.step,
+                "execution_id": self.execution_id, "task_logger": self.logger_name,
+                **{k: v for k, v in extra.items() if _jsonable(v)}}
+        emit = getattr(_get_powertools_logger(self.level), "exception" if _exc_info else level.lower())
+        emit(record["message"], extra=keys, stacklevel=3)
+        if self._sink.add(record):
+            self._sink.flush()
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def __enter__(self) -> TaskLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.flush()
+
+
+class TaskLogHandler(logging.Handler):
+    """Forwards stdlib `logging` records (domain modules) into a TaskLogger, e.g. during a step."""
+
+    def __init__(self, task_logger: TaskLogger):
+        super().__init__()
+        self.task_logger = task_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            name = record.name.rsplit(".", 1)[-1]
+            self.task_logger.child(logger_name=name).log(record.levelname, record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,131 @@
+"""Vector backup (verified CSV from one snapshot), guarded truncate, and restore round trip."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import psycopg2
+import pytest
+
+from chalicelib import errors
+from chalicelib.pipeline.models import QAPair
+from chalicelib.pipeline.training import load_training_data
+from chalicelib.pipeline.vectors import backup_vector_tables, restore_vector_tables, truncate_embeddings
+from tests.functional.test_training_load import HashEmbedder
+
+TS = "20250701_143052"
+
+
+def _query(url, sql):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _execute(url, sql):
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def _snapshot(url):
+    return _query(url, "select id, collection_id::text, embedding::text, document, cmetadata::text "
+                       "from langchain_pg_embedding order by id")
+
+
+@pytest.fixture
+def loaded_db(scratch_db):
+    multi_line = "SELECT %d\n, 'a;b' FROM t;"
+    pairs = [QAPair(f"问题 {i}，含逗号和\"引号\"", multi_line % i) for i in range(7)]
+    docs = ["## 多行\n文档, with \"quotes\"\nand newlines\r\nand CRLF", "## plain"]
+    load_training_data(scratch_db, HashEmbedder(8), ddl=["create table t (id int);"], documentation=docs,
+                       pairs=pairs, batch_size=3)
+    return scratch_db
+
+
+def test_backup_writes_verified_csv_and_log(loaded_db):
+    files: dict[str, bytes] = {}
+    result = backup_vector_tables(loaded_db, files.__setitem__, TS)
+    assert set(files) == {f"vector_bak/langchain_pg_collection_{TS}.csv", f"vector_bak/langchain_pg_embedding_{TS}.csv",
+                          "vector_bak/vector_backup_log.txt"}
+    assert result["expected"] == result["counts"] == {"langchain_pg_collection": 3, "langchain_pg_embedding": 10}
+    emb = list(csv.DictReader(io.StringIO(files[f"vector_bak/langchain_pg_embedding_{TS}.csv"].decode(),
+                                          newline="")))
+    assert len(emb) == 10
+    for row in emb:
+        assert json.loads(row["cmetadata"]) == {"id": row["id"]}
+        assert len(json.loads(row["embedding"])) == 8
+    assert any("\r\nand CRLF" in row["document"] for row in emb)
+    coll = list(csv.DictReader(io.StringIO(files[f"vector_bak/langchain_pg_collection_{TS}.csv"].decode())))
+    assert sorted(r["name"] for r in coll) == ["ddl", "documentation", "sql"]
+    log = files["vector_bak/vector_backup_log.txt"].decode()
+    assert "langchain_pg_embedding: 10 rows" in log and "Total duration" in log and TS in log
+    emb_bytes = files[f"vector_bak/langchain_pg_embedding_{TS}.csv"]
+    assert result["tables"]["langchain_pg_embedding"]["bytes"] == len(emb_bytes)
+
+
+def test_missing_tables_are_zero_rows(scratch_db):
+    files: dict[str, bytes] = {}
+    result = backup_vector_tables(scratch_db, files.__setitem__, TS)
+    assert result["expected"] == {"langchain_pg_collection": 0, "langchain_pg_embedding": 0}
+    assert list(files) == ["vector_bak/vector_backup_log.txt"]
+    assert "0 rows (table does not exist)" in files["vector_bak/vector_backup_log.txt"].decode()
+    assert truncate_embeddings(scratch_db, result["expected"]) == 0
+
+
+def test_storage_failure_is_backup_failed(loaded_db):
+    def broken_put(name, data):
+        raise OSError("bucket gone")
+
+    with pytest.raises(errors.VectorBackupFailed, match="bucket gone"):
+        backup_vector_tables(loaded_db, broken_put, TS)
+
+
+def test_truncate_only_embeddings_and_only_when_counts_match(loaded_db):
+    result = backup_vector_tables(loaded_db, lambda n, d: None, TS)
+    _execute(loaded_db, "delete from langchain_pg_embedding where id = (select min(id) from langchain_pg_embedding)")
+    with pytest.raises(errors.VectorTruncateFailed, match="rows changed since the backup"):
+        truncate_embeddings(loaded_db, result["expected"])
+    assert _query(loaded_db, "select count(*) from langchain_pg_embedding")[0][0] == 9
+    with pytest.raises(errors.VectorTruncateFailed):
+        truncate_embeddings(loaded_db, {})
+
+    result = backup_vector_tables(loaded_db, lambda n, d: None, TS)
+    assert truncate_embeddings(loaded_db, result["expected"]) == 9
+    assert _query(loaded_db, "select count(*) from langchain_pg_embedding")[0][0] == 0
+    assert _query(loaded_db, "select count(*) from langchain_pg_collection")[0][0] == 3
+
+
+def test_backup_truncate_restore_round_trip(loaded_db):
+    before = _snapshot(loaded_db)
+    files: dict[str, bytes] = {}
+    result = backup_vector_tables(loaded_db, files.__setitem__, TS)
+    truncate_embeddings(loaded_db, result["expected"])
+    assert _snapshot(loaded_db) == []
+
+    emb_csv = files[f"vector_bak/langchain_pg_embedding_{TS}.csv"]
+    coll_csv = files[f"vector_bak/langchain_pg_collection_{TS}.csv"]
+    assert restore_vector_tables(loaded_db, {"langchain_pg_embedding": emb_csv}, truncate_first=False) == {
+        "langchain_pg_embedding": 10}
+    assert _snapshot(loaded_db) == before
+
+    restored = restore_vector_tables(loaded_db, {"langchain_pg_collection": coll_csv,
+                                                 "langchain_pg_embedding": emb_csv}, truncate_first=True)
+    assert restored == {"langchain_pg_collection": 3, "langchain_pg_embedding": 10}
+    assert _snapshot(loaded_db) == before
+    again: dict[str, bytes] = {}
+    backup_vector_tables(loaded_db, again.__setitem__, TS)
+    assert again[f"vector_bak/langchain_pg_embedding_{TS}.csv"] == emb_csv
+    assert again[f"vector_bak/langchain_pg_collection_{TS}.csv"] == coll_csv
+
+    # A failed restore changes nothing (one transaction).
+    with pytest.raises(errors.StepFailed):
+        restore_vector_tables(loaded_db, {"langchain_pg_embedding": emb_csv}, truncate_first=False)
+    assert _snapshot(loaded_db) == before

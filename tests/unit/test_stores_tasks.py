@@ -1,0 +1,93 @@
+"""TaskStore against moto DynamoDB: id allocation, conditional claims, nested progress, masking."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
+from chalicelib.stores.tasks import TaskStore, create_table, mask_secrets
+from tests.support.aws_api import make_moto_dynamodb_writes_atomic
+
+
+@pytest.fixture
+def store(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    make_moto_dynamodb_writes_atomic(monkeypatch)
+    with mock_aws():
+        yield TaskStore(create_table(boto3.resource("dynamodb"), "tasks"))
+
+
+def test_ids_unique_under_concurrent_creates(store):
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: store.create_task({"task_name": f"t{i}"})["task_id"], range(12)))
+    assert len(set(ids)) == 12
+    assert all(i.startswith("task_") for i in ids)
+    items, total = store.list_tasks(limit=5)
+    assert total == 12 and len(items) == 5
+    assert [i["created_sort"] for i in items] == sorted((i["created_sort"] for i in items), reverse=True)
+
+
+def test_claim_race_exactly_one_wins(store):
+    task_id = store.create_task({})["task_id"]
+    plan = {"steps": ["ddl_generation"], "skipped": []}
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def claim():
+        barrier.wait()
+        try:
+            store.claim_execution(task_id, "step", "ddl_generation", plan, execution_id="e")
+            outcomes.append("won")
+        except TaskAlreadyRunning:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(outcomes) == ["busy", "busy", "busy", "won"]
+    with pytest.raises(TaskNotFound):
+        store.claim_execution("task_20990101_000000", "complete", None, plan)
+
+
+def test_step_lifecycle_and_nested_progress(store):
+    task_id = store.create_task({})["task_id"]
+    store.mark_step_completed(task_id, "qa_generation", {"pairs": 3})
+    store.claim_execution(task_id, "step", "ddl_generation", {"steps": ["ddl_generation"]}, execution_id="x1")
+    store.mark_step_started(task_id, "ddl_generation", "x1")
+    tables = [f"t{i}" for i in range(10)]
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda t: store.update_progress(task_id, "ddl_generation", {"tables": {t: "done"}}), tables))
+    store.update_progress(task_id, "ddl_generation", {"total": 10, "ratio": 0.5})
+    store.mark_step_completed(task_id, "ddl_generation", {"tables": 10, "seconds": 1.25}, {"calls": 2})
+    store.mark_step_skipped(task_id, "sql_validation")
+    assert store.finish_task(task_id, "partial_completed")
+    item = store.get_task(task_id)
+    assert item["progress"]["ddl_generation"]["tables"] == {t: "done" for t in tables}
+    assert item["progress"]["ddl_generation"]["ratio"] == 0.5 and item["progress"]["ddl_generation"]["total"] == 10
+    assert item["results"]["ddl_generation"] == {"tables": 10, "seconds": 1.25}
+    assert item["llm_usage"]["ddl_generation"] == {"calls": 2}
+    assert item["step_status"] == {"ddl_generation": "completed", "qa_generation": "completed",
+                                   "sql_validation": "skipped", "training_load": "pending"}
+    public = TaskStore.to_public(item)
+    assert public["status"] == "partial_completed" and public["steps"][0]["completed_at"]
+
+
+def test_failed_step_and_cancel_is_final(store):
+    task_id = store.create_task({})["task_id"]
+    store.claim_execution(task_id, "complete", None, {"steps": ["ddl_generation"]}, execution_id="x")
+    store.mark_step_failed(task_id, "ddl_generation", "cannot connect to postgresql://u:pw@h/db")
+    assert store.finish_task(task_id, "cancelled")
+    assert store.finish_task(task_id, "completed") is False
+    item = store.get_task(task_id)
+    assert item["status"] == "cancelled" and "pw@" not in item["steps"]["ddl_generation"]["error_message"]
+
+
+def test_mask_secrets():
+    masked = mask_secrets({"db_connection": "postgresql://a:b@h:5432/d", "nested": [{"password": "x"}], "n": 1})
+    assert masked == {"db_connection": "postgresql://a:***@h:5432/d", "nested": [{"password": "***"}], "n": 1}
