@@ -9,6 +9,6 @@ app.api.binary_types.append("multipart/form-data")
 app.register_blueprint(api_bp, url_prefix="/api/v0")
 app.register_middleware(api_middleware, "http")
 
-# ---- step Lambdas (registered by the lead) ----------------------------------------------------------------
-# from chalicelib.steps import steps_bp
-# app.register_blueprint(steps_bp)
+from chalicelib.steps import steps_bp  # noqa: E402  (after the app: the steps need nothing from it)
+
+app.register_blueprint(steps_bp)

@@ -1,0 +1,15 @@
+"""Step Lambdas: one thin module per pipeline step, each a Lambda per state-machine task.
+
+Importing this package registers every handler on `steps_bp`.
+"""
+from chalicelib.steps import (  # noqa: F401  (imported for their registrations)
+    ddl_generation,
+    lifecycle,
+    qa_generation,
+    sql_validation,
+    training_load,
+    vector_tables,
+)
+from chalicelib.steps.blueprint import steps_bp
+
+__all__ = ["steps_bp"]

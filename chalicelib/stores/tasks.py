@@ -330,6 +330,8 @@ class TaskStore:
                          {**names, **{f"#n{i}": k for i, k in enumerate(nested)}}, touch=False)
         sets, values = [], {}
         for i, (key, value) in enumerate(progress.items()):
+            if isinstance(value, dict) and not value:
+                continue  # the empty map was created above; nothing to merge into it
             names[f"#k{i}"] = str(key)
             if isinstance(value, dict):
                 for j, (sub, sub_value) in enumerate(value.items()):
@@ -347,8 +349,8 @@ class TaskStore:
         """One finished item of a fan-out (a table, a theme): stored under progress.{step}.{collection}.{key},
         with the `done` / `failed` counters incremented atomically (Map iterations run concurrently)."""
         names = {"#s": _step(step), "#c": collection}
-        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}}, names,
-                     touch=False)
+        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
+                     {"#s": names["#s"]}, touch=False)
         self._update(task_id, "SET progress.#s.#c = if_not_exists(progress.#s.#c, :empty)", {":empty": {}}, names,
                      touch=False)
         counter = "done" if ok else "failed"

