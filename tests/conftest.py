@@ -96,3 +96,21 @@ def llm_stub():
     stub = LLMStub().start()
     yield stub
     stub.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline_stack(pg_url, tmp_path_factory):
+    """The real local stack (moto server executing the project's state machine, step Lambdas in-process)
+    on the test PostgreSQL server, with the demo database loaded. One per test module: moto is process-wide."""
+    from infra.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("stack"), server_url=pg_url, demo_database="highway_e2e") as stack:
+        yield stack
+
+
+@pytest.fixture
+def pipeline(pipeline_stack):
+    """A client of the HTTP API (Chalice's test client) on the running local stack."""
+    from tests.support.pipeline import PipelineClient
+
+    return PipelineClient(pipeline_stack)
