@@ -2,11 +2,15 @@
 from chalice import Chalice
 
 from chalicelib.api.middleware import api_middleware
+from chalicelib.api.openapi import openapi_bp
 from chalicelib.api.routes import api_bp
+from chalicelib.api.vector_routes import vector_bp
 
 app = Chalice(app_name="data_pipeline")
 app.api.binary_types.append("multipart/form-data")
 app.register_blueprint(api_bp, url_prefix="/api/v0")
+app.register_blueprint(vector_bp, url_prefix="/api/v0")
+app.register_blueprint(openapi_bp, url_prefix="/api/v0")
 app.register_middleware(api_middleware, "http")
 
 from chalicelib.steps import steps_bp  # noqa: E402  (after the app: the steps need nothing from it)

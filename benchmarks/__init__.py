@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: each measures the project's way against a baseline in the same run."""
