@@ -1,7 +1,8 @@
 """Bulk catalog introspection: columns, keys, comments and row counts of many tables in a few queries.
 
 The number of catalog queries does not depend on how many tables are asked for (arrays of names are passed
-with `unnest`); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`.
+with `unnest`); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`
+(500 tables per statement), so 1,000 tables take at most five statements.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from chalicelib.pipeline.models import ColumnMeta, ForeignKey, TableMeta, TableRef
 
@@ -21,8 +23,12 @@ _KIND_NAMES = {"r": "table", "p": "partitioned", "v": "view", "m": "materialized
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 # Tables never analyzed have no estimate; below this many bytes per threshold row, counting is cheap anyway.
 _BYTES_PER_ROW_GUESS = 64
-_COUNT_BATCH = 100
+# Tables counted per `union all` statement: 1,000 small tables cost two statements.
+_COUNT_BATCH = 500
 
+# Row estimates: pg_class.reltuples; for a never-analyzed relation (reltuples < 0) the way the planner guesses,
+# pages x tuples per page from the declared column widths (24-byte tuple header + 4-byte line pointer,
+# 32 bytes for a variable-length column), so no per-table EXPLAIN is needed.
 _RESOLVE_SQL = """
 select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
        case when c.oid is null then null else has_table_privilege(c.oid, 'SELECT') end,
@@ -31,10 +37,19 @@ select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
   left join pg_namespace n on n.nspname = r.schema_name
   left join pg_class c on c.relnamespace = n.oid and c.relname = r.table_name and c.relkind = any(%s::"char"[])
   left join lateral (
-        select coalesce(sum(greatest(l.reltuples, 0)), 0)::float8 as est,
+        select 28 + coalesce(sum(case when t.typlen > 0 then t.typlen else 32 end), 0) as width
+          from pg_attribute a
+          join pg_type t on t.oid = a.atttypid
+         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+       ) w on c.oid is not null
+  left join lateral (
+        select coalesce(sum(case when l.reltuples >= 0 then l.reltuples
+                                 else floor(pg_relation_size(l.oid)::float8 / bs.size)
+                                      * greatest(floor((bs.size - 24)::float8 / w.width), 1) end), 0)::float8 as est,
                coalesce(bool_or(l.reltuples < 0), false) as unknown,
                coalesce(sum(pg_relation_size(l.oid)), 0)::bigint as size_bytes
           from pg_class l
+         cross join (select current_setting('block_size')::int as size) bs
          where (l.oid = c.oid and c.relkind <> 'p')
             or l.oid in (select t.relid from pg_partition_tree(c.oid) t where t.isleaf)
        ) st on c.oid is not null
@@ -142,7 +157,20 @@ def introspect_tables(
     """Metadata of every table in `refs` with a constant number of catalog queries.
 
     Returns (found, errors): errors maps a missing or unreadable table to a clear message.
+    When no transaction was open on `conn` before the call, the read transaction(s) it opens are ended
+    (rolled back: nothing was written), so no lock on the inspected tables outlives the call.
     """
+    own_transaction = not conn.autocommit and conn.info.transaction_status == TRANSACTION_STATUS_IDLE
+    try:
+        return _introspect(conn, refs, exact_count_threshold, own_transaction)
+    finally:
+        if own_transaction and not conn.closed:
+            conn.rollback()
+
+
+def _introspect(
+    conn: psycopg2.extensions.connection, refs: list[TableRef], exact_count_threshold: int, own_transaction: bool
+) -> tuple[dict[TableRef, TableMeta], dict[TableRef, str]]:
     found: dict[TableRef, TableMeta] = {}
     errors: dict[TableRef, str] = {}
     if not refs:
@@ -182,7 +210,8 @@ def introspect_tables(
             else:
                 foreign[relid].append(ForeignKey(conname, list(cols), ref_schema, ref_table, list(ref_cols)))
 
-    counts = _row_counts(conn, {oid: (v[0], v[1], v[3]) for oid, v in resolved.items()}, exact_count_threshold)
+    counts = _row_counts(conn, {oid: (v[0], v[1], v[3]) for oid, v in resolved.items()}, exact_count_threshold,
+                         own_transaction)
     for oid, (ref, relkind, comment, _stats) in resolved.items():
         pk = primary.get(oid, [])
         cols = columns[oid]
@@ -206,24 +235,26 @@ def _row_counts(
     conn: psycopg2.extensions.connection,
     tables: dict[int, tuple[TableRef, str, dict[str, Any]]],
     threshold: int,
+    own_transaction: bool = True,
 ) -> dict[int, tuple[int, bool]]:
-    """(row_count, exact) per table: the planner's estimate, or count(*) when the table is known to be small."""
+    """(row_count, exact) per table: the catalog estimate, or count(*) when the table is known to be small.
+
+    Small tables are counted `_COUNT_BATCH` at a time in one `union all` statement; the locks a batch takes
+    are released (the transaction ended) before the next, so a thousand tables never hold a thousand locks.
+    """
     result: dict[int, tuple[int, bool]] = {}
     to_count: list[int] = []
-    to_explain: list[int] = []
     for oid, (_ref, relkind, stats) in tables.items():
         if relkind in ("v", "f"):  # counting would run the view / scan the remote table
             result[oid] = (0, False)
-        elif not stats["unknown"]:
-            result[oid] = (stats["est"], False)
-            if stats["est"] < threshold:
-                to_count.append(oid)
-        elif stats["size_bytes"] <= threshold * _BYTES_PER_ROW_GUESS:
-            to_count.append(oid)
-            result[oid] = (stats["est"], False)
+            continue
+        result[oid] = (stats["est"], False)
+        if stats["unknown"]:
+            small = stats["size_bytes"] <= threshold * _BYTES_PER_ROW_GUESS
         else:
-            to_explain.append(oid)
-            result[oid] = (stats["est"], False)
+            small = stats["est"] < threshold
+        if small:
+            to_count.append(oid)
 
     for start in range(0, len(to_count), _COUNT_BATCH):
         batch = to_count[start:start + _COUNT_BATCH]
@@ -237,20 +268,12 @@ def _row_counts(
                 for i, count in cur.fetchall():
                     result[batch[i]] = (int(count), True)
         except psycopg2.Error as exc:
-            if not conn.autocommit:
+            if not conn.autocommit and not conn.closed:
                 conn.rollback()
             logger.warning("exact row count failed; keeping estimates", extra={"error": str(exc).strip()})
-
-    for oid in to_explain:
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("explain (format json) select * from {}").format(sql.SQL(tables[oid][0].sql_name)))
-                plan = cur.fetchone()[0]
-                result[oid] = (int(plan[0]["Plan"]["Plan Rows"]), False)
-        except psycopg2.Error as exc:
-            if not conn.autocommit:
-                conn.rollback()
-            logger.warning("row estimate failed", extra={"table": tables[oid][0].display_name, "error": str(exc)})
+        else:
+            if own_transaction:
+                conn.rollback()  # release this batch's table locks before the next batch
     return result
 
 

@@ -2,17 +2,23 @@
 
 Nothing is ever executed: a lexical read-only check runs first (rejected SQL never reaches the
 database), then `EXPLAIN` inside a read-only transaction with a statement timeout, always rolled back.
+Many statements share a connection (one round trip each when valid) and a few connections work in
+parallel, so validation keeps up with a plain EXPLAIN loop while isolating every statement.
 Failing SQL can be sent to the LLM for repair in rounds; every repair is checked again the same way.
 """
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg2
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from chalicelib import errors
 from chalicelib.pipeline.db import connect
@@ -42,116 +48,185 @@ _SIDE_EFFECT_FUNCTIONS = frozenset({
 })
 _SIDE_EFFECT_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_stat_reset")
 
-_IDENT_START = re.compile(r"[A-Za-z_\u0080-\uffff]")
-_IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\u0080-\uffff]")
+_NUMBER_REST = re.compile(r"[\w.]*")  # str.isalnum() or "_" or "."
+_COMMENT_MARK = re.compile(r"/\*|\*/")
+_QUOTE_OR_BACKSLASH = {"'": re.compile(r"['\\]"), '"': re.compile(r'["\\]')}
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$")
+_STRING_PREFIXES = frozenset({"e", "b", "x", "n", "u&"})
 
 
 class _UnterminatedError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str  # "word" | "qident" | "string" | "number" | "op" | "ws" | "comment" | "param"
     text: str
 
 
-def _tokenize(sql: str) -> list[_Token]:
-    """Split SQL into tokens the way PostgreSQL's lexer sees them (comments, literals, quoted names)."""
+_DOT = _Token("op", ".")
+_OPEN_PAREN = _Token("op", "(")
+# The only words `_word_reason` can object to.
+_REASON_WORDS = frozenset({"update", "share", "into"}) | _DML_WORDS | _OTHER_WRITE_WORDS
+
+
+# One alternative per token kind, in the order PostgreSQL's lexer decides; quotes, dollar signs and block
+# comments only mark where the careful (nesting, escaping, tagging) scanning below takes over.
+_MASTER = re.compile(
+    r"(?P<ws>\s+)"
+    r"|(?P<comment>--[^\n]*)"
+    r"|(?P<block>/\*)"
+    r"|(?P<squote>')"
+    r'|(?P<dquote>")'
+    r"|(?P<dollar>\$)"
+    r"|(?P<word>[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)"
+    r"|(?P<number>[0-9][\w.]*)"
+    r"|(?P<op>.)",
+    re.DOTALL,
+)
+
+
+def _tokenize(sql: str, *, keep_space: bool = True) -> list[_Token]:
+    """Split SQL into tokens the way PostgreSQL's lexer sees them (comments, literals, quoted names).
+
+    One Python step per token: the token's extent comes from a compiled pattern. With `keep_space` False,
+    whitespace and comments are left out of the result.
+    """
     tokens: list[_Token] = []
+    append = tokens.append
     i, n = 0, len(sql)
+    word_end = -1
+    match = _MASTER.match
     while i < n:
-        c = sql[i]
-        nxt = sql[i + 1] if i + 1 < n else ""
-        if c.isspace():
-            j = i + 1
-            while j < n and sql[j].isspace():
-                j += 1
-            tokens.append(_Token("ws", sql[i:j]))
-            i = j
-        elif c == "-" and nxt == "-":
-            j = sql.find("\n", i)
-            j = n if j < 0 else j
-            tokens.append(_Token("comment", sql[i:j]))
-            i = j
-        elif c == "/" and nxt == "*":
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if sql.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif sql.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            if depth:
-                raise _UnterminatedError("unterminated /* comment")
-            tokens.append(_Token("comment", sql[i:j]))
-            i = j
-        elif c == "'":
+        m = match(sql, i)
+        kind = m.lastgroup
+        j = m.end()
+        if kind == "ws" or kind == "comment":
+            if keep_space:
+                append(_Token(kind, sql[i:j]))
+        elif kind == "number":
+            append(_Token(kind, sql[i:j]))
+        elif kind == "word":
+            word = sql[i:j]
+            if sql.startswith("&'", j) and word.lower() == "u":
+                word, j = sql[i:j + 1], j + 1
+            append(_Token("word", word))
+            word_end = j
+        elif kind == "op":
+            c = sql[i]
+            if c.isdigit() or (c == "." and j < n and sql[j].isdigit()):  # also digits beyond the BMP
+                j = _NUMBER_REST.match(sql, j).end()
+                append(_Token("number", sql[i:j]))
+            else:
+                append(_Token("op", c))
+        elif kind == "block":
+            depth = 1
+            while depth:
+                mark = _COMMENT_MARK.search(sql, j)
+                if mark is None:
+                    raise _UnterminatedError("unterminated /* comment")
+                depth += 1 if mark.group() == "/*" else -1
+                j = mark.end()
+            if keep_space:
+                append(_Token("comment", sql[i:j]))
+        elif kind == "squote":
             # E'…' strings allow backslash escapes; the prefix letter is the previous word token.
-            prev = tokens[-1] if tokens else None
-            backslash = prev is not None and prev.kind == "word" and prev.text.lower() == "e"
-            j = _end_of_quoted(sql, i, "'", backslash)
-            if prev is not None and prev.kind == "word" and prev.text.lower() in {"e", "b", "x", "n", "u&"}:
+            prev = tokens[-1] if word_end == i else None  # a word right before the quote
+            prefix = prev.text.lower() if prev is not None else None
+            j = _end_of_quoted(sql, i, "'", prefix == "e")
+            if prefix in _STRING_PREFIXES:
                 tokens[-1] = _Token("string", prev.text + sql[i:j])
             else:
-                tokens.append(_Token("string", sql[i:j]))
-            i = j
-        elif c == '"':
+                append(_Token("string", sql[i:j]))
+        elif kind == "dquote":
             j = _end_of_quoted(sql, i, '"', False)
-            tokens.append(_Token("qident", sql[i + 1:j - 1].replace('""', '"')))
-            i = j
-        elif c == "$":
-            m = _DOLLAR_TAG.match(sql, i)
-            if m:
-                end = sql.find(m.group(0), m.end())
+            append(_Token("qident", sql[i + 1:j - 1].replace('""', '"')))
+        else:  # dollar: $tag$ … $tag$ string, $1 parameter, or a lone $
+            tag = _DOLLAR_TAG.match(sql, i)
+            if tag:
+                end = sql.find(tag.group(0), tag.end())
                 if end < 0:
                     raise _UnterminatedError("unterminated dollar-quoted string")
-                j = end + len(m.group(0))
-                tokens.append(_Token("string", sql[i:j]))
-                i = j
+                j = end + len(tag.group(0))
+                append(_Token("string", sql[i:j]))
             else:
-                j = i + 1
                 while j < n and sql[j].isdigit():
                     j += 1
-                tokens.append(_Token("param" if j > i + 1 else "op", sql[i:j]))
-                i = j
-        elif _IDENT_START.match(c):
-            j = i + 1
-            while j < n and _IDENT_CHAR.match(sql[j]):
-                j += 1
-            word = sql[i:j]
-            if word.lower() == "u" and sql.startswith("&'", j):
-                word, j = sql[i:j + 1], j + 1
-            tokens.append(_Token("word", word))
-            i = j
-        elif c.isdigit() or (c == "." and nxt.isdigit()):
-            j = i + 1
-            while j < n and (sql[j].isalnum() or sql[j] in "._"):
-                j += 1
-            tokens.append(_Token("number", sql[i:j]))
-            i = j
-        else:
-            tokens.append(_Token("op", c))
-            i += 1
+                append(_Token("param" if j > i + 1 else "op", sql[i:j]))
+        i = j
     return tokens
 
 
 def _end_of_quoted(sql: str, start: int, quote: str, backslash: bool) -> int:
     j, n = start + 1, len(sql)
-    while j < n:
-        ch = sql[j]
-        if backslash and ch == "\\":
-            j += 2
+    while True:
+        k = _QUOTE_OR_BACKSLASH[quote].search(sql, j) if backslash else None
+        if not backslash:
+            k_pos = sql.find(quote, j)
+        else:
+            k_pos = k.start() if k is not None else -1
+        if k_pos < 0 or k_pos >= n:
+            raise _UnterminatedError(
+                "unterminated quoted string" if quote == "'" else "unterminated quoted identifier"
+            )
+        if backslash and sql[k_pos] == "\\":
+            j = k_pos + 2
             continue
-        if ch == quote:
-            if j + 1 < n and sql[j + 1] == quote:
-                j += 2
-                continue
-            return j + 1
-        j += 1
-    raise _UnterminatedError("unterminated quoted string" if quote == "'" else "unterminated quoted identifier")
+        if k_pos + 1 < n and sql[k_pos + 1] == quote:
+            j = k_pos + 2
+            continue
+        return k_pos + 1
+
+
+# Fast acceptance (see `_plainly_read_only`): SQL without dollar quotes, backslashes, block comments,
+# prefixed strings (E'…', U&'…', B'…') or non-ASCII whitespace, where plain strings, quoted names and line
+# comments are the only constructs that hide text, is checked with a few compiled patterns instead of the
+# full tokenizer.
+_WORD = r"[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*"
+# (non-ASCII whitespace is excluded too: the tokenizer splits words at it, the word pattern would not)
+_FAST_UNSAFE = re.compile(r"[$\\]|/\*|\*/|(?=[^\x00-\x7f])\s")
+_PREFIX_CHAR = re.compile(r"[A-Za-z0-9_$&\u0080-\uffff]")  # before an opening quote: a prefixed string
+_FAST_HIDDEN = re.compile(r"'(?:[^']|'')*'|\"((?:[^\"]|\"\")*)\"|--[^\n]*")
+_FAST_FIRST = re.compile(r"[\s(]*(" + _WORD + ")")
+_FAST_WORDS = re.compile(_WORD)
+_FAST_CALLS = re.compile("(" + _WORD + r")\s*\(")
+_FAST_TAIL = re.compile(r"[\s;]*")
+
+
+def _hide(match: re.Match) -> str:
+    if match.group(0).startswith('"'):
+        return " _q_ "
+    return " 0 " if match.group(0).startswith("'") else " "
+
+
+def _plainly_read_only(sql: str) -> bool:
+    """True when `sql` is certainly a single read-only query; False means "not sure": use the tokenizer.
+
+    Never True for SQL `check_read_only` would reject: anything unusual falls back to the full check.
+    """
+    if _FAST_UNSAFE.search(sql):
+        return False
+    for quoted in _FAST_HIDDEN.finditer(sql):
+        start = quoted.start()
+        if sql[start] == "'" and start and _PREFIX_CHAR.match(sql, start - 1):
+            return False
+        name = quoted.group(1)
+        if name is not None and _is_side_effect_function(name.replace('""', '"')):
+            return False
+    text = _FAST_HIDDEN.sub(_hide, sql)
+    if "'" in text or '"' in text:
+        return False  # unterminated: let the tokenizer say so
+    semi = text.find(";")
+    if semi >= 0:
+        if _FAST_TAIL.match(text, semi).end() != len(text):
+            return False
+        text = text[:semi]
+    first = _FAST_FIRST.match(text)
+    if first is None or first.group(1).lower() not in _READ_ONLY_STARTS:
+        return False
+    if not _REASON_WORDS.isdisjoint(word.lower() for word in _FAST_WORDS.findall(text)):
+        return False
+    return not any(_is_side_effect_function(name.lower()) for name in _FAST_CALLS.findall(text))
 
 
 def check_read_only(sql: str) -> str | None:
@@ -161,8 +236,10 @@ def check_read_only(sql: str) -> str | None:
     starting with SELECT/WITH/VALUES/TABLE (or a parenthesis), no data-modifying CTE, no SELECT … INTO,
     no FOR UPDATE/SHARE, no call to a function with side effects.
     """
+    if sql and _plainly_read_only(sql):
+        return None
     try:
-        tokens = [t for t in _tokenize(sql or "") if t.kind not in {"ws", "comment"}]
+        tokens = _tokenize(sql or "", keep_space=False)
     except _UnterminatedError as exc:
         return str(exc)
     if not tokens:
@@ -179,20 +256,21 @@ def check_read_only(sql: str) -> str | None:
     if first is None or first.kind != "word" or first.text.lower() not in _READ_ONLY_STARTS:
         shown = first.text if first is not None else tokens[0].text
         return f"not a read-only query: starts with {shown.upper()!r} (only SELECT, WITH, VALUES, TABLE allowed)"
+    last = len(tokens) - 1
     for i, tok in enumerate(tokens):
-        prev = tokens[i - 1] if i else None
-        after_dot = prev is not None and prev.kind == "op" and prev.text == "."
-        if tok.kind == "word" and not after_dot:
+        kind = tok.kind
+        if kind != "word" and kind != "qident":
+            continue
+        if kind == "word":
             word = tok.text.lower()
-            reason = _word_reason(word, tokens, i)
-            if reason:
-                return reason
-        if tok.kind in {"word", "qident"}:
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-            if nxt is not None and nxt.kind == "op" and nxt.text == "(":
-                name = tok.text.lower() if tok.kind == "word" else tok.text
-                if _is_side_effect_function(name):
-                    return f"calls {name}(), a function with side effects"
+            if word in _REASON_WORDS and not (i and tokens[i - 1] == _DOT):
+                reason = _word_reason(word, tokens, i)
+                if reason:
+                    return reason
+        if i < last and tokens[i + 1] == _OPEN_PAREN:
+            name = tok.text.lower() if kind == "word" else tok.text
+            if _is_side_effect_function(name):
+                return f"calls {name}(), a function with side effects"
     return None
 
 
@@ -254,31 +332,64 @@ def _format_pg_error(exc: psycopg2.Error) -> str:
     return text
 
 
+def _explain_script(sql: str, timeout_ms: int) -> str:
+    """One round trip: a read-only transaction with a local timeout, EXPLAIN, ROLLBACK.
+
+    Only called for SQL that passed `check_read_only` (one statement, every comment, string and quoted name
+    terminated), so nothing in it can swallow or escape the statements around it; the newline ends a
+    trailing `--` comment. When EXPLAIN fails PostgreSQL skips the rest and the caller rolls back.
+    """
+    return (f"BEGIN READ ONLY; SET LOCAL statement_timeout = {int(timeout_ms)}; "
+            f"EXPLAIN {sql.strip()}\n;ROLLBACK")
+
+
+def _explain_on(conn: Any, sql: str, timeout_ms: int | None) -> str | None:
+    """EXPLAIN on an autocommit connection; None when valid, else PostgreSQL's error. The connection is
+    always left idle (rolled back), so one failure never poisons the next statement.
+
+    `timeout_ms` None: the session is already read-only with a statement timeout (`_configure_session`),
+    so the statement is sent alone and runs as its own read-only transaction.
+    """
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_explain_script(sql, timeout_ms) if timeout_ms is not None else "EXPLAIN " + sql.strip())
+        return None
+    except psycopg2.Error as exc:
+        if exc.pgcode is None:  # the connection itself failed
+            raise
+        if not conn.closed and conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
+            with conn.cursor() as cur:
+                cur.execute("ROLLBACK")
+        return _format_pg_error(exc)
+
+
+def _configure_session(conn: Any, timeout_ms: int) -> None:
+    """A connection owned by the validator: autocommit, every transaction read-only, statements time out."""
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"SET default_transaction_read_only = on; SET statement_timeout = {int(timeout_ms)}")
+
+
 def explain_sql(conn: Any, sql: str, timeout_ms: int) -> str | None:
     """None when PostgreSQL can plan `sql`, else its error text. Never executes the query.
 
     Runs `EXPLAIN` (never ANALYZE) in a read-only transaction with a local statement timeout and always
-    rolls back, so one failure never poisons the next call on the same connection. SQL that fails the
-    read-only check is not sent at all. Connection-level failures (no SQLSTATE) propagate.
+    rolls back, so one failure never poisons the next call on the same connection; the connection's own
+    settings (autocommit) are restored. SQL that fails the read-only check is not sent at all.
+    Connection-level failures (no SQLSTATE) propagate.
     """
     reason = check_read_only(sql)
     if reason:
         return f"rejected before reaching the database: {reason}"
-    conn.autocommit = False
+    autocommit = conn.autocommit
+    if not autocommit:
+        conn.rollback()
+        conn.autocommit = True
     try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(timeout_ms)),))
-            cur.execute("EXPLAIN " + sql.strip())
-            cur.fetchall()
-        return None
-    except psycopg2.Error as exc:
-        if exc.pgcode is None:
-            raise
-        return _format_pg_error(exc)
+        return _explain_on(conn, sql, timeout_ms)
     finally:
-        if not conn.closed:
-            conn.rollback()
+        if not autocommit and not conn.closed:
+            conn.autocommit = False
 
 
 # --- validation with repair rounds -------------------------------------------------------------------
@@ -363,44 +474,101 @@ class ValidationReport:
         )
 
 
-class _Checker:
-    """EXPLAIN on one connection, reconnecting once when the connection itself dies; cached per SQL text."""
+DEFAULT_CONCURRENCY = 4
+# Below this many statements per connection, opening another connection costs more than it saves.
+_MIN_PER_CONNECTION = 25
 
-    def __init__(self, db_url: str, timeout_ms: int):
+
+class _Checker:
+    """Read-only check + EXPLAIN for many statements over a small pool of connections; cached per SQL text.
+
+    Each connection validates many statements. Its session is set up once (autocommit, every transaction
+    read-only, statement timeout), so each EXPLAIN is one round trip and its own read-only transaction:
+    a failing statement ends only its own transaction and never poisons the next. At most `concurrency`
+    connections are open; a connection that dies is replaced once. Results come back in input order.
+    """
+
+    def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY):
         self._url = db_url
         self._timeout_ms = timeout_ms
-        self._conn: Any = None
+        self._concurrency = max(1, int(concurrency))
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
         self._cache: dict[str, str | None] = {}
 
     def check(self, sql: str) -> str | None:
-        if sql in self._cache:
-            return self._cache[sql]
-        reason = check_read_only(sql)
-        if reason:
-            result: str | None = f"not read-only: {reason}"
-        else:
-            result = self._explain(sql)
-        self._cache[sql] = result
-        return result
+        return self.check_many([sql])[0]
 
-    def _explain(self, sql: str) -> str | None:
+    def check_many(self, sqls: Sequence[str]) -> list[str | None]:
+        todo = list(dict.fromkeys(s for s in sqls if s not in self._cache))
+        if todo:
+            workers = min(self._concurrency, max(1, len(todo) // _MIN_PER_CONNECTION))
+            if workers == 1:
+                self._work(todo, iter(range(len(todo))))
+            else:
+                positions = iter(range(len(todo)))  # shared: each worker takes the next statement
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sql-validation") as pool:
+                    for future in [pool.submit(self._work, todo, positions) for _ in range(workers)]:
+                        future.result()
+        return [self._cache[s] for s in sqls]
+
+    def _work(self, todo: list[str], positions: Any) -> None:
+        conn = self._acquire()
+        try:
+            while True:
+                with self._lock:
+                    i = next(positions, None)
+                if i is None:
+                    return
+                sql = todo[i]
+                reason = check_read_only(sql)
+                if reason:
+                    result: str | None = f"not read-only: {reason}"
+                else:
+                    result, conn = self._explain(conn, sql)
+                self._cache[sql] = result
+        finally:
+            self._release(conn)
+
+    def _explain(self, conn: Any, sql: str) -> tuple[str | None, Any]:
         for attempt in (1, 2):
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self._url, application_name="data_pipeline_validation")
             try:
-                return explain_sql(self._conn, sql, self._timeout_ms)
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                return _explain_on(conn, sql, None), conn
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                self.close()
+                if conn is not None and not conn.closed:
+                    conn.close()
+                conn = None
                 if attempt == 2:
                     raise errors.DatabaseConnectionError(
                         f"lost the database connection during SQL validation: {type(exc).__name__}"
                     ) from exc
-        return None  # unreachable
+        return None, conn  # unreachable
+
+    def _connect(self) -> Any:
+        conn = connect(self._url, application_name="data_pipeline_validation")
+        _configure_session(conn, self._timeout_ms)
+        return conn
+
+    def _acquire(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _release(self, conn: Any) -> None:
+        if conn is None or conn.closed:
+            return
+        with self._lock:
+            self._idle.append(conn)
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            if not conn.closed:
+                conn.close()
 
 
 def validate_pairs(
@@ -414,16 +582,22 @@ def validate_pairs(
     timeout_ms: int,
     log: Any = logger,
     repair_batch_size: int = 20,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    start_index: int = 0,
 ) -> ValidationReport:
-    """EXPLAIN every pair on one connection; with repair, send failing pairs to `llm.repair_sql` in rounds."""
+    """EXPLAIN every pair; with repair, send failing pairs to `llm.repair_sql` in rounds.
+
+    Statements are checked over at most `concurrency` connections, each statement in its own read-only
+    transaction. `start_index` numbers the results when `pairs` is one batch of a longer list.
+    """
     started = time.monotonic()
-    checker = _Checker(db_url, timeout_ms)
+    checker = _Checker(db_url, timeout_ms, concurrency)
     report = ValidationReport(results=[], repair_enabled=enable_repair, max_rounds=max_rounds if enable_repair else 0)
     try:
-        for index, pair in enumerate(pairs):
-            error = checker.check(pair.sql)
+        checked = checker.check_many([pair.sql for pair in pairs])
+        for offset, (pair, error) in enumerate(zip(pairs, checked, strict=True)):
             report.results.append(PairResult(
-                index=index, question=pair.question, original_sql=pair.sql, final_sql=pair.sql,
+                index=start_index + offset, question=pair.question, original_sql=pair.sql, final_sql=pair.sql,
                 valid_before=error is None, valid_after=error is None, error=error, original_error=error,
             ))
         invalid = sum(not r.valid_before for r in report.results)
@@ -441,6 +615,19 @@ def validate_pairs(
         f"{counts['repaired']} repaired, {counts['dropped']} unrepairable, {report.rounds_used} round(s)"
     )
     return report
+
+
+def merge_reports(reports: Sequence[ValidationReport]) -> ValidationReport:
+    """One report from the reports of consecutive batches (results ordered by index)."""
+    results = sorted((r for report in reports for r in report.results), key=lambda r: r.index)
+    return ValidationReport(
+        results=results,
+        repair_enabled=any(r.repair_enabled for r in reports),
+        max_rounds=max((r.max_rounds for r in reports), default=0),
+        rounds_used=max((r.rounds_used for r in reports), default=0),
+        duration_seconds=round(sum(r.duration_seconds for r in reports), 3),
+        repair_error=next((r.repair_error for r in reports if r.repair_error), None),
+    )
 
 
 def _run_repair_rounds(
@@ -473,14 +660,19 @@ def _current_sql(result: PairResult) -> str:
 
 
 def _record_round(failing: list[PairResult], answers: dict[int, str], checker: _Checker, round_no: int) -> None:
+    proposals: dict[int, str] = {}
+    for r in failing:
+        raw = answers.get(r.index)
+        if isinstance(raw, str) and raw.strip():
+            proposals[r.index] = normalize_sql(raw)
+    checked = dict(zip(proposals.values(), checker.check_many(list(proposals.values())), strict=True))
     for r in failing:
         r.rounds = round_no
-        raw = answers.get(r.index)
-        if not isinstance(raw, str) or not raw.strip():
+        new_sql = proposals.get(r.index)
+        if new_sql is None:
             r.attempts.append({"round": round_no, "sql": _current_sql(r), "error": "no repair proposed"})
             continue
-        new_sql = normalize_sql(raw)
-        error = checker.check(new_sql)
+        error = checked[new_sql]
         r.attempts.append({"round": round_no, "sql": new_sql, "error": error})
         if error is None:
             r.final_sql, r.valid_after, r.repaired, r.error = new_sql, True, True, None

@@ -1,62 +1,169 @@
-"""sql_validation: EXPLAIN every pair read-only, repair failures with the LLM, rewrite the pair file."""
+"""sql_validation: plan (split the pair file into batches) → Map (validate + repair each batch) → merge.
+
+No invocation's work grows with the number of pairs beyond one batch, except the merge, which only reads
+the batches' small result files and rewrites the pair file once. Every file name is fixed per execution, so a
+step invoked twice (Step Functions delivers at least once) writes the same files again:
+- plan:  work/validation/plan.json (pair file, batch count), work/validation/source.json (the pair file as
+         read) and work/validation/batch_{i}.json (the pairs of batch i);
+- batch: work/validation/result_{i}.json (the batch's ValidationReport and LLM usage);
+- merge: rebuilds the pair list from the batch files (never from the pair file, which it may already have
+         rewritten), writes the summary, `{pair_file}.backup` only when absent (the original is never replaced
+         by a rewritten file), the rewritten pair file and the modifications log, then marks the step completed.
+"""
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa, validation
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.llm import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.qa_generation import current_pair_file, load_table_docs
-from chalicelib.steps.runtime import step_run
+from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "sql_validation"
 LOGGER = "SQLValidator"
+WORK = "work/validation/"
+PLAN_FILE = f"{WORK}plan.json"
+SOURCE_FILE = f"{WORK}source.json"  # the pair file exactly as the plan read it (becomes the .backup)
 
 
-@steps_bp.lambda_function(name="step_sql_validation")
-def validate(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def batch_file(index: int) -> str:
+    return f"{WORK}batch_{index}.json"
+
+
+def result_file(index: int) -> str:
+    return f"{WORK}result_{index}.json"
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
+@steps_bp.lambda_function(name="step_sql_validation_plan")
+def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Split the current pair file into batches of settings.validation_batch_size pairs."""
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         file_name = current_pair_file(run)
-        original = run.files.get_text(file_name)
-        pairs = [QAPair.from_dict(item) for item in json.loads(original)]
+        source = run.files.get_text(file_name)
+        pairs = [QAPair.from_dict(item) for item in json.loads(source)]
+        size = max(1, run.settings.validation_batch_size)
+        for name in run.files.list_names(WORK):
+            run.files.delete(name)
+        run.files.put_text(SOURCE_FILE, source)
+        batches = [pairs[start:start + size] for start in range(0, len(pairs), size)]
+        for index, batch in enumerate(batches):
+            run.files.put_text(batch_file(index), _dump({
+                "start_index": index * size,
+                "pairs": [pair.to_dict() for pair in batch],
+            }))
+        run.files.put_text(PLAN_FILE, _dump({"pair_file": file_name, "total": len(pairs), "batch_size": size,
+                                             "batches": len(batches)}))
+        run.tasks.update_progress(run.task_id, STEP, {"total": len(pairs), "batches_total": len(batches),
+                                                      "done": 0, "failed": 0})
+        run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} in {len(batches)} batch(es) "
+                     f"of up to {size}")
+        return {
+            "batches": [{"index": index} for index in range(len(batches))],
+            "max_concurrency": max(1, run.settings.validation_map_concurrency),
+        }
+
+
+@steps_bp.lambda_function(name="step_sql_validation_batch")
+def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """One Map iteration: EXPLAIN (and repair) the pairs of one batch; the report goes to a work file."""
+    with step_run(event, STEP, logger_name=LOGGER) as run:
+        index = int(event["batch_index"])
+        batch = json.loads(run.files.get_text(batch_file(index)))
+        pairs = [QAPair.from_dict(item) for item in batch["pairs"]]
         enable_repair = bool(run.params.get("enable_llm_repair", True))
-        modify = bool(run.params.get("modify_original_file", True))
         llm = get_llm_provider(run.settings)
-        run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} (repair={enable_repair}, {llm.name})")
+        run.log.info(f"Batch {index}: {len(pairs)} statements (repair={enable_repair}, {llm.name})")
         report = validation.validate_pairs(
             run.db_url,
             pairs,
             llm=llm,
-            docs=load_table_docs(run),
+            docs=load_table_docs(run) if enable_repair else [],
             enable_repair=enable_repair,
             max_rounds=run.settings.repair_max_rounds,
             timeout_ms=run.settings.statement_timeout_ms,
+            concurrency=run.settings.validation_concurrency,
+            start_index=int(batch["start_index"]),
         )
+        usage = llm.usage.to_dict()
+        run.files.put_text(result_file(index), _dump({"report": report.to_dict(), "llm_usage": usage}))
+        counts = report.counts()
         if report.repair_error:
-            run.log.error(f"LLM repair stopped: {report.repair_error}; unrepaired pairs are treated as invalid")
+            run.log.error(f"Batch {index}: LLM repair stopped: {report.repair_error}; "
+                          "unrepaired pairs are treated as invalid")
+        run.tasks.record_item_progress(run.task_id, STEP, "batches", f"batch_{index}",
+                                       {"total": counts["total"], "valid_after": counts["valid_after"]}, ok=True)
+        return {"index": index, "total": counts["total"], "valid_after": counts["valid_after"]}
+
+
+def _load_plan(run: StepRun) -> dict[str, Any]:
+    if not run.files.exists(PLAN_FILE):
+        raise StepFailed("no SQL validation plan for this task: the plan step did not run")
+    return json.loads(run.files.get_text(PLAN_FILE))
+
+
+def _failed_batches(results: list[dict[str, Any]]) -> dict[int, str]:
+    failed = {}
+    for item in results:
+        if item.get("failed"):
+            failed[int(item.get("batch_index", -1))] = ": ".join(describe_failure(item.get("error")))
+    return failed
+
+
+@steps_bp.lambda_function(name="step_sql_validation_merge")
+def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Combine the batch reports, rewrite the pair file once, write the summary, complete the step."""
+    with step_run(event, STEP, logger_name=LOGGER) as run:
+        plan_data = _load_plan(run)
+        file_name = plan_data["pair_file"]
+        failed = _failed_batches(event.get("results") or [])
+        missing = [i for i in range(plan_data["batches"]) if i not in failed and not run.files.exists(result_file(i))]
+        if failed or missing:
+            details = [f"batch {i}: {reason}" for i, reason in sorted(failed.items())]
+            details += [f"batch {i}: no result" for i in missing]
+            raise StepFailed(f"SQL validation failed for {len(details)} of {plan_data['batches']} batch(es); "
+                             f"the pair file was not modified ({'; '.join(details[:3])})")
+        pairs: list[QAPair] = []
+        reports, usages = [], []
+        for index in range(plan_data["batches"]):
+            batch = json.loads(run.files.get_text(batch_file(index)))
+            pairs += [QAPair.from_dict(item) for item in batch["pairs"]]
+            stored = json.loads(run.files.get_text(result_file(index)))
+            reports.append(validation.ValidationReport.from_dict(stored["report"]))
+            usages.append(stored.get("llm_usage") or {})
+        report = validation.merge_reports(reports)
+        if report.total != len(pairs):
+            raise StepFailed(f"SQL validation results cover {report.total} pairs, the plan has {len(pairs)}")
+        modify = bool(run.params.get("modify_original_file", True))
         ts = run.run_ts
         run.files.put_text(
             f"sql_validation_{ts}_summary.log", validation.render_summary(report, file_name=file_name, ts=ts)
         )
-        counts = report.counts()
         kept = validation.apply_report(pairs, report)
         changed = len(kept) != len(pairs) or any(a.sql != b.sql for a, b in zip(kept, pairs, strict=False))
         if modify and changed:
-            # The original is kept beside the rewritten file; a second invocation must not back up the rewrite.
+            # The backup holds the file as it was before any rewrite: written once, before the rewrite.
             if not run.files.exists(f"{file_name}.backup"):
-                run.files.put_text(f"{file_name}.backup", original)
+                run.files.put_text(f"{file_name}.backup", run.files.get_text(SOURCE_FILE))
             run.files.put_text(file_name, qa.render_pairs_json(kept))
             run.files.put_text(f"file_modifications_{ts}.log", validation.render_modifications_log(report, ts))
             run.log.info(f"{file_name} rewritten: {len(kept)} pairs kept of {len(pairs)}")
+        counts = report.counts()
         result = {
             **counts,
             "repair_error": report.repair_error,
             "pair_file": file_name,
             "file_modified": bool(modify and changed),
             "pairs_kept": len(kept),
+            "batches": plan_data["batches"],
         }
         run.log.info(f"sql_validation completed: {json.dumps(counts, ensure_ascii=False)}")
-        run.tasks.mark_step_completed(run.task_id, STEP, result, llm.usage.to_dict())
-        return {"pairs_kept": len(kept)}
+        run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
+        return {"pairs_kept": len(kept), "batches": plan_data["batches"]}

@@ -97,7 +97,8 @@ def test_results_never_overwrite_the_task_id():
 
 def test_map_items_are_caught_one_by_one_and_concurrency_comes_from_the_plan():
     states = _definition()["States"]
-    for name, concurrency in (("DdlTables", "$.plan.ddl_max_concurrency"), ("QaPairs", "$.plan.qa_max_concurrency")):
+    for name, concurrency in (("DdlTables", "$.plan.ddl_max_concurrency"), ("QaPairs", "$.plan.qa_max_concurrency"),
+                              ("SqlValidationBatches", "$.validation.max_concurrency")):
         state = states[name]
         assert state["MaxConcurrencyPath"] == concurrency
         assert state["ItemSelector"]["task_id.$"] == "$.task_id"
@@ -190,3 +191,21 @@ def test_check_deployment_zip_flags_local_only_packages(tmp_path):
     assert check_deployment_zip(good) == []
     problems = check_deployment_zip(bad)
     assert any("pgserver" in p for p in problems) and any("tokenizers" in p for p in problems)
+
+
+def test_sql_validation_fans_out_over_batches_and_merges_once():
+    states = _definition()["States"]
+    assert states["ShouldRunSqlValidation"]["Choices"][0]["Next"] == "SqlValidationPlan"
+    plan, batches, merge = states["SqlValidationPlan"], states["SqlValidationBatches"], states["SqlValidationMerge"]
+    assert plan["Resource"] == "${StepSqlValidationPlanArn}" and plan["Next"] == "SqlValidationBatches"
+    assert batches["ItemsPath"] == plan["ResultPath"] + ".batches"
+    assert batches["ItemSelector"]["batch_index.$"] == "$$.Map.Item.Value.index"
+    inner = batches["ItemProcessor"]["States"]
+    assert inner["SqlValidationBatch"]["Resource"] == "${StepSqlValidationBatchArn}"
+    assert inner["SqlValidationBatchFailed"]["Parameters"]["batch_index.$"] == "$.batch_index"
+    assert batches["Next"] == "SqlValidationMerge"
+    assert merge["Resource"] == "${StepSqlValidationMergeArn}"
+    assert merge["Parameters"]["results.$"] == batches["ResultPath"]
+    # The merge replaces the batch list and results with its small summary, then the pipeline goes on.
+    assert merge["ResultPath"] == plan["ResultPath"] and merge["Next"] == "ShouldRunTrainingLoad"
+    assert "SqlValidation" not in states

@@ -90,10 +90,18 @@ class ContractApp:
     def step_qa_merge(self, event):
         return {"pair_file": "qs_demo_20250101_000000_pair.json"}
 
-    def step_sql_validation(self, event):
+    def step_sql_validation_plan(self, event):
         if event["plan"]["execution_mode"] == "step":
             raise SqlBroken("relation public.x does not exist")
-        return {"valid": 20}
+        return {"batches": [{"index": 0}, {"index": 1}, {"index": 2}], "max_concurrency": 2}
+
+    def step_sql_validation_batch(self, event):
+        if event["batch_index"] == 1:
+            raise RuntimeError("database went away")
+        return {"index": event["batch_index"], "total": 10, "valid_after": 10}
+
+    def step_sql_validation_merge(self, event):
+        return {"pairs_kept": 20, "batches": len(event["results"])}
 
     def step_training_load(self, event):
         if self.flaky_failures:
@@ -142,6 +150,13 @@ def test_complete_run_goes_through_every_step(contract):
     assert {e["theme_index"] for e in app.events["step_qa_theme"]} == {0, 1}
     (qa_merge,) = app.events["step_qa_merge"]
     assert qa_merge["themes_usage"] == {"calls": 1} and len(qa_merge["results"]) == 2
+    assert sorted(e["batch_index"] for e in app.events["step_sql_validation_batch"]) == [0, 1, 2]
+    (validation_merge,) = app.events["step_sql_validation_merge"]
+    ok_0, failed_1, ok_2 = validation_merge["results"]
+    assert ok_0 == {"index": 0, "total": 10, "valid_after": 10} and ok_2["index"] == 2
+    assert failed_1["failed"] is True and failed_1["batch_index"] == 1
+    assert failed_1["error"]["Error"] == "RuntimeError"
+    assert output["validation"] == {"pairs_kept": 20, "batches": 3}
     for name, events in app.events.items():
         assert all(e["task_id"] == events[0]["task_id"] for e in events), name
 
@@ -153,7 +168,7 @@ def test_a_failing_step_ends_in_the_failure_handler(contract):
     assert described["status"] == "FAILED"
     assert described["error"] == "StepFailed"
     assert json.loads(described["cause"])["errorType"] == "SqlBroken"
-    assert set(app.events) == {"step_prepare", "step_sql_validation", "step_handle_failure"}
+    assert set(app.events) == {"step_prepare", "step_sql_validation_plan", "step_handle_failure"}
     (handled,) = app.events["step_handle_failure"]
     assert handled["error"]["Error"] == "SqlBroken"
     assert handled["execution_id"].endswith(described["executionArn"].rsplit(":", 1)[1])
