@@ -29,7 +29,21 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """One snapshot of the configuration."""
+    """One snapshot of the configuration.
+
+    Fan-out and LLM concurrency (defaults sized for an OpenAI-compatible endpoint answering in ~0.5-10 s):
+    - LLM_MAX_CONCURRENCY (16): LLM calls in flight per process (a semaphore shared by every provider in it),
+      with exponential backoff on 429/5xx. A DDL Map iteration also processes at most this many of its
+      tables at once. Locally every step Lambda runs in one process, so this is the global limit; on AWS each
+      Lambda is its own process, so the ceiling is DDL_MAX_CONCURRENCY x min(DDL_BATCH_SIZE, this) = 20 with
+      the defaults, well under common provider limits (hundreds of requests per minute); lower it for a
+      small self-hosted model.
+    - DATA_PIPELINE_DDL_BATCH_SIZE (5): tables per ddl_generation Map iteration (one Lambda); its tables run
+      concurrently, so a batch takes about as long as its slowest table and no invocation grows with the
+      number of tables.
+    - DATA_PIPELINE_DDL_MAX_CONCURRENCY (4): Map iterations (Lambdas) of ddl_generation at once.
+    - DATA_PIPELINE_QA_MAX_CONCURRENCY (5): themes generated at once (= the default theme count).
+    """
 
     db_url: str | None
     pgvector_db_url: str | None
@@ -61,6 +75,9 @@ class Settings:
     qa_max_concurrency: int
     validation_batch_size: int
     max_upload_bytes: int
+    validation_concurrency: int = 4
+    vector_write_batch_size: int = 1000
+    validation_map_concurrency: int = 4
 
     @property
     def has_llm(self) -> bool:
@@ -81,7 +98,7 @@ def get_settings() -> Settings:
         llm_model=_env("LLM_MODEL", "gpt-4o-mini"),
         llm_timeout_seconds=float(_env("LLM_TIMEOUT_SECONDS", "60")),
         llm_max_retries=_env_int("LLM_MAX_RETRIES", 3),
-        llm_max_concurrency=_env_int("LLM_MAX_CONCURRENCY", 4),
+        llm_max_concurrency=_env_int("LLM_MAX_CONCURRENCY", 16),
         embedding_base_url=_env("EMBEDDING_BASE_URL"),
         embedding_api_key=_env("EMBEDDING_API_KEY"),
         embedding_model=_env("EMBEDDING_MODEL"),
@@ -99,9 +116,12 @@ def get_settings() -> Settings:
         questions_per_theme=_env_int("DATA_PIPELINE_QUESTIONS_PER_THEME", 10),
         repair_max_rounds=_env_int("DATA_PIPELINE_REPAIR_MAX_ROUNDS", 2),
         statement_timeout_ms=_env_int("DATA_PIPELINE_STATEMENT_TIMEOUT_MS", 5000),
-        ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 4),
+        ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 5),
         ddl_max_concurrency=_env_int("DATA_PIPELINE_DDL_MAX_CONCURRENCY", 4),
-        qa_max_concurrency=_env_int("DATA_PIPELINE_QA_MAX_CONCURRENCY", 4),
+        qa_max_concurrency=_env_int("DATA_PIPELINE_QA_MAX_CONCURRENCY", 5),
         validation_batch_size=_env_int("DATA_PIPELINE_VALIDATION_BATCH_SIZE", 200),
         max_upload_bytes=_env_int("DATA_PIPELINE_MAX_UPLOAD_BYTES", 1024 * 1024),
+        validation_concurrency=_env_int("DATA_PIPELINE_VALIDATION_CONCURRENCY", 4),
+        vector_write_batch_size=_env_int("DATA_PIPELINE_VECTOR_WRITE_BATCH_SIZE", 1000),
+        validation_map_concurrency=_env_int("DATA_PIPELINE_VALIDATION_MAP_CONCURRENCY", 4),
     )

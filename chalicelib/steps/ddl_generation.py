@@ -5,21 +5,33 @@ queries, each Map iteration handles one small batch, and the merge only sums sma
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.llm import get_llm_provider
+from chalicelib.steps import runtime
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
+from chalicelib.tasklog import TaskLogger
 
 STEP = "ddl_generation"
 LOGGER = "DDLMDGenerator"
 SCHEMA_FILE = "work/schema.json"
+BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
+# All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
+DOCS_BUNDLE = "work/docs.json"
+DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _clear_previous_outputs(run: StepRun) -> None:
@@ -29,6 +41,8 @@ def _clear_previous_outputs(run: StepRun) -> None:
             run.files.delete(name)
     for name in run.files.list_names(TABLE_DOCS):
         run.files.delete(name)
+    if run.files.exists(DOCS_BUNDLE):
+        run.files.delete(DOCS_BUNDLE)
 
 
 @steps_bp.lambda_function(name="step_ddl_plan")
@@ -55,6 +69,18 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
         size = max(1, run.settings.ddl_batch_size)
         batches = [[ref.to_dict() for ref in ordered[i : i + size]] for i in range(0, len(ordered), size)]
+        # Each Map iteration reads only its own tables' metadata (work/batches/{i}.json), not the whole schema.
+        for name in run.files.list_names(BATCH_SCHEMAS):
+            run.files.delete(name)
+        run_bounded(
+            lambda i: run.files.put_text(
+                f"{BATCH_SCHEMAS}{i:04d}.json",
+                json.dumps({ref.display_name: found[ref].to_dict() for ref in ordered[i * size : (i + 1) * size]},
+                           ensure_ascii=False),
+            ),
+            list(range(len(batches))),
+            DOC_READ_WORKERS,
+        )
         run.tasks.update_progress(
             run.task_id,
             STEP,
@@ -65,7 +91,10 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "tables": {ref.display_name: {"ok": False, "error": reason} for ref, reason in missing.items()},
             },
         )
-        return {"batches": batches, "missing": {ref.display_name: reason for ref, reason in missing.items()}}
+        return {
+            "batches": [{"index": i, "tables": batch} for i, batch in enumerate(batches)],
+            "missing": {ref.display_name: reason for ref, reason in missing.items()},
+        }
 
 
 def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
@@ -85,45 +114,180 @@ def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
     return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3)}
 
 
+def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
+                   ) -> dict[str, Any]:
+    """One table, in a worker thread: its own connection, its progress and log lines, never raising."""
+    name = ref.display_name
+    started = time.monotonic()
+    with bind_step_log(run.log):
+        run.tasks.update_progress(run.task_id, STEP, {"current_table": name})
+        run.log.info(f"开始处理表: {name}")
+        try:
+            if name not in schema:
+                raise StepFailed(f"table {name} is not in this run's introspected schema")
+            conn = connections.get()
+            try:
+                result = _generate_table(run, conn, TableMeta.from_dict(schema[name]), llm)
+            except BaseException:
+                connections.discard(conn)
+                raise
+            connections.release(conn)
+        except Exception as exc:  # recorded per table; the step decides in merge
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            run.log.error(f"Table {name} failed: {reason}")
+            result = {"table": name, "ok": False, "error": reason, "seconds": round(time.monotonic() - started, 3)}
+        else:
+            run.log.info(f"Table {name} done in {result['seconds']} s")
+        run.tasks.record_item_progress(run.task_id, STEP, "tables", name, result, ok=result["ok"])
+        return result
+
+
+class _Connections:
+    """A small pool: psycopg2 connections are not shared between threads, each worker takes its own."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._idle: list[Any] = []
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = db.connect(self._url)
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def release(self, conn: Any) -> None:
+        conn.rollback()  # end the read transaction of the samples before the next table
+        with self._lock:
+            self._idle.append(conn)
+
+    def discard(self, conn: Any) -> None:
+        with self._lock:
+            self._all.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def table_workers(settings: Any, batch_len: int) -> int:
+    """Tables of one batch processed at once: the whole batch, capped by the LLM concurrency limit."""
+    return max(1, min(batch_len, settings.llm_max_concurrency))
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+POOL_THREADS = 64
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    """One executor per process, reused by every invocation: a warm Lambda (and the local stack, where all
+    step Lambdas share a process) keeps its worker threads and with them their cached boto3 clients."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="step-worker")
+        return _POOL
+
+
+def run_bounded(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
+    """`[fn(item) for item in items]` with at most `workers` calls at once; results in item order; the first
+    exception is raised after every call ended. `workers` pool threads each take the next item until none is
+    left, so the same few threads (and their boto3 clients) serve the whole list.
+    `fn` must not itself call run_bounded (the shared pool is not reentrant)."""
+    workers = min(workers, len(items))
+    if workers <= 1:
+        return [fn(item) for item in items]
+    results: list[Any] = [None] * len(items)
+    failures: list[BaseException] = []
+    position = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(position, None)
+            if index is None:
+                return
+            try:
+                results[index] = fn(items[index])
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures.append(exc)
+
+    pool = _shared_pool()
+    futures = [pool.submit(work) for _ in range(workers)]
+    for future in futures:
+        future.result()
+    if failures:
+        raise failures[0]
+    return results
+
+
+@contextlib.contextmanager
+def bind_step_log(log: TaskLogger) -> Iterator[None]:
+    """Inside a worker thread: domain-module log records go to this step's task log, as in the main thread
+    (runtime's bridge looks the TaskLogger up per thread)."""
+    previous = getattr(runtime._current, "log", None)
+    runtime._current.log = log
+    try:
+        yield
+    finally:
+        runtime._current.log = previous
+
+
 @steps_bp.lambda_function(name="step_ddl_tables")
 def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """One Map iteration: a small batch of tables. A failing table is recorded, the others go on."""
+    """One Map iteration: a small batch of tables, processed concurrently (bounded thread pool, one DB
+    connection per worker). A failing table is recorded, the others go on."""
     with step_run(event, STEP, logger_name=LOGGER) as run:
-        schema = json.loads(run.files.get_text(SCHEMA_FILE))
-        refs = [TableRef.from_dict(item) for item in event["tables"]]
+        batch = event["tables"]
+        if isinstance(batch, dict):  # {"index", "tables"} from the plan; a plain list of tables is accepted too
+            refs = [TableRef.from_dict(item) for item in batch["tables"]]
+            schema = json.loads(run.files.get_text(f"{BATCH_SCHEMAS}{int(batch['index']):04d}.json"))
+        else:
+            refs = [TableRef.from_dict(item) for item in batch]
+            schema = json.loads(run.files.get_text(SCHEMA_FILE))
         llm = get_llm_provider(run.settings)
-        results = []
-        conn = db.connect(run.db_url)
+        connections = _Connections(run.db_url)
         try:
-            for ref in refs:
-                run.tasks.update_progress(run.task_id, STEP, {"current_table": ref.display_name})
-                run.log.info(f"开始处理表: {ref.display_name}")
-                try:
-                    result = _generate_table(run, conn, TableMeta.from_dict(schema[ref.display_name]), llm)
-                except Exception as exc:  # recorded per table; the step decides in merge
-                    conn.rollback()
-                    reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                    run.log.error(f"Table {ref.display_name} failed: {reason}")
-                    result = {"table": ref.display_name, "ok": False, "error": reason}
-                else:
-                    run.log.info(f"Table {ref.display_name} done in {result['seconds']} s")
-                run.tasks.record_item_progress(run.task_id, STEP, "tables", ref.display_name, result, ok=result["ok"])
-                results.append(result)
+            connections.release(connections.get())  # an unreachable database fails the batch at once
+            results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections), refs,
+                                  table_workers(run.settings, len(refs)))
         finally:
-            conn.close()
+            connections.close()
         return {"tables": results, "llm_usage": llm.usage.to_dict()}
+
+
+def write_docs_bundle(run: StepRun) -> int:
+    """Gather every `work/tables/*.json` (file-name order) into DOCS_BUNDLE; returns how many."""
+    names = sorted(run.files.list_names(TABLE_DOCS))
+    texts = run_bounded(run.files.get_text, names, DOC_READ_WORKERS)
+    run.files.put_text(DOCS_BUNDLE, "[" + ",".join(text.strip() for text in texts) + "]")
+    return len(names)
 
 
 @steps_bp.lambda_function(name="step_ddl_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
-        ok, failed, usages = [], dict(event.get("missing") or {}), []
+        ok, failed, usages, crashed = [], dict(event.get("missing") or {}), [], {}
         for batch in event.get("results") or []:
             if batch.get("failed"):
                 # The whole Lambda for this batch failed (caught by the Map); its tables are failed.
-                reason = ": ".join(describe_failure(batch.get("error")))
-                for item in batch.get("tables") or []:
-                    failed[TableRef.from_dict(item).display_name] = reason
+                reason = "batch failed: " + ": ".join(describe_failure(batch.get("error")))
+                tables = batch.get("tables") or []
+                for item in tables.get("tables", []) if isinstance(tables, dict) else tables:
+                    name = TableRef.from_dict(item).display_name
+                    failed[name] = crashed[name] = reason
+                    run.log.error(f"Table {name} failed: {reason}")
                 continue
             usages.append(batch.get("llm_usage") or {})
             for item in batch.get("tables") or []:
@@ -131,9 +295,17 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     ok.append(item)
                 else:
                     failed[item["table"]] = item.get("error", "unknown error")
+        # Counters from the merged results: exact even when a crashed batch had recorded some tables.
+        run.tasks.update_progress(run.task_id, STEP, {
+            "done": len(ok),
+            "failed": len(failed),
+            "current_table": None,
+            "tables": {name: {"table": name, "ok": False, "error": reason} for name, reason in crashed.items()},
+        })
         if not ok:
             first = next(iter(failed.items()), ("", "no tables"))
             raise StepFailed(f"ddl_generation produced no table: {len(failed)} failed (e.g. {first[0]}: {first[1]})")
+        write_docs_bundle(run)
         result = {
             "tables_total": len(ok) + len(failed),
             "tables_succeeded": len(ok),

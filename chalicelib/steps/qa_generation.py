@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from chalicelib.errors import StepFailed
+from chalicelib.errors import FileNotFound, StepFailed
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
 from chalicelib.providers.llm import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, DOCS_BUNDLE, TABLE_DOCS, run_bounded
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "qa_generation"
@@ -19,11 +21,19 @@ PAIR_FILE_POINTER = "work/pair_file.txt"
 
 
 def load_table_docs(run: StepRun) -> list[TableDoc]:
-    """The TableDocs ddl_generation left for this task, in file-name order."""
-    names = sorted(run.files.list_names("work/tables/"))
+    """The TableDocs ddl_generation left for this task, in file-name order: the merged bundle (one read) when
+    the last ddl_generation run finished, else the per-table files (read DOC_READ_WORKERS at a time)."""
+    try:
+        bundle = json.loads(run.files.get_text(DOCS_BUNDLE))
+    except FileNotFound:
+        bundle = None
+    if bundle:
+        return [TableDoc.from_dict(item) for item in bundle]
+    names = sorted(run.files.list_names(TABLE_DOCS))
     if not names:
         raise StepFailed("no table documentation found for this task: run ddl_generation first")
-    return [TableDoc.from_dict(json.loads(run.files.get_text(name))) for name in names]
+    texts = run_bounded(run.files.get_text, names, DOC_READ_WORKERS)
+    return [TableDoc.from_dict(json.loads(text)) for text in texts]
 
 
 def current_pair_file(run: StepRun) -> str:
@@ -47,7 +57,9 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run.files.put_text(THEMES_FILE, json.dumps([t.to_dict() for t in themes], ensure_ascii=False))
         for theme in themes:
             run.log.info(f"Theme: {theme.topic_name} ({', '.join(theme.related_tables)})")
-        run.tasks.update_progress(run.task_id, STEP, {"themes_total": len(themes), "done": 0})
+        run.tasks.update_progress(
+            run.task_id, STEP, {"total": len(themes), "themes_total": len(themes), "done": 0, "failed": 0}
+        )
         return {"themes": [{"index": i} for i in range(len(themes))], "llm_usage": llm.usage.to_dict()}
 
 
@@ -56,6 +68,8 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         index = int(event["theme_index"])
         theme = Theme.from_dict(json.loads(run.files.get_text(THEMES_FILE))[index])
+        run.tasks.update_progress(run.task_id, STEP, {"current_theme": theme.topic_name})
+        started = time.monotonic()
         docs = load_table_docs(run)
         llm = get_llm_provider(run.settings)
         pairs = qa.generate_theme_pairs(llm, theme, docs, run.business_context, run.settings.questions_per_theme)
@@ -64,7 +78,8 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
         run.log.info(f"Theme '{theme.topic_name}': {len(pairs)} Question-SQL pairs")
         run.tasks.record_item_progress(
-            run.task_id, STEP, "themes", theme.topic_name, {"ok": True, "pairs": len(pairs)}, ok=True
+            run.task_id, STEP, "themes", theme.topic_name,
+            {"ok": True, "pairs": len(pairs), "seconds": round(time.monotonic() - started, 3)}, ok=True,
         )
         return {"index": index, "pairs": len(pairs), "llm_usage": llm.usage.to_dict()}
 
@@ -80,6 +95,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 topic = themes[int(item["theme_index"])].topic_name
                 failed[topic] = f"{name}: {message}"
                 run.log.warning(f"Theme '{topic}' skipped: {name}: {message}")
+                run.tasks.record_item_progress(run.task_id, STEP, "themes", topic,
+                                               {"ok": False, "error": failed[topic]}, ok=False)
                 continue
             usages.append(item.get("llm_usage") or {})
             text = run.files.get_text(f"{THEME_PAIRS}{int(item['index']):03d}.json")

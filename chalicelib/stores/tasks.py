@@ -27,7 +27,10 @@ GSI_BY_CREATED = "by_created"
 GSI_BY_STATUS = "by_status"
 _TASK_ID = re.compile(r"^task_\d{8}_\d{6}(_\d{1,4})?$")
 _MAX_ID_SUFFIX = 1000
-_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|api_key|token", re.IGNORECASE)
+# The counter item (not a task: no `entity`/`status`, so in no index; get_task refuses its key).
+COUNTER_KEY = "#counters"
+# `token` but not `prompt_tokens` / `completion_tokens` (LLM usage counts are not secrets).
+_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|api_key|token(?!s)", re.IGNORECASE)
 
 TABLE_DEFINITION: dict[str, Any] = {
     "KeySchema": [{"AttributeName": "task_id", "KeyType": "HASH"}],
@@ -157,12 +160,36 @@ class TaskStore:
             item["task_id"] = task_id
             item["created_sort"] = f"{created_at}#{task_id}"
             try:
-                self.table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_not_exists(task_id)")
+                self._put_new_task(item)
                 return from_dynamo(dict(item))
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
         raise RuntimeError(f"could not allocate a task id for {base}")
+
+    def _put_new_task(self, item: dict[str, Any]) -> None:
+        """The task item (ConditionalCheckFailed when the id is taken), then +1 on the counter item.
+
+        Two writes rather than TransactWriteItems: moto's transactions snapshot and restore the whole table,
+        which would undo concurrent writes on the local stack. A crash between the two leaves the total one
+        short; nothing else reads the counter."""
+        self.table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_not_exists(task_id)")
+        self.table.update_item(Key={"task_id": COUNTER_KEY}, UpdateExpression="ADD tasks_total :one",
+                               ExpressionAttributeValues={":one": 1})
+
+    def count_tasks(self) -> int:
+        """Number of tasks: the counter item maintained by create_task (one GetItem, whatever the number).
+        A table written before the counter existed falls back to counting through the index."""
+        found = self.table.get_item(Key={"task_id": COUNTER_KEY}, ConsistentRead=True).get("Item")
+        if found and "tasks_total" in found:
+            return int(found["tasks_total"])
+        return self._count(self._query_kwargs({}))
+
+    def _count(self, kwargs: dict[str, Any]) -> int:
+        total = 0
+        for page_data in self._pages({**kwargs, "Select": "COUNT"}):
+            total += page_data.get("Count", 0)
+        return total
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """The raw item (including the secret db_connection); TaskNotFound when absent."""
@@ -183,10 +210,13 @@ class TaskStore:
         """Filtered listing, newest first. Filters: status, task_name (substring, case-insensitive),
         created_by, db_name (exact), created_time_start / created_time_end (`YYYY-MM-DDTHH:MM:SS`)."""
         kwargs = self._query_kwargs(filters)
-        total = 0
-        for page_data in self._pages({**kwargs, "Select": "COUNT"}):
-            total += page_data.get("Count", 0)
         skip = offset if offset is not None else (page - 1) * page_size
+        if any(filters.get(k) for k in filters):
+            total = self._count(kwargs)  # filtered: counted through the (status) index, filters applied
+        else:
+            # Unfiltered: the counter item, and only as many index entries read as the page needs.
+            total = self.count_tasks()
+            kwargs["Limit"] = min(skip + page_size, 1000)
         items: list[dict] = []
         for page_data in self._pages(kwargs):
             for item in page_data.get("Items", []):
@@ -318,20 +348,16 @@ class TaskStore:
         )
 
     def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
-        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key)."""
+        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key).
+
+        One UpdateItem when the maps already exist (the usual case while a step runs); the missing maps are
+        created first only when DynamoDB refuses the document path."""
         names = {"#s": _step(step)}
-        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}}, names,
-                     touch=False)
         nested = [k for k, v in progress.items() if isinstance(v, dict)]
-        if nested:
-            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
-                               for i in range(len(nested)))
-            self._update(task_id, f"SET {ensure}", {":empty": {}},
-                         {**names, **{f"#n{i}": k for i, k in enumerate(nested)}}, touch=False)
         sets, values = [], {}
         for i, (key, value) in enumerate(progress.items()):
             if isinstance(value, dict) and not value:
-                continue  # the empty map was created above; nothing to merge into it
+                continue  # only the empty map itself is wanted: made by the ensure path below
             names[f"#k{i}"] = str(key)
             if isinstance(value, dict):
                 for j, (sub, sub_value) in enumerate(value.items()):
@@ -341,26 +367,60 @@ class TaskStore:
             else:
                 values[f":v{i}"] = value
                 sets.append(f"progress.#s.#k{i} = :v{i}")
-        if sets:
-            self._update(task_id, "SET " + ", ".join(sets) + ", updated_at = :now", values, names)
+        expression = "SET " + ", ".join(sets) + ", updated_at = :now" if sets else ""
+        if expression and len(nested) == sum(1 for k in nested if progress[k]):
+            try:
+                self._update(task_id, expression, values, names)
+                return
+            except ClientError as exc:
+                if not _invalid_path(exc):
+                    raise
+        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
+                     {"#s": names["#s"]}, touch=False)
+        if nested:
+            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
+                               for i in range(len(nested)))
+            self._update(task_id, f"SET {ensure}", {":empty": {}},
+                         {"#s": names["#s"], **{f"#n{i}": k for i, k in enumerate(nested)}}, touch=False)
+        if expression:
+            self._update(task_id, expression, values, names)
 
     def record_item_progress(self, task_id: str, step: str, collection: str, key: str, record: dict[str, Any],
                              *, ok: bool) -> None:
         """One finished item of a fan-out (a table, a theme): stored under progress.{step}.{collection}.{key},
-        with the `done` / `failed` counters incremented atomically (Map iterations run concurrently)."""
+        with the `done` / `failed` counters incremented atomically (Map iterations run concurrently).
+        One UpdateItem when progress.{step}.{collection} exists; else the maps are created first."""
         names = {"#s": _step(step), "#c": collection}
+        counter = "done" if ok else "failed"
+
+        def record_it() -> None:
+            try:
+                # Counted once: a re-delivered Map iteration (at-least-once) only replaces its record.
+                self._update(
+                    task_id,
+                    "SET progress.#s.#c.#k = :record, progress.#s.#n = if_not_exists(progress.#s.#n, :zero) + :one, "
+                    "updated_at = :now",
+                    {":record": record, ":zero": 0, ":one": 1},
+                    {**names, "#k": key, "#n": counter},
+                    condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k)",
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                self._update(task_id, "SET progress.#s.#c.#k = :record, updated_at = :now", {":record": record},
+                             {**names, "#k": key})
+
+        try:
+            record_it()
+            return
+        except ClientError as exc:
+            if not _invalid_path(exc):
+                raise
         self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
                      {"#s": names["#s"]}, touch=False)
         self._update(task_id, "SET progress.#s.#c = if_not_exists(progress.#s.#c, :empty)", {":empty": {}}, names,
                      touch=False)
-        counter = "done" if ok else "failed"
-        self._update(
-            task_id,
-            "SET progress.#s.#c.#k = :record, progress.#s.#n = if_not_exists(progress.#s.#n, :zero) + :one, "
-            "updated_at = :now",
-            {":record": record, ":zero": 0, ":one": 1},
-            {**names, "#k": key, "#n": counter},
-        )
+        record_it()
 
     def set_current_step(self, task_id: str, name: str, execution_id: str | None) -> None:
         """Show a pre-step (vector backup/truncate) as the current step; it has no entry in step_status."""
@@ -493,6 +553,12 @@ def _step(step: str) -> str:
     if step not in STEP_NAMES:
         raise ValidationError(f"unknown step {step!r}", invalid_params=["step_name"])
     return step
+
+
+def _invalid_path(exc: ClientError) -> bool:
+    """DynamoDB refused an update because a parent map of a document path does not exist."""
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "document path" in str(error.get("Message", ""))
 
 
 def _conditional_failed(exc: ClientError) -> bool:

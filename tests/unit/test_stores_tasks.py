@@ -91,3 +91,41 @@ def test_failed_step_and_cancel_is_final(store):
 def test_mask_secrets():
     masked = mask_secrets({"db_connection": "postgresql://a:b@h:5432/d", "nested": [{"password": "x"}], "n": 1})
     assert masked == {"db_connection": "postgresql://a:***@h:5432/d", "nested": [{"password": "***"}], "n": 1}
+
+
+def test_total_comes_from_the_counter_and_pages_read_only_what_they_need(store):
+    from chalicelib.stores.tasks import COUNTER_KEY
+
+    ids = [store.create_task({"task_name": f"t{i}"})["task_id"] for i in range(7)]
+    counter = store.table.get_item(Key={"task_id": COUNTER_KEY})["Item"]
+    assert int(counter["tasks_total"]) == 7
+    items, total = store.list_tasks(limit=3, offset=2)
+    assert total == 7 and len(items) == 3
+    assert [i["task_id"] for i in items] == sorted(ids, reverse=True)[2:5]
+    assert all(i["task_id"] != COUNTER_KEY for i in store.list_tasks(limit=50)[0])  # the counter is no task
+    with pytest.raises(TaskNotFound):
+        store.get_task(COUNTER_KEY)
+    store.finish_task(ids[0], "failed", "boom")
+    assert store.list_tasks(status="failed") == ([store.get_task(ids[0])], 1)  # filtered: counted by the index
+    assert store.query_tasks({"task_name": "t1"})[1] == 1
+
+
+def test_total_falls_back_to_counting_without_a_counter_item(store):
+    from chalicelib.stores.tasks import COUNTER_KEY
+
+    for i in range(3):
+        store.create_task({"task_name": f"t{i}"})
+    store.table.delete_item(Key={"task_id": COUNTER_KEY})  # a table written before the counter existed
+    assert store.list_tasks(limit=1)[1] == 3
+
+
+def test_progress_updates_create_missing_maps_and_count_concurrent_items(store):
+    task_id = store.create_task({})["task_id"]
+    store.table.update_item(Key={"task_id": task_id}, UpdateExpression="REMOVE progress.ddl_generation")
+    store.update_progress(task_id, "ddl_generation", {"current_table": "public.a", "tables": {"public.a": {"x": 1}}})
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: store.record_item_progress(task_id, "ddl_generation", "tables", f"public.t{i}",
+                                                           {"ok": i % 3 != 0}, ok=i % 3 != 0), range(12)))
+    progress = store.get_task(task_id)["progress"]["ddl_generation"]
+    assert progress["current_table"] == "public.a" and progress["tables"]["public.a"] == {"x": 1}
+    assert progress["done"] == 8 and progress["failed"] == 4 and len(progress["tables"]) == 13
