@@ -5,11 +5,22 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+from chalice import Response
+
 from chalicelib.api.envelope import failure
 from chalicelib.config import get_settings
 
 MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Chalice answers some requests itself, in its own {"Code", "Message"} shape: re-wrapped into the envelope.
+_CHALICE_CODES = {
+    "MethodNotAllowedError": "METHOD_NOT_ALLOWED",
+    "UnsupportedMediaType": "UNSUPPORTED_MEDIA_TYPE",
+    "BadRequest": "VALIDATION_ERROR",
+    "BadRequestError": "VALIDATION_ERROR",
+    "NotFoundError": "NOT_FOUND",
+    "InternalServerError": "INTERNAL_ERROR",
+}
 
 
 def max_body_bytes() -> int:
@@ -39,4 +50,18 @@ def api_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     if declared > limit or (event is not None and len(event.raw_body or b"") > limit):
         return failure(413, f"Request body too large (limit {limit} bytes)", error_type="PayloadTooLarge",
                        code="PAYLOAD_TOO_LARGE")
-    return get_response(event)
+    return as_envelope(get_response(event))
+
+
+def as_envelope(response: Any) -> Any:
+    """A Chalice-made error (unknown method, its 415/400 checks, an error outside our views) in the envelope."""
+    body = getattr(response, "body", None)
+    status = getattr(response, "status_code", 200)
+    if status < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return response
+    chalice_code = str(body["Code"])
+    code = _CHALICE_CODES.get(chalice_code, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    message = "Internal server error" if status >= 500 else str(body["Message"])
+    wrapped = failure(status, message, error_type=chalice_code, code=code)
+    headers = {k: v for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
+    return Response(body=wrapped.body, status_code=status, headers={**wrapped.headers, **headers})
