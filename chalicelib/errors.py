@@ -127,3 +127,20 @@ class StepFailed(DataPipelineError):
     """A step could not produce its output (e.g. every table failed)."""
 
     code = "STEP_FAILED"
+
+
+class BackupNotFound(NotFound):
+    """No vector backup set with that task / timestamp / table."""
+
+    code = "BACKUP_NOT_FOUND"
+
+
+class VectorRestoreFailed(StepFailed):
+    code = "VECTOR_RESTORE_FAILED"
+
+
+class VectorRestoreConflict(VectorRestoreFailed):
+    """Restoring would clash with rows already in the vector tables (nothing was changed)."""
+
+    code = "VECTOR_RESTORE_CONFLICT"
+    status = 409

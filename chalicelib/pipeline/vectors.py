@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
+from psycopg2 import errors as pg_errors
 from psycopg2 import sql as pgsql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 
@@ -223,46 +224,154 @@ def truncate_embeddings(pg_url: str, expected: dict[str, int]) -> int:
         conn.close()
 
 
-def restore_vector_tables(pg_url: str, csv_by_table: dict[str, bytes], truncate_first: bool) -> dict[str, int]:
-    """Load backup CSVs back (COPY FROM STDIN, header names map the columns), all in one transaction.
+RESTORE_CONFLICT_MODES = ("error", "skip")
 
-    With `truncate_first`, the given tables are emptied first (restoring the collection table requires the
-    embedding table too, since emptying collections would cascade). Returns rows restored per table.
+
+def restore_vector_tables(pg_url: str, csv_by_table: dict[str, bytes], truncate_first: bool,
+                          *, on_conflict: str = "error") -> dict[str, int]:
+    """Rows restored per table (see restore_vector_backup)."""
+    report = restore_vector_backup(pg_url, csv_by_table, truncate_first, on_conflict=on_conflict)
+    return {table: info["restored"] for table, info in report.items()}
+
+
+def restore_vector_backup(pg_url: str, csv_by_table: dict[str, bytes], truncate_first: bool,
+                          *, on_conflict: str = "error") -> dict[str, dict[str, int]]:
+    """Load backup CSVs back (header names map the columns), all in one transaction: all or nothing.
+
+    truncate_first: the given tables are emptied first (restoring the collection table that way requires the
+        embedding table too, since it references it).
+    A backed-up row whose primary key is already in the table with the same content is left alone
+    (`unchanged`). One whose key exists with other content is a conflict; on_conflict decides:
+        "error" (default) -> errors.VectorRestoreConflict (409), nothing restored;
+        "skip" -> the existing row is kept, the others are restored (`skipped_conflicting` counts them).
+    Any other clash (a collection name taken by another uuid, embeddings whose collection is absent) is a
+    VectorRestoreConflict too; other database failures are errors.VectorRestoreFailed. Missing vector tables are
+    created (LangChain layout, dimension of the backed-up vectors) before the restore.
+    Returns {table: {rows_in_backup, restored, unchanged, skipped_conflicting}}.
     """
     unknown = set(csv_by_table) - set(VECTOR_TABLES)
     if unknown:
-        raise errors.ValidationError(f"not a vector table: {', '.join(sorted(unknown))}")
+        raise errors.ValidationError(f"not a vector table: {', '.join(sorted(unknown))}", invalid_params=["tables"])
+    if on_conflict not in RESTORE_CONFLICT_MODES:
+        raise errors.ValidationError(f"on_conflict must be one of: {', '.join(RESTORE_CONFLICT_MODES)}",
+                                     invalid_params=["on_conflict"])
     if truncate_first and COLLECTION_TABLE in csv_by_table and EMBEDDING_TABLE not in csv_by_table:
         raise errors.ValidationError(
-            f"restoring {COLLECTION_TABLE} with truncate_first also needs {EMBEDDING_TABLE} (it references it)"
+            f"restoring {COLLECTION_TABLE} with truncate_first also needs {EMBEDDING_TABLE} (it references it)",
+            invalid_params=["tables"],
         )
-    restored: dict[str, int] = {}
+    headers = {table: _csv_header(table, data) for table, data in csv_by_table.items()}
+    report: dict[str, dict[str, int]] = {}
     conn = connect(pg_url, application_name="data_pipeline_vectors")
     try:
+        _ensure_tables(conn, csv_by_table)
         with conn, conn.cursor() as cur:
-            for table in VECTOR_TABLES:
-                if table in csv_by_table and not _table_exists(cur, table):
-                    raise errors.StepFailed(f"cannot restore {table}: the table does not exist")
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (str(_LOCK_TIMEOUT_MS),))
             if truncate_first and csv_by_table:
                 names = [pgsql.Identifier(t) for t in VECTOR_TABLES if t in csv_by_table]
                 cur.execute(pgsql.SQL("TRUNCATE {}").format(pgsql.SQL(", ").join(names)))
             for table in VECTOR_TABLES:
-                if table not in csv_by_table:
-                    continue
-                data = csv_by_table[table]
-                header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode("utf-8"))), None)
-                if not header:
-                    raise errors.StepFailed(f"the backup CSV for {table} has no header row")
-                copy = pgsql.SQL("COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
-                    table=pgsql.Identifier(table), cols=pgsql.SQL(", ").join(map(pgsql.Identifier, header)),
-                )
-                cur.copy_expert(copy.as_string(cur), io.BytesIO(data))
-                restored[table] = cur.rowcount
+                if table in csv_by_table:
+                    report[table] = _restore_table(cur, table, headers[table], csv_by_table[table], on_conflict)
+    except psycopg2.IntegrityError as exc:
+        raise errors.VectorRestoreConflict(
+            f"vector restore conflicts with the rows in the database, nothing restored: {_describe(exc)}"
+        ) from exc
+    except pg_errors.LockNotAvailable as exc:
+        raise errors.VectorRestoreConflict("the vector tables are locked by another transaction; nothing restored "
+                                           "(try again later)") from exc
     except psycopg2.Error as exc:
-        raise errors.StepFailed(f"vector restore failed, nothing restored: {_describe(exc)}") from exc
+        raise errors.VectorRestoreFailed(f"vector restore failed, nothing restored: {_describe(exc)}") from exc
     finally:
         conn.close()
-    return restored
+    logger.info("vector restore done: %s", report)
+    return report
+
+
+def _csv_header(table: str, data: bytes) -> list[str]:
+    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    header = next(csv.reader(io.StringIO(first)), None)
+    if not header:
+        raise errors.VectorRestoreFailed(f"the backup CSV for {table} has no header row")
+    return header
+
+
+def _ensure_tables(conn: Any, csv_by_table: dict[str, bytes]) -> None:
+    """Create the LangChain tables when a restore targets a database without them (own transaction)."""
+    from chalicelib.pipeline.training import ensure_vector_tables
+
+    with conn.cursor() as cur:
+        missing = [t for t in VECTOR_TABLES if t in csv_by_table and not _table_exists(cur, t)]
+    conn.rollback()
+    if not missing:
+        return
+    dimension = _backup_dimension(csv_by_table.get(EMBEDDING_TABLE))
+    if dimension is None:
+        raise errors.VectorRestoreConflict(
+            f"cannot restore {', '.join(missing)}: the table does not exist and the backup holds no vector to "
+            "tell its dimension"
+        )
+    ensure_vector_tables(conn, dimension)
+
+
+def _backup_dimension(data: bytes | None) -> int | None:
+    if not data:
+        return None
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    for row in reader:
+        value = row.get("embedding")
+        if value:
+            return len(json.loads(value))
+    return None
+
+
+def _restore_table(cur: Any, table: str, header: list[str], data: bytes, on_conflict: str) -> dict[str, int]:
+    """COPY into a temporary copy of the table, compare with the rows already there, then INSERT … SELECT."""
+    columns, _, pk = _columns(cur, table)
+    foreign = [c for c in header if c not in columns]
+    if foreign:
+        raise errors.VectorRestoreConflict(f"the backup of {table} has columns the table lacks: {', '.join(foreign)}")
+    if not pk:
+        raise errors.VectorRestoreFailed(f"{table} has no primary key; cannot restore it safely")
+    target = pgsql.Identifier(table)
+    staging = pgsql.Identifier(f"_restore_{table}")
+    cols = pgsql.SQL(", ").join(map(pgsql.Identifier, header))
+    cur.execute(pgsql.SQL("CREATE TEMPORARY TABLE {staging} (LIKE {target}) ON COMMIT DROP").format(
+        staging=staging, target=target))
+    copy = pgsql.SQL("COPY {staging} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+        staging=staging, cols=cols)
+    cur.copy_expert(copy.as_string(cur), io.BytesIO(data))
+    in_backup = cur.rowcount
+    # Rows whose key exists already: identical ones (compared as text, json has no equality) are left alone,
+    # different ones are conflicts.
+    key_match = pgsql.SQL(" AND ").join(
+        pgsql.SQL("s.{c} = t.{c}").format(c=pgsql.Identifier(c)) for c in pk)
+    row_s, row_t = _row_as_text("s", header), _row_as_text("t", header)
+    first_key = pgsql.Identifier(pk[0])
+    cur.execute(pgsql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE {row_s} IS DISTINCT FROM {row_t}), "
+        "min(s.{key}::text) FILTER (WHERE {row_s} IS DISTINCT FROM {row_t}) "
+        "FROM {staging} s JOIN {target} t ON {key_match}"
+    ).format(row_s=row_s, row_t=row_t, key=first_key, staging=staging, target=target, key_match=key_match))
+    existing, differing, example = cur.fetchone()
+    if differing and on_conflict == "error":
+        raise errors.VectorRestoreConflict(
+            f"{differing} of the {in_backup} backed-up rows of {table} exist with other content (e.g. {example}); "
+            "nothing restored: truncate before restoring, or keep the existing rows with on_conflict=skip"
+        )
+    conflict = (pgsql.SQL(" ON CONFLICT DO NOTHING") if on_conflict == "skip" else
+                pgsql.SQL(" ON CONFLICT ({}) DO NOTHING").format(pgsql.SQL(", ").join(map(pgsql.Identifier, pk))))
+    cur.execute(pgsql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}{conflict}").format(
+        target=target, cols=cols, staging=staging, conflict=conflict))
+    restored = cur.rowcount
+    cur.execute(pgsql.SQL("DROP TABLE {}").format(staging))
+    return {"rows_in_backup": in_backup, "restored": restored, "unchanged": existing - differing,
+            "skipped_conflicting": in_backup - restored - (existing - differing)}
+
+
+def _row_as_text(alias: str, columns: list[str]) -> pgsql.Composable:
+    return pgsql.SQL("ROW({})").format(pgsql.SQL(", ").join(
+        pgsql.SQL("{}.{}::text").format(pgsql.Identifier(alias), pgsql.Identifier(c)) for c in columns))
 
 
 def _describe(exc: BaseException) -> str:

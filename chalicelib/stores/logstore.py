@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.stores.files import FileStore
 
 LOG_PREFIX = "logs/"
 LOG_FILE_NAME = "data_pipeline.log"
+_READ_WORKERS = 8
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +19,22 @@ def read_records(task_id: str, files: FileStore | None = None) -> list[dict[str,
     """All records of the task, oldest first, each with its `line_number` in the rendered text."""
     files = files or FileStore()
     records: list[tuple[str, int, int, dict[str, Any]]] = []
-    for chunk_no, info in enumerate(files.list_files(task_id, include_internal=True, prefix=LOG_PREFIX)):
-        text = files.get_bytes(task_id, info["name"]).decode("utf-8", errors="replace")
+    names = [info["name"] for info in files.list_files(task_id, include_internal=True, prefix=LOG_PREFIX)]
+    if len(names) > 1:  # one GET per chunk: fetch them side by side, a long log is otherwise slow to read
+        shared = FileStore(files.s3, files.bucket)  # one client for all workers (clients are thread-safe)
+        with ThreadPoolExecutor(max_workers=min(_READ_WORKERS, len(names))) as pool:
+            chunks = list(pool.map(lambda name: shared.get_bytes(task_id, name), names))
+    else:
+        chunks = [files.get_bytes(task_id, name) for name in names]
+    for chunk_no, (name, data) in enumerate(zip(names, chunks, strict=True)):
+        text = data.decode("utf-8", errors="replace")
         for raw in text.splitlines():
             if not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
             except ValueError:
-                logger.warning("skipping a malformed log line in %s", info["name"])
+                logger.warning("skipping a malformed log line in %s", name)
                 continue
             if isinstance(record, dict):
                 records.append((str(record.get("timestamp", "")), chunk_no, int(record.get("seq") or 0), record))

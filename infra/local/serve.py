@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from infra.local.stack import ROOT, LocalStack
@@ -37,25 +38,54 @@ def apply_stage_environment(stage: str = "dev") -> Any:
     return config
 
 
-def serve(host: str, port: int, *, load_demo: bool = True) -> None:
+def start_api_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0, *, stage: str = "dev") -> Any:
+    """Chalice's local dev server for the stack's app, serving in a daemon thread; returns the LocalDevServer.
+
+    The stack must be started. Port 0 picks a free port (read it back from `server.server.server_port`).
+    Stop with `stop_api_server(server)`.
+    """
     from chalice.local import create_local_server
 
+    config = apply_stage_environment(stage)
+    app = stack.app
+    app_class = app.__class__
+    server = create_local_server(app, config, host, port)  # swaps the app's class for Chalice's local one
+    server.app_class = app_class
+    server.port = server.server.server_port
+    thread = threading.Thread(target=server.server.serve_forever, name="chalice-local", daemon=True)
+    thread.start()
+    server.thread = thread
+    return server
+
+
+def stop_api_server(server: Any) -> None:
+    server.server.shutdown()
+    server.server.server_close()
+    server.thread.join(timeout=10)
+    server.app_object.__class__ = server.app_class
+
+
+def api_base_url(server: Any) -> str:
+    return f"http://{server.host}:{server.port}{API_BASE_PATH}"
+
+
+def serve(host: str, port: int, *, load_demo: bool = True) -> None:
     stack = LocalStack(load_demo=load_demo)
     server = None
     try:
-        config = apply_stage_environment()
         stack.start()
         logger.info("AWS services (moto): %s", stack.endpoint_url)
         logger.info("business database: %s", _masked(stack.db_url))
         logger.info("vector database: %s", _masked(stack.pgvector_url))
-        server = create_local_server(stack.app, config, host, port)
-        print(f"data_pipeline API ready on http://{host}:{port}{API_BASE_PATH}", flush=True)
-        server.server.serve_forever()
+        server = start_api_server(stack, host, port)
+        print(f"data_pipeline API ready on {api_base_url(server)}", flush=True)
+        while server.thread.is_alive():
+            server.thread.join(0.5)
     except KeyboardInterrupt:
         logger.info("stopping")
     finally:
         if server is not None:
-            server.server.server_close()
+            stop_api_server(server)
         stack.stop()
 
 

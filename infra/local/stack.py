@@ -3,7 +3,9 @@
 moto runs as a server in this process (S3, DynamoDB, IAM, Lambda, Step Functions executing the real
 state machine from infra/data_pipeline.asl.json) and PostgreSQL with pgvector comes from pgserver (or from
 DATA_PIPELINE_DB_URL). The only dev-only glue of the project is here: moto's Lambda backend is patched so
-that a Task state invokes the Chalice handler of the same name in this process.
+that a Task state invokes the Chalice handler of the same name in this process, and moto's DynamoDB
+conditional writes are serialised (`make_moto_dynamodb_writes_atomic`) so that they are atomic per item as
+in real DynamoDB.
 
     with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
         stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
@@ -69,6 +71,40 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], None]:
+    """moto checks a ConditionExpression and then writes without a lock; real DynamoDB does both atomically.
+
+    Serialising moto's in-memory put/update/delete gives the local server and the tests the guarantee the code
+    relies on in AWS (claims, id allocation). Requests still go through botocore and moto's request parsing.
+    With a pytest `monkeypatch` the patch is undone by it; otherwise call the returned function to undo.
+    Applying it twice does nothing the second time.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    names = ("put_item", "update_item", "delete_item")
+    if all(getattr(getattr(DynamoDBBackend, n), "_data_pipeline_atomic", False) for n in names):
+        return lambda: None
+    lock = threading.RLock()
+    saved = {name: getattr(DynamoDBBackend, name) for name in names}
+    for name, original in saved.items():
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        locked._data_pipeline_atomic = True  # type: ignore[attr-defined]
+        if monkeypatch is not None:
+            monkeypatch.setattr(DynamoDBBackend, name, locked)
+        else:
+            setattr(DynamoDBBackend, name, locked)
+
+    def undo() -> None:
+        for name, original in saved.items():
+            setattr(DynamoDBBackend, name, original)
+
+    return undo if monkeypatch is None else (lambda: None)
 
 
 def _lambda_timeouts() -> dict[str, int]:
@@ -197,6 +233,7 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._saved_invoke: Any = None
         self._saved_config: dict[str, Any] = {}
+        self._undo_atomic: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -428,6 +465,7 @@ class LocalStack:
         invoke._data_pipeline_dispatch = True  # type: ignore[attr-defined]
         self._saved_invoke = LambdaSimpleBackend.invoke
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+        self._undo_atomic = make_moto_dynamodb_writes_atomic()
 
         self.port = _free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
@@ -442,6 +480,9 @@ class LocalStack:
             response.read()
 
     def _restore_lambda_backend(self) -> None:
+        if self._undo_atomic is not None:
+            self._undo_atomic()
+            self._undo_atomic = None
         if self._saved_invoke is None:
             return
         from moto.awslambda_simple.models import LambdaSimpleBackend

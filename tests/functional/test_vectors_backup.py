@@ -125,7 +125,18 @@ def test_backup_truncate_restore_round_trip(loaded_db):
     assert again[f"vector_bak/langchain_pg_embedding_{TS}.csv"] == emb_csv
     assert again[f"vector_bak/langchain_pg_collection_{TS}.csv"] == coll_csv
 
-    # A failed restore changes nothing (one transaction).
-    with pytest.raises(errors.StepFailed):
+    # Restoring rows that are already there, identical, changes nothing and is not an error.
+    assert restore_vector_tables(loaded_db, {"langchain_pg_collection": coll_csv, "langchain_pg_embedding": emb_csv},
+                                 truncate_first=False) == {"langchain_pg_collection": 0, "langchain_pg_embedding": 0}
+    # A row changed since the backup is a conflict, and a failed restore changes nothing (one transaction).
+    _execute(loaded_db, "delete from langchain_pg_embedding where id = (select min(id) from langchain_pg_embedding)")
+    _execute(loaded_db, "update langchain_pg_embedding set document = 'changed' "
+                        "where id = (select max(id) from langchain_pg_embedding)")
+    changed = _snapshot(loaded_db)
+    with pytest.raises(errors.VectorRestoreConflict, match="exist with other content"):
         restore_vector_tables(loaded_db, {"langchain_pg_embedding": emb_csv}, truncate_first=False)
-    assert _snapshot(loaded_db) == before
+    assert _snapshot(loaded_db) == changed
+    # on_conflict="skip" keeps the changed row and brings back the deleted one.
+    assert restore_vector_tables(loaded_db, {"langchain_pg_embedding": emb_csv}, truncate_first=False,
+                                 on_conflict="skip") == {"langchain_pg_embedding": 1}
+    assert len(_snapshot(loaded_db)) == len(before)

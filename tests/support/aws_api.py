@@ -10,6 +10,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 from chalicelib.stores.tasks import create_table
+from infra.local.stack import make_moto_dynamodb_writes_atomic  # noqa: F401  (re-exported for tests)
 
 BUCKET = "dp-test-bucket"
 TABLE = "dp-test-tasks"
@@ -50,24 +51,3 @@ def multipart(filename: str, data: bytes, field: str = "file") -> tuple[dict, by
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
             f"Content-Type: text/plain\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
-
-
-def make_moto_dynamodb_writes_atomic(monkeypatch) -> None:
-    """moto checks a ConditionExpression and writes without a lock; real DynamoDB does both atomically per item.
-
-    Serialising moto's conditional writes gives tests the guarantee the code relies on in AWS (this wraps moto's
-    in-memory backend, not boto3: requests still go through botocore and moto's request parsing).
-    """
-    import threading
-
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "update_item"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self, *args, _original=original, **kwargs):
-            with lock:
-                return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)

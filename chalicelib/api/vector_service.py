@@ -1,0 +1,228 @@
+"""What the vector routes do: list the vector-table backups kept in tasks' files, restore one.
+
+A backup set is what one execution's vector backup wrote into its task: `vector_bak/{table}_{ts}.csv` for each
+vector table that existed (ts = `YYYYmmdd_HHMMSS`), plus `vector_bak/vector_backup_log.txt` (the latest set's
+rows and sizes). Restoring loads the CSVs back into the pgvector database (settings.pgvector_db_url) in one
+transaction, see chalicelib.pipeline.vectors.restore_vector_backup for the conflict rules.
+"""
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+from chalicelib.api import requests as rq
+from chalicelib.api.file_service import API_BASE, human_size
+from chalicelib.config import get_settings
+from chalicelib.errors import BackupNotFound, DataPipelineError, ValidationError
+from chalicelib.pipeline.db import mask_url
+from chalicelib.pipeline.vectors import (
+    BACKUP_DIR,
+    BACKUP_LOG_NAME,
+    RESTORE_CONFLICT_MODES,
+    VECTOR_TABLES,
+    restore_vector_backup,
+)
+from chalicelib.stores.files import FileStore
+from chalicelib.stores.tasks import TaskStore
+from chalicelib.tasklog import TaskLogger
+
+LOGGER = "VectorTableManager"
+_TABLES = "|".join(map(re.escape, VECTOR_TABLES))
+_BACKUP_FILE = re.compile(rf"^{BACKUP_DIR}/({_TABLES})_(\d{{8}}_\d{{6}})\.csv$")
+_TS = re.compile(r"^\d{8}_\d{6}$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOG_ROWS = re.compile(rf"^({_TABLES}): (\d+) rows")
+_LIST_WORKERS = 8
+
+
+def _task_id(value: Any, name: str = "task_id") -> str:
+    if not isinstance(value, str) or not _TASK_ID.match(value.strip()):
+        raise ValidationError(f"{name} must be a task id like task_20250627_143052", invalid_params=[name])
+    return value.strip()
+
+
+# ---- listing ------------------------------------------------------------------------------------------
+
+def _parse_backup_log(text: str) -> tuple[str | None, dict[str, int]]:
+    """(timestamp, rows per table) from vector_backup_log.txt."""
+    ts = None
+    rows: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("Timestamp:"):
+            ts = line.split(":", 1)[1].strip()
+        match = _LOG_ROWS.match(line)
+        if match:
+            rows[match.group(1)] = int(match.group(2))
+    return ts, rows
+
+
+def task_backups(task_id: str, files: FileStore | None = None, task: dict[str, Any] | None = None
+                 ) -> list[dict[str, Any]]:
+    """The backup sets of one task, newest first."""
+    files = files or FileStore()
+    entries = files.list_files(task_id, prefix=f"{BACKUP_DIR}/")
+    sets: dict[str, dict[str, Any]] = {}
+    log_entry = None
+    for entry in entries:
+        if entry["name"] == BACKUP_LOG_NAME:
+            log_entry = entry
+        match = _BACKUP_FILE.match(entry["name"])
+        if not match:
+            continue
+        table, ts = match.groups()
+        item = sets.setdefault(ts, {"task_id": task_id, "timestamp": ts, "files": [], "tables": {}})
+        item["files"].append({
+            "table": table,
+            "file_name": entry["name"],
+            "file_size": entry["size"],
+            "file_size_human": human_size(entry["size"]),
+            "created_at": entry["last_modified"].strftime("%Y-%m-%dT%H:%M:%S"),
+            "download_url": f"{API_BASE}/{task_id}/files/{BACKUP_DIR}/{quote(entry['name'].split('/', 1)[1])}",
+        })
+        item["tables"][table] = {"rows": None, "bytes": entry["size"]}
+    if not sets:
+        return []
+    log_ts, log_rows = (None, {})
+    if log_entry is not None:
+        log_ts, log_rows = _parse_backup_log(files.get_text(task_id, BACKUP_LOG_NAME))
+    result_rows: dict[str, Any] = {}
+    result_ts = None
+    if task is not None:
+        backup = (task.get("results") or {}).get("vector_backup") or {}
+        result_ts, result_rows = backup.get("timestamp"), backup.get("counts") or {}
+    for ts, item in sets.items():
+        source = None
+        if ts == log_ts:
+            rows, source = log_rows, "backup_log"
+        elif ts == result_ts:
+            rows, source = result_rows, "task_result"
+        else:
+            rows = {}
+        for table, info in item["tables"].items():
+            if table in rows:
+                info["rows"] = int(rows[table])
+        item["rows_source"] = source
+        item["total_size"] = sum(f["file_size"] for f in item["files"])
+        item["total_size_human"] = human_size(item["total_size"])
+        item["total_rows"] = (sum(i["rows"] for i in item["tables"].values())
+                              if all(i["rows"] is not None for i in item["tables"].values()) else None)
+        item["log_file"] = BACKUP_LOG_NAME if ts == log_ts else None
+        item["files"].sort(key=lambda f: VECTOR_TABLES.index(f["table"]))
+    return sorted(sets.values(), key=lambda s: s["timestamp"], reverse=True)
+
+
+def _task_ids_in_bucket(files: FileStore) -> list[str]:
+    """Every task folder in the bucket, newest task id first (ids start with their creation time)."""
+    ids = []
+    paginator = files.s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=files.bucket, Prefix="tasks/", Delimiter="/"):
+        for prefix in page.get("CommonPrefixes", []):
+            ids.append(prefix["Prefix"][len("tasks/"):].rstrip("/"))
+    return sorted(ids, reverse=True)
+
+
+def list_backups(params: dict[str, str] | None) -> dict[str, Any]:
+    """Backup sets of one task (`task_id`) or of all tasks, newest first, at most `limit` (default 50)."""
+    params = params or {}
+    limit = rq.get_query_int(params, "limit", 50, minimum=1, maximum=500)
+    files = FileStore()
+    store = TaskStore()
+    task_id = params.get("task_id") or None
+    if task_id:
+        task_id = _task_id(task_id)
+        backups = task_backups(task_id, files, store.get_task(task_id))
+    else:
+        backups = []
+        ids = _task_ids_in_bucket(files)
+        with ThreadPoolExecutor(max_workers=_LIST_WORKERS) as pool:
+            for start in range(0, len(ids), _LIST_WORKERS * 2):  # newest tasks first; stop once enough
+                chunk = [i for i in ids[start:start + _LIST_WORKERS * 2] if _TASK_ID.match(i)]
+                for found in pool.map(lambda i: task_backups(i, files), chunk):
+                    backups.extend(found)
+                if len(backups) >= limit:
+                    break
+        backups.sort(key=lambda s: (s["timestamp"], s["task_id"]), reverse=True)
+    return {"task_id": task_id, "backups": backups[:limit], "count": min(len(backups), limit), "limit": limit,
+            "truncated": len(backups) > limit}
+
+
+# ---- restore ------------------------------------------------------------------------------------------
+
+def _tables(body: dict[str, Any]) -> list[str] | None:
+    value = body.get("tables")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise ValidationError("tables must be a non-empty list of vector table names", invalid_params=["tables"])
+    unknown = [t for t in value if t not in VECTOR_TABLES]
+    if unknown:
+        raise ValidationError(f"tables may only name {', '.join(VECTOR_TABLES)}; unknown: {', '.join(unknown)}",
+                              invalid_params=["tables"])
+    return [t for t in VECTOR_TABLES if t in value]
+
+
+def restore_backup(body: dict[str, Any]) -> dict[str, Any]:
+    """Restore a task's backup set (the latest unless `timestamp`) into the pgvector database.
+
+    Body: task_id (required), timestamp (`YYYYmmdd_HHMMSS`, default latest), truncate_before_restore (false),
+    tables (subset of the backed-up tables, default all), on_conflict ("error" -> 409 when a backed-up id already
+    exists, nothing changed; "skip" -> existing rows kept, the missing ones restored).
+    """
+    started = time.monotonic()
+    task_id = _task_id(rq.get_str(body, "task_id", required=True))
+    timestamp = rq.get_str(body, "timestamp", max_length=15)
+    if timestamp is not None and not _TS.match(timestamp):
+        raise ValidationError("timestamp must look like 20250627_143052", invalid_params=["timestamp"])
+    truncate = bool(rq.get_bool(body, "truncate_before_restore", False))
+    on_conflict = rq.get_choice(rq.get_str(body, "on_conflict") or "error", "on_conflict", RESTORE_CONFLICT_MODES)
+    tables = _tables(body)
+    settings = get_settings()
+    url = settings.pgvector_db_url
+    if not url:
+        raise DataPipelineError("the vector database is not configured (PGVECTOR_DB_URL)")
+    store = TaskStore()
+    task = store.get_task(task_id)
+    files = FileStore()
+    sets = task_backups(task_id, files, task)
+    if not sets:
+        raise BackupNotFound(f"task {task_id} has no vector backup", invalid_params=["task_id"])
+    chosen = sets[0] if timestamp is None else next((s for s in sets if s["timestamp"] == timestamp), None)
+    if chosen is None:
+        available = ", ".join(s["timestamp"] for s in sets)
+        raise BackupNotFound(f"task {task_id} has no vector backup {timestamp} (available: {available})",
+                             invalid_params=["timestamp"])
+    in_set = {f["table"]: f["file_name"] for f in chosen["files"]}
+    wanted = tables or [t for t in VECTOR_TABLES if t in in_set]
+    missing = [t for t in wanted if t not in in_set]
+    if missing:
+        raise BackupNotFound(f"backup {chosen['timestamp']} of task {task_id} has no file for "
+                             f"{', '.join(missing)} (the table did not exist when it was backed up)",
+                             invalid_params=["tables"])
+    csvs = {table: files.get_bytes(task_id, in_set[table]) for table in wanted}
+    with TaskLogger(task_id, logger_name=LOGGER) as log:
+        log.info(f"restoring vector backup {chosen['timestamp']} ({', '.join(wanted)}) into {mask_url(url)}; "
+                 f"truncate_before_restore={truncate}, on_conflict={on_conflict}")
+        try:
+            report = restore_vector_backup(url, csvs, truncate, on_conflict=on_conflict)
+        except DataPipelineError as exc:
+            log.error(f"vector restore failed: {exc.message}")
+            raise
+        log.info(f"vector restore done: { {t: r['restored'] for t, r in report.items()} }")
+    result = {
+        "task_id": task_id,
+        "timestamp": chosen["timestamp"],
+        "tables": report,
+        "total_restored": sum(r["restored"] for r in report.values()),
+        "truncate_before_restore": truncate,
+        "on_conflict": on_conflict,
+        "database": mask_url(url),
+        "duration_seconds": round(time.monotonic() - started, 3),
+    }
+    store.set_result(task_id, "vector_restore", result)
+    return result
+
