@@ -10,6 +10,7 @@ import logging
 import re
 
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
+from chalicelib.pipeline.validation import check_read_only
 from chalicelib.providers.llm import LLMProvider, find_doc, is_chinese, is_select_sql
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,17 @@ def normalize_pair(pair: QAPair) -> QAPair | None:
 
 def generate_theme_pairs(llm: LLMProvider, theme: Theme, docs: list[TableDoc], business_context: str,
                          count: int) -> list[QAPair]:
-    """The provider's pairs for one theme, normalised; unusable ones (empty, not SELECT/WITH) dropped."""
+    """The provider's pairs for one theme, normalised; unusable ones (empty, not SELECT/WITH) dropped.
+
+    A statement that writes (a data-modifying CTE, a second statement, SELECT … INTO, locking clauses) is dropped
+    here too: the pair file is final when sql_validation is disabled, and it feeds the training data.
+    """
     pairs = []
     for pair in llm.generate_pairs(theme, docs, business_context, count):
         normalised = normalize_pair(pair)
-        if normalised is None:
-            logger.warning("pair dropped: empty or not a SELECT", extra={"theme": theme.topic_name,
-                                                                         "sql": pair.sql[:200]})
+        reason = "empty or not a SELECT" if normalised is None else check_read_only(normalised.sql)
+        if reason:
+            logger.warning(f"pair dropped: {reason}", extra={"theme": theme.topic_name, "sql": pair.sql[:200]})
             continue
         pairs.append(normalised)
     return pairs

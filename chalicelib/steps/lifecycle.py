@@ -57,7 +57,9 @@ def handle_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
         name, message = describe_failure(event.get("error"))
         error_message = f"{name}: {message}"
         current = (run.task.get("current_step") or {}).get("step")
-        if current:
+        # Only the four pipeline steps have a step status; a failed vector backup/truncate is recorded by the
+        # task's status and error message (marking it as a step would be refused and leave the task running).
+        if current in STEP_NAMES:
             run.tasks.mark_step_failed(run.task_id, current, error_message)
         run.tasks.finish_task(run.task_id, "failed", error_message)
         run.log.error(f"Execution failed in {current or 'preparation'}: {error_message}")
