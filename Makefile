@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGE_OUT := out
 
-.PHONY: venv test lint serve demo package clean
+.PHONY: venv test test-heavy lint serve demo package clean bench
 
 venv: $(STAMP)
 
@@ -22,11 +22,20 @@ test: lint
 	$(BIN)/pytest -q
 	$(MAKE) package
 
+# Fuzzing (schemathesis from the OpenAPI document against the local server) and other long checks.
+test-heavy: $(STAMP)
+	$(BIN)/pytest -q tests/heavy
+
 serve: $(STAMP)
 	$(BIN)/python -m infra.local.serve
 
 demo: $(STAMP)
 	$(BIN)/python -m infra.local.demo
+
+# Every benchmarks/bench_*.py; one `BENCH <name> <value> <unit> baseline=… ratio=…` line each, also written to
+# benchmarks/results.txt (see README, Performance).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 # The CloudFormation/SAM template and the Lambda zip: chalice package with infra/resources.json merged
 # (state machine definition inserted from infra/data_pipeline.asl.json), then cfn-lint and a size/content check.
