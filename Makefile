@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGE_OUT := out
 
-.PHONY: venv test test-heavy lint serve demo package clean bench
+.PHONY: venv test test-heavy soak lint serve demo package clean bench
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ test: lint
 # Fuzzing (schemathesis from the OpenAPI document against the local server) and other long checks.
 test-heavy: $(STAMP)
 	$(BIN)/pytest -q tests/heavy
+
+# The concurrency soak (20 complete runs + 200 reads on the local server). Not in CI yet: on this 2-core machine
+# the single-process local stack does not finish the 20 runs within the 2-minute bound (see README, Reliability).
+soak: $(STAMP)
+	$(BIN)/pytest -q tests/soak
 
 serve: $(STAMP)
 	$(BIN)/python -m infra.local.serve

@@ -1,9 +1,10 @@
 """Lazy boto3 getters. Nothing is created at import time; the environment is read on every call.
 
-boto3 honours AWS_ENDPOINT_URL (moto server, LocalStack) by itself. Clients are cached per thread
-and per environment snapshot. The boto3 Session behind them is shared by all threads (one per environment
-snapshot, clients created under a lock): a fresh Session re-parses botocore's service models, which costs
-tens of milliseconds of CPU per client; a warm one builds a client in a few.
+boto3 honours AWS_ENDPOINT_URL (moto server, LocalStack) by itself. Low-level clients are thread-safe and
+shared by every thread of the process (one per environment snapshot), so their connection pools are reused
+across invocations; resources are not thread-safe and are cached per thread. The boto3 Session behind them is
+shared (one per environment snapshot, clients created under a lock): a fresh Session re-parses botocore's
+service models, which costs tens of milliseconds of CPU per client; a warm one builds a client in a few.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import threading
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 _local = threading.local()
 _sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
+_clients: dict[tuple[str | None, ...], Any] = {}
+# Map iterations call in parallel; the default pool of 10 connections would make them queue.
+_CLIENT_CONFIG = Config(max_pool_connections=64)
 
 
 def _env_key(kind: str, service: str) -> tuple[str | None, ...]:
@@ -31,17 +36,22 @@ def _env_key(kind: str, service: str) -> tuple[str | None, ...]:
 
 
 def _get(kind: str, service: str) -> Any:
-    cache: dict = getattr(_local, "cache", None) or {}
-    _local.cache = cache
     key = _env_key(kind, service)
+    if kind == "client":
+        cache = _clients
+    else:
+        cache = getattr(_local, "cache", None) or {}
+        _local.cache = cache
     found = cache.get(key)
     if found is None:
         with _sessions_lock:  # a Session is not thread-safe while it builds clients
-            session = _sessions.get(key[2:])
-            if session is None:
-                session = _sessions[key[2:]] = boto3.session.Session()
-            found = session.client(service) if kind == "client" else session.resource(service)
-        cache[key] = found
+            found = cache.get(key)
+            if found is None:
+                session = _sessions.get(key[2:])
+                if session is None:
+                    session = _sessions[key[2:]] = boto3.session.Session()
+                build = session.client if kind == "client" else session.resource
+                found = cache[key] = build(service, config=_CLIENT_CONFIG)
     return found
 
 

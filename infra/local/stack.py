@@ -107,6 +107,31 @@ def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], No
     return undo if monkeypatch is None else (lambda: None)
 
 
+def memoize_moto_host_lookup() -> Callable[[], None]:
+    """moto's server finds the backend of every request by scanning hundreds of URL patterns (and listing its
+    own modules on disk) under one lock: a fifth of the local stack's CPU. The answer depends only on the host,
+    so it is remembered per host. Call the returned function to undo."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.get_backend_for_host
+    if getattr(original, "_data_pipeline_memo", False):
+        return lambda: None
+    cache: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in cache:
+            cache[host] = original(self, host)
+        return cache[host]
+
+    get_backend_for_host._data_pipeline_memo = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+    def undo() -> None:
+        DomainDispatcherApplication.get_backend_for_host = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def _lambda_timeouts() -> dict[str, int]:
     """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
     path = ROOT / ".chalice" / "config.json"
@@ -234,6 +259,7 @@ class LocalStack:
         self._saved_invoke: Any = None
         self._saved_config: dict[str, Any] = {}
         self._undo_atomic: Callable[[], None] | None = None
+        self._undo_memo: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -466,6 +492,9 @@ class LocalStack:
         self._saved_invoke = LambdaSimpleBackend.invoke
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
         self._undo_atomic = make_moto_dynamodb_writes_atomic()
+        self._undo_memo = memoize_moto_host_lookup()
+        # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self.port = _free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
@@ -483,6 +512,9 @@ class LocalStack:
         if self._undo_atomic is not None:
             self._undo_atomic()
             self._undo_atomic = None
+        if self._undo_memo is not None:
+            self._undo_memo()
+            self._undo_memo = None
         if self._saved_invoke is None:
             return
         from moto.awslambda_simple.models import LambdaSimpleBackend
