@@ -61,7 +61,8 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
             }))
         run.files.put_text(PLAN_FILE, _dump({"pair_file": file_name, "total": len(pairs), "batch_size": size,
                                              "batches": len(batches)}))
-        run.tasks.update_progress(run.task_id, STEP, {"total": len(pairs), "batches_total": len(batches),
+        # done/failed count batches (one Map iteration each), so total does too.
+        run.tasks.update_progress(run.task_id, STEP, {"total": len(batches), "statements_total": len(pairs),
                                                       "done": 0, "failed": 0})
         run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} in {len(batches)} batch(es) "
                      f"of up to {size}")

@@ -107,13 +107,11 @@ def describe_progress(status: dict[str, Any]) -> str:
     progress = (status.get("progress") or {})
     current = (status.get("current_step") or {}).get("step")
     step_progress = progress.get(current) if current else None
-    if isinstance(step_progress, dict):
-        if "total" in step_progress:
-            line += f" | {current}: {step_progress.get('done', 0)}/{step_progress['total']} tables"
-            if step_progress.get("current_table"):
-                line += f" (now {step_progress['current_table']})"
-        elif "themes_total" in step_progress:
-            line += f" | {current}: {step_progress.get('done', 0)}/{step_progress['themes_total']} themes"
+    if isinstance(step_progress, dict) and "total" in step_progress:
+        unit = {"qa_generation": "themes", "sql_validation": "batches"}.get(current, "tables")
+        line += f" | {current}: {step_progress.get('done', 0)}/{step_progress['total']} {unit}"
+        if step_progress.get("current_table"):
+            line += f" (now {step_progress['current_table']})"
     return line
 
 

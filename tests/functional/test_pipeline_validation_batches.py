@@ -58,7 +58,8 @@ def test_step_rerun_drops_invalid_pairs_keeps_order_and_backs_up(batched):
     result = second["results"]["sql_validation"]
     assert (result["total"], result["valid_before"], result["dropped"]) == (20, 17, 3)
     assert result["batches"] == 3 and result["pairs_kept"] == 17 and result["file_modified"] is True
-    assert second["progress"]["sql_validation"]["batches_total"] == 3
+    progress = second["progress"]["sql_validation"]
+    assert (progress["total"], progress["done"], progress["statements_total"]) == (3, 3, 20)
     assert json.loads(client.file_text(task_id, pair_file)) == good  # input order kept across batches
     assert client.file_text(task_id, f"{pair_file}.backup") == original_text
     files = client.files(task_id)
