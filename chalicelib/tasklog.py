@@ -149,21 +149,6 @@ class TaskLogger:
         self.flush()
 
 
-class TaskLogHandler(logging.Handler):
-    """Forwards stdlib `logging` records (domain modules) into a TaskLogger, e.g. during a step."""
-
-    def __init__(self, task_logger: TaskLogger):
-        super().__init__()
-        self.task_logger = task_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            name = record.name.rsplit(".", 1)[-1]
-            self.task_logger.child(logger_name=name).log(record.levelname, record.getMessage())
-        except Exception:
-            self.handleError(record)
-
-
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value)

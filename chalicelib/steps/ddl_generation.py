@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -17,10 +17,8 @@ from chalicelib.errors import StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.llm import get_llm_provider
-from chalicelib.steps import runtime
 from chalicelib.steps.blueprint import steps_bp
-from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
-from chalicelib.tasklog import TaskLogger
+from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
 
 STEP = "ddl_generation"
 LOGGER = "DDLMDGenerator"
@@ -230,18 +228,6 @@ def run_bounded(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
     if failures:
         raise failures[0]
     return results
-
-
-@contextlib.contextmanager
-def bind_step_log(log: TaskLogger) -> Iterator[None]:
-    """Inside a worker thread: domain-module log records go to this step's task log, as in the main thread
-    (runtime's bridge looks the TaskLogger up per thread)."""
-    previous = getattr(runtime._current, "log", None)
-    runtime._current.log = log
-    try:
-        yield
-    finally:
-        runtime._current.log = previous
 
 
 @steps_bp.lambda_function(name="step_ddl_tables")

@@ -179,10 +179,9 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
         log=log,
         settings=get_settings(),
     )
-    previous = getattr(_current, "log", None)
-    _current.log = log
     try:
-        yield run
+        with bind_step_log(log):
+            yield run
     except DataPipelineError as exc:
         log.error(f"{step} failed: {exc.message}")
         raise
@@ -190,5 +189,16 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
         log.error(f"{step} failed: {type(exc).__name__}: {exc}")
         raise
     finally:
-        _current.log = previous
         log.flush()
+
+
+@contextmanager
+def bind_step_log(log: TaskLogger) -> Iterator[None]:
+    """While active in this thread, domain-module log records go to `log` (worker threads of a step bind it
+    too: the bridge looks the TaskLogger up per thread)."""
+    previous = getattr(_current, "log", None)
+    _current.log = log
+    try:
+        yield
+    finally:
+        _current.log = previous

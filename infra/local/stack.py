@@ -12,6 +12,7 @@ in real DynamoDB.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import io
 import json
@@ -77,13 +78,16 @@ def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], No
     """moto checks a ConditionExpression and then writes without a lock; real DynamoDB does both atomically.
 
     Serialising moto's in-memory put/update/delete gives the local server and the tests the guarantee the code
-    relies on in AWS (claims, id allocation). Requests still go through botocore and moto's request parsing.
+    relies on in AWS (claims, id allocation). Reads go through the same lock and every call hands moto's request
+    layer a private copy of the items, because that layer serialises (deep-copies) them after the backend call,
+    which would otherwise race with a concurrent update of the same item ("dictionary changed size during
+    iteration"). Requests still go through botocore and moto's request parsing.
     With a pytest `monkeypatch` the patch is undone by it; otherwise call the returned function to undo.
     Applying it twice does nothing the second time.
     """
     from moto.dynamodb.models import DynamoDBBackend
 
-    names = ("put_item", "update_item", "delete_item")
+    names = ("put_item", "update_item", "delete_item", "get_item", "query")
     if all(getattr(getattr(DynamoDBBackend, n), "_data_pipeline_atomic", False) for n in names):
         return lambda: None
     lock = threading.RLock()
@@ -92,7 +96,7 @@ def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], No
 
         def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
             with lock:
-                return _original(self, *args, **kwargs)
+                return copy.deepcopy(_original(self, *args, **kwargs))
 
         locked._data_pipeline_atomic = True  # type: ignore[attr-defined]
         if monkeypatch is not None:
