@@ -375,13 +375,7 @@ class TaskStore:
             except ClientError as exc:
                 if not _invalid_path(exc):
                     raise
-        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
-                     {"#s": names["#s"]}, touch=False)
-        if nested:
-            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
-                               for i in range(len(nested)))
-            self._update(task_id, f"SET {ensure}", {":empty": {}},
-                         {"#s": names["#s"], **{f"#n{i}": k for i, k in enumerate(nested)}}, touch=False)
+        self._ensure_progress_maps(task_id, step, nested)
         if expression:
             self._update(task_id, expression, values, names)
 
@@ -416,11 +410,18 @@ class TaskStore:
         except ClientError as exc:
             if not _invalid_path(exc):
                 raise
-        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
-                     {"#s": names["#s"]}, touch=False)
-        self._update(task_id, "SET progress.#s.#c = if_not_exists(progress.#s.#c, :empty)", {":empty": {}}, names,
-                     touch=False)
+        self._ensure_progress_maps(task_id, step, [collection])
         record_it()
+
+    def _ensure_progress_maps(self, task_id: str, step: str, children: list[str]) -> None:
+        """Create progress.{step} and the maps progress.{step}.{child} where missing (nested SETs need them)."""
+        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
+                     {"#s": _step(step)}, touch=False)
+        if children:
+            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
+                               for i in range(len(children)))
+            self._update(task_id, f"SET {ensure}", {":empty": {}},
+                         {"#s": _step(step), **{f"#n{i}": k for i, k in enumerate(children)}}, touch=False)
 
     def set_current_step(self, task_id: str, name: str, execution_id: str | None) -> None:
         """Show a pre-step (vector backup/truncate) as the current step; it has no entry in step_status."""

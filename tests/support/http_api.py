@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,8 +13,9 @@ from typing import Any
 
 from infra.local.serve import api_base_url, start_api_server, stop_api_server
 from tests.support.aws_api import multipart
+from tests.support.pipeline import FINAL_STATUSES, wait_until_final
 
-FINAL_STATUSES = ("completed", "failed", "cancelled", "partial_completed")
+__all__ = ["FINAL_STATUSES", "HttpApi", "served"]
 TASKS = "/data_pipeline/tasks"
 
 
@@ -71,14 +71,7 @@ class HttpApi:
         return self.data("GET", f"{TASKS}/{task_id}")
 
     def wait(self, task_id: str, timeout: float = 240.0, poll: float = 0.5) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status(task_id)
-            if status["status"] in FINAL_STATUSES:
-                return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{task_id} still {status['status']} after {timeout} s")
-            time.sleep(poll)
+        return wait_until_final(self.status, task_id, timeout, poll)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chalice.test import Client
@@ -11,6 +12,19 @@ from tests.support.aws_api import multipart
 
 FINAL_STATUSES = ("completed", "failed", "cancelled", "partial_completed")
 BASE = "/api/v0/data_pipeline/tasks"
+
+
+def wait_until_final(status_of: Callable[[str], dict[str, Any]], task_id: str, timeout: float,
+                     poll: float) -> dict[str, Any]:
+    """Poll a task's status until it is final (a status seen while running is never final)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = status_of(task_id)
+        if status["status"] in FINAL_STATUSES:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{task_id} still {status['status']} after {timeout} s: {status.get('step_status')}")
+        time.sleep(poll)
 
 
 class PipelineClient:
@@ -42,15 +56,7 @@ class PipelineClient:
         return self.request("GET", f"{BASE}/{task_id}", expect=200)["data"]
 
     def wait(self, task_id: str, timeout: float = 240.0) -> dict[str, Any]:
-        """Poll the status until the task is final (a status seen while running is never final)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status(task_id)
-            if status["status"] in FINAL_STATUSES:
-                return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{task_id} still {status['status']} after {timeout} s: {status['step_status']}")
-            time.sleep(0.3)
+        return wait_until_final(self.status, task_id, timeout, poll=0.3)
 
     def run(self, tables: list[str], timeout: float = 240.0, execute: dict | None = None, **fields: Any
             ) -> tuple[str, dict[str, Any]]:
