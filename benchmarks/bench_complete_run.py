@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     DELAY = args.delay
 
+    from infra.local.lambdas import DEFAULT_WORKERS
     from infra.local.stack import LocalStack
     from tests.support.llm_stub import LLMStub
     from tests.support.pipeline import PipelineClient
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "EMBEDDING_BASE_URL": stub.base_url, "EMBEDDING_MODEL": "bench-embedding", "EMBEDDING_DIM": "16",
             "DATA_PIPELINE_LOG_LEVEL": os.environ.get("DATA_PIPELINE_LOG_LEVEL", "WARNING"),
         })
-        with LocalStack(root, server_url=db_url, load_demo=False) as stack:
+        with LocalStack(root, server_url=db_url, load_demo=False, lambda_workers=DEFAULT_WORKERS) as stack:
             client = PipelineClient(stack)
             task_id = client.create_task(task_name="bench complete_run", business_context=BUSINESS_CONTEXT,
                                          db_connection=db_url, db_name="bench")

@@ -1,7 +1,7 @@
 """`python -m infra.local.serve`: the whole product on this machine.
 
-Starts LocalStack (moto + in-process step Lambdas + PostgreSQL with the demo database) and Chalice's local
-dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything.
+Starts LocalStack (moto + step Lambdas in warm worker processes + PostgreSQL with the demo database) and
+Chalice's local dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything.
 
 Environment: API_PORT (default 8084), DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL (use an existing PostgreSQL
 instead of the embedded one), LLM_* and EMBEDDING_* (providers; without them the heuristic LLM and the
@@ -17,6 +17,7 @@ import sys
 import threading
 from typing import Any
 
+from infra.local.lambdas import DEFAULT_WORKERS
 from infra.local.stack import ROOT, LocalStack
 
 logger = logging.getLogger("data_pipeline.serve")
@@ -69,8 +70,8 @@ def api_base_url(server: Any) -> str:
     return f"http://{server.host}:{server.port}{API_BASE_PATH}"
 
 
-def serve(host: str, port: int, *, load_demo: bool = True) -> None:
-    stack = LocalStack(load_demo=load_demo)
+def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int = DEFAULT_WORKERS) -> None:
+    stack = LocalStack(load_demo=load_demo, lambda_workers=lambda_workers)
     server = None
     try:
         stack.start()
@@ -104,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT") or 8084))
     parser.add_argument("--no-demo", action="store_true", help="do not create/load the highway_demo database")
+    parser.add_argument("--lambda-workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"worker processes running the step Lambdas (default {DEFAULT_WORKERS}; 0: in this "
+                             "process)")
     args = parser.parse_args(argv)
     level = (os.environ.get("DATA_PIPELINE_LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line otherwise
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    serve(args.host, args.port, load_demo=not args.no_demo)
+    serve(args.host, args.port, load_demo=not args.no_demo, lambda_workers=args.lambda_workers)
     return 0
 
 

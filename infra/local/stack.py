@@ -2,17 +2,20 @@
 
 moto runs as a server in this process (S3, DynamoDB, IAM, Lambda, Step Functions executing the real
 state machine from infra/data_pipeline.asl.json) and PostgreSQL with pgvector comes from pgserver (or from
-DATA_PIPELINE_DB_URL). The only dev-only glue of the project is here: moto's Lambda backend is patched so
-that a Task state invokes the Chalice handler of the same name in this process, and moto's DynamoDB
-conditional writes are serialised (`make_moto_dynamodb_writes_atomic`) so that they are atomic per item as
-in real DynamoDB.
+DATA_PIPELINE_DB_URL). The dev-only glue of the project is here:
+- moto's Lambda backend is patched so that a Task state invokes the Chalice handler of the same name, in
+  this process or in warm worker processes (infra/local/lambdas.py);
+- moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
+  are atomic per item as in real DynamoDB;
+- three patches take CPU out of moto's request path without changing what it answers: the backend lookup
+  per host is memoised, plain DynamoDB results skip the generic serializer, the Step Functions executor
+  reuses its Lambda client.
 
     with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
         stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
 """
 from __future__ import annotations
 
-import copy
 import importlib
 import io
 import json
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, WorkerPool, run_handler
 from infra.template import (
     RESOURCES_PATH,
     STEP_FUNCTION_NAMES,
@@ -42,17 +46,11 @@ from infra.template import (
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"  # moto's default account
 DEMO_DATABASE = "highway_demo"
 VECTOR_DATABASE = "vector_store"
 STATE_MACHINE_NAME = "data-pipeline"
 # Written on the demo database once its load finished; a database without it is reloaded from scratch.
 DEMO_LOADED_MARKER = "data_pipeline demo database: loaded"
-# Step Functions refuses state payloads above 256 KiB; steps must hand over files in S3, not data.
-STATE_PAYLOAD_LIMIT = 256 * 1024
-
-AppFactory = Callable[[], Any]
 
 
 def load_repo_app() -> Any:
@@ -77,38 +75,35 @@ def _free_port() -> int:
 def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], None]:
     """moto checks a ConditionExpression and then writes without a lock; real DynamoDB does both atomically.
 
-    Serialising moto's in-memory put/update/delete gives the local server and the tests the guarantee the code
-    relies on in AWS (claims, id allocation). Reads go through the same lock and every call hands moto's request
-    layer a private copy of the items, because that layer serialises (deep-copies) them after the backend call,
-    which would otherwise race with a concurrent update of the same item ("dictionary changed size during
-    iteration"). Requests still go through botocore and moto's request parsing.
+    Serialising moto's DynamoDB requests (parse, backend call and the serialisation of the answer, one request
+    at a time) gives the local server and the tests the guarantee the code relies on in AWS (claims, id
+    allocation), and no answer is serialised while another request updates the same item. The moto server
+    runs under one GIL anyway, so this costs it little concurrency. Requests still go through botocore and
+    moto's request parsing.
     With a pytest `monkeypatch` the patch is undone by it; otherwise call the returned function to undo.
     Applying it twice does nothing the second time.
     """
-    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    names = ("put_item", "update_item", "delete_item", "get_item", "query")
-    if all(getattr(getattr(DynamoDBBackend, n), "_data_pipeline_atomic", False) for n in names):
+    original = DynamoHandler.call_action
+    if getattr(original, "_data_pipeline_atomic", False):
         return lambda: None
     lock = threading.RLock()
-    saved = {name: getattr(DynamoDBBackend, name) for name in names}
-    for name, original in saved.items():
 
-        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return copy.deepcopy(_original(self, *args, **kwargs))
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
 
-        locked._data_pipeline_atomic = True  # type: ignore[attr-defined]
-        if monkeypatch is not None:
-            monkeypatch.setattr(DynamoDBBackend, name, locked)
-        else:
-            setattr(DynamoDBBackend, name, locked)
+    call_action._data_pipeline_atomic = True  # type: ignore[attr-defined]
+    if monkeypatch is not None:
+        monkeypatch.setattr(DynamoHandler, "call_action", call_action)
+        return lambda: None
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
     def undo() -> None:
-        for name, original in saved.items():
-            setattr(DynamoDBBackend, name, original)
+        DynamoHandler.call_action = original  # type: ignore[method-assign]
 
-    return undo if monkeypatch is None else (lambda: None)
+    return undo
 
 
 def memoize_moto_host_lookup() -> Callable[[], None]:
@@ -136,6 +131,73 @@ def memoize_moto_host_lookup() -> Callable[[], None]:
     return undo
 
 
+def reuse_moto_lambda_clients() -> Callable[[], None]:
+    """moto's Step Functions executor builds a new boto3 Lambda client for every Task state it runs (tens of
+    milliseconds of CPU each, on the server's GIL). botocore clients are thread-safe, so one per region and
+    endpoint is kept. Call the returned function to undo."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    original = lambda_eval_utils.boto_client_for
+    if getattr(original, "_data_pipeline_reuse", False):
+        return lambda: None
+    cache: dict[tuple[Any, ...], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        if state_credentials is not None:
+            return original(region, service, state_credentials)
+        from moto.core.models import botocore_stubber
+        from moto.settings import moto_server_port
+
+        key = (region, service, botocore_stubber.enabled, moto_server_port())
+        with lock:
+            if key not in cache:
+                cache[key] = original(region, service)
+            return cache[key]
+
+    boto_client_for._data_pipeline_reuse = True  # type: ignore[attr-defined]
+    lambda_eval_utils.boto_client_for = boto_client_for
+
+    def undo() -> None:
+        lambda_eval_utils.boto_client_for = original
+
+    return undo
+
+
+def fast_moto_dynamodb_results() -> Callable[[], None]:
+    """moto turns every DynamoDB answer into JSON with a generic, shape-driven serializer that walks each
+    attribute of each item: tens of milliseconds per GetItem of a task with per-table progress, the largest CPU
+    cost of a local run. DynamoDB's wire format is the item itself (`{"S": …}`, numbers as strings), so plain
+    results are dumped as they are; anything JSON cannot hold as is (bytes of a binary attribute, datetimes of
+    table descriptions) still goes through moto's serializer. Call the returned function to undo."""
+    from moto.dynamodb.responses import DynamoResult
+
+    original = DynamoResult.execute_result
+    if getattr(original, "_data_pipeline_fast", False):
+        return lambda: None
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+    def execute_result(self: Any, context: Any) -> Any:
+        if isinstance(self.result, dict):
+            try:
+                body = json.dumps(self.result, separators=(",", ":"), default=refuse)
+            except TypeError:
+                pass
+            else:
+                return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
+        return original(self, context)
+
+    execute_result._data_pipeline_fast = True  # type: ignore[attr-defined]
+    DynamoResult.execute_result = execute_result  # type: ignore[method-assign]
+
+    def undo() -> None:
+        DynamoResult.execute_result = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def _lambda_timeouts() -> dict[str, int]:
     """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
     path = ROOT / ".chalice" / "config.json"
@@ -145,31 +207,16 @@ def _lambda_timeouts() -> dict[str, int]:
     return {name: int(cfg.get("lambda_timeout", 60)) for name, cfg in stage.get("lambda_functions", {}).items()}
 
 
-class LambdaContext:
-    """What a Lambda handler gets as `context` (the attributes powertools and Chalice read)."""
-
-    def __init__(self, function_name: str, timeout_seconds: int, memory_mb: int = 512) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
-        self.memory_limit_in_mb = memory_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"local/{self.aws_request_id}"
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
 class LambdaDispatcher:
-    """Runs a Lambda invocation received by moto with the Chalice handler registered under that name."""
+    """Runs a Lambda invocation received by moto with the Chalice handler registered under that name: in this
+    process, or in a pool of warm worker processes once `use_workers` was called."""
 
     def __init__(self, app_factory: AppFactory, timeouts: dict[str, int] | None = None) -> None:
         self._app_factory = app_factory
         self._app: Any = None
         self._lock = threading.Lock()
         self.timeouts = timeouts or {}
+        self.workers: WorkerPool | None = None
 
     @property
     def app(self) -> Any:
@@ -177,6 +224,17 @@ class LambdaDispatcher:
             if self._app is None:
                 self._app = self._app_factory()
             return self._app
+
+    def use_workers(self, count: int) -> None:
+        """Start `count` worker processes; invocations go to them from now on."""
+        pool = WorkerPool(count, self._app_factory)
+        pool.start()
+        self.workers = pool
+
+    def stop_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
 
     @staticmethod
     def handler_name(function_name: str) -> str:
@@ -187,32 +245,15 @@ class LambdaDispatcher:
 
     def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
         name = self.handler_name(function_name)
-        started = time.monotonic()
-        try:
-            handler = self.app.handler_map.get(name)
-            if handler is None:
-                raise LookupError(f"no Chalice handler named {name!r} in the app")
-            raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
-            event = json.loads(raw) if raw.strip() else {}
-            result = handler(event, LambdaContext(name, self.timeouts.get(name, 60)))
-            try:
-                payload = json.dumps(result, ensure_ascii=False).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise _MarshalError(f"Unable to marshal response: {exc}") from exc
-        except Exception as exc:  # every handler failure goes back to the state machine, as Lambda does
-            error_type = "Runtime.MarshalError" if isinstance(exc, _MarshalError) else type(exc).__name__
-            logger.warning("lambda %s failed: %s: %s", name, error_type, exc, exc_info=True)
+        raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+        timeout = self.timeouts.get(name, 60)
+        if self.workers is not None:
+            payload, function_error = self.workers.invoke(name, raw, timeout)
+        else:
+            payload, function_error = run_handler(self.app, name, raw, timeout)
+        if function_error:
             response_headers["x-amz-function-error"] = "Unhandled"
-            error = {"errorType": error_type, "errorMessage": str(exc)}
-            return json.dumps(error, ensure_ascii=False).encode("utf-8")
-        if len(payload) > STATE_PAYLOAD_LIMIT:
-            logger.warning("lambda %s returned %d bytes: above the Step Functions payload limit", name, len(payload))
-        logger.info("lambda %s done in %.3f s", name, time.monotonic() - started)
         return payload
-
-
-class _MarshalError(Exception):
-    pass
 
 
 class LocalStack:
@@ -226,6 +267,8 @@ class LocalStack:
         step functions and infra/data_pipeline.asl.json); placeholders are `placeholder_for(name)`.
     load_demo: create and load the demo database (`highway_demo`) on first start.
     use_postgres: False for a stack without PostgreSQL (state machine and AWS resources only).
+    lambda_workers: run the Lambda invocations in this many warm worker processes (infra/local/lambdas.py)
+        instead of in this process; the app factory must then be a module-level function.
     """
 
     def __init__(
@@ -241,6 +284,7 @@ class LocalStack:
         use_postgres: bool = True,
         bucket: str = "data-pipeline-local",
         table_name: str = "data-pipeline-tasks",
+        lambda_workers: int = 0,
     ) -> None:
         self.root = Path(root)
         self.server_url = server_url
@@ -252,6 +296,7 @@ class LocalStack:
         self.bucket = bucket
         self.table_name = table_name
         self.dispatcher = LambdaDispatcher(app_factory, _lambda_timeouts())
+        self.lambda_workers = lambda_workers
         self.port: int | None = None
         self.state_machine_arn: str | None = None
         self.db_url: str | None = None
@@ -262,8 +307,7 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._saved_invoke: Any = None
         self._saved_config: dict[str, Any] = {}
-        self._undo_atomic: Callable[[], None] | None = None
-        self._undo_memo: Callable[[], None] | None = None
+        self._undo_patches: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -279,6 +323,10 @@ class LocalStack:
             self._set_environment()
             self._create_resources()
             self.timings["moto"] = time.monotonic() - started
+            if self.lambda_workers:
+                started = time.monotonic()
+                self.dispatcher.use_workers(self.lambda_workers)  # they inherit the environment set above
+                self.timings["lambda_workers"] = time.monotonic() - started
         except BaseException:
             self.stop()
             raise
@@ -286,6 +334,7 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        self.dispatcher.stop_workers()
         if self._moto is not None:
             self._reset_moto()
             self._moto.stop()
@@ -495,8 +544,8 @@ class LocalStack:
         invoke._data_pipeline_dispatch = True  # type: ignore[attr-defined]
         self._saved_invoke = LambdaSimpleBackend.invoke
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
-        self._undo_atomic = make_moto_dynamodb_writes_atomic()
-        self._undo_memo = memoize_moto_host_lookup()
+        self._undo_patches = [make_moto_dynamodb_writes_atomic(), memoize_moto_host_lookup(),
+                              fast_moto_dynamodb_results(), reuse_moto_lambda_clients()]
         # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -513,12 +562,8 @@ class LocalStack:
             response.read()
 
     def _restore_lambda_backend(self) -> None:
-        if self._undo_atomic is not None:
-            self._undo_atomic()
-            self._undo_atomic = None
-        if self._undo_memo is not None:
-            self._undo_memo()
-            self._undo_memo = None
+        while self._undo_patches:
+            self._undo_patches.pop()()
         if self._saved_invoke is None:
             return
         from moto.awslambda_simple.models import LambdaSimpleBackend

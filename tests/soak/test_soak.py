@@ -1,6 +1,7 @@
 """Concurrency soak (bounded, well under 2 minutes of load): 20 tasks created and executed in complete mode
 at the same time against the local server over real HTTP (heuristic provider, demo database, 2-3 tables
-each), plus 200 concurrent status/list/log requests while they run."""
+each), plus 200 concurrent status/list/log requests while they run. The stack is the one `make serve` runs:
+step Lambdas in warm worker processes."""
 from __future__ import annotations
 
 import collections
@@ -23,6 +24,17 @@ STEPS = ("ddl_generation", "qa_generation", "sql_validation", "training_load")
 def _tables(i: int) -> list[str]:
     count = 2 + i % 2
     return [DEMO_TABLES[(i + k) % len(DEMO_TABLES)] for k in range(count)]
+
+
+@pytest.fixture(scope="module")
+def pipeline_stack(pg_url, tmp_path_factory):
+    """The stack of `make serve`: step Lambdas in warm worker processes beside the moto server."""
+    from infra.local.lambdas import DEFAULT_WORKERS
+    from infra.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("soak"), server_url=pg_url, demo_database="highway_e2e",
+                    lambda_workers=DEFAULT_WORKERS) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,281 @@
+"""How the local stack runs a Lambda invocation: the Chalice handler of the function's name, either in this
+process (tests: fast, patchable) or in a pool of warm worker processes (`make serve`, `make demo`, benchmarks).
+
+A worker process is one Lambda execution environment: it imports the app once, then runs one invocation at a
+time, with the environment of the parent copied in before each one. In one process the moto server, its
+Step Functions executor and every step Lambda share one GIL; in workers the step Lambdas' CPU (their code,
+boto3 and the LLM client) runs beside the server, as Lambda containers run beside AWS.
+
+    python -m infra.local.lambdas worker <answer-fd> <module:factory>    # what the pool starts; not for humans
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+# Step Functions refuses state payloads above 256 KiB; steps must hand over files in S3, not data.
+STATE_PAYLOAD_LIMIT = 256 * 1024
+# Worker processes of `make serve` / `make demo` / the benchmarks: the widest Map of one task (ddl_generation's
+# DATA_PIPELINE_DDL_MAX_CONCURRENCY, 4) plus room for a second task; more only adds memory on 2 cores.
+DEFAULT_WORKERS = 6
+# A worker gets this long beyond the function's timeout before it is killed, as Lambda kills a late sandbox.
+KILL_GRACE_SECONDS = 5.0
+
+AppFactory = Callable[[], Any]
+
+
+class LambdaContext:
+    """What a Lambda handler gets as `context` (the attributes powertools and Chalice read)."""
+
+    def __init__(self, function_name: str, timeout_seconds: int, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class _MarshalError(Exception):
+    pass
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}, ensure_ascii=False).encode("utf-8")
+
+
+def run_handler(app: Any, name: str, raw_event: str, timeout_seconds: int) -> tuple[bytes, bool]:
+    """Run the handler `name` of a Chalice app on a JSON event as Lambda does: (payload, function_error).
+
+    Every failure goes back as Lambda's error document ({"errorType", "errorMessage"}) with function_error
+    True, which the state machine's Retry/Catch match on."""
+    started = time.monotonic()
+    try:
+        handler = app.handler_map.get(name)
+        if handler is None:
+            raise LookupError(f"no Chalice handler named {name!r} in the app")
+        event = json.loads(raw_event) if raw_event.strip() else {}
+        result = handler(event, LambdaContext(name, timeout_seconds))
+        try:
+            payload = json.dumps(result, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _MarshalError(f"Unable to marshal response: {exc}") from exc
+    except Exception as exc:  # every handler failure goes back to the state machine, as Lambda does
+        error_type = "Runtime.MarshalError" if isinstance(exc, _MarshalError) else type(exc).__name__
+        logger.warning("lambda %s failed: %s: %s", name, error_type, exc, exc_info=True)
+        return error_payload(error_type, str(exc)), True
+    if len(payload) > STATE_PAYLOAD_LIMIT:
+        logger.warning("lambda %s returned %d bytes: above the Step Functions payload limit", name, len(payload))
+    logger.info("lambda %s done in %.3f s", name, time.monotonic() - started)
+    return payload, False
+
+
+def factory_path(factory: AppFactory) -> str:
+    """`module:function` of a module-level app factory, which a worker process can import."""
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not module or "<" in qualname or "." in qualname:
+        raise ValueError(f"Lambda workers need a module-level app factory, not {factory!r}")
+    return f"{module}:{qualname}"
+
+
+def load_factory(path: str) -> AppFactory:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class _Worker:
+    """One worker process: requests on its stdin, answers on a pipe of its own (its stdout stays the logs')."""
+
+    def __init__(self, factory: str) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "infra.local.lambdas", "worker", str(write_fd), factory],
+                stdin=subprocess.PIPE, pass_fds=(write_fd,), cwd=str(ROOT), env=_child_environment(),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._answers = os.fdopen(read_fd, "rb")
+
+    def wait_ready(self, timeout: float) -> None:
+        answer = self._read(timeout)
+        if answer.get("ready") is not True:
+            raise RuntimeError(f"Lambda worker did not start: {answer.get('error') or answer}")
+
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.process.stdin.flush()
+        return self._read(timeout)
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        ready, _, _ = select.select([self._answers], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        line = self._answers.readline()
+        if not line:
+            raise EOFError(f"Lambda worker exited (code {self.process.poll()})")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        finally:
+            self._answers.close()
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with this process's import path: whatever module the factory lives in (the project,
+    a test module imported by pytest) imports the same way in the worker."""
+    env = dict(os.environ)
+    paths = [str(ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+class WorkerPool:
+    """`size` warm worker processes; an invocation takes an idle one (or waits for one), as Lambda sends each
+    concurrent request to its own execution environment. A worker that dies or overruns its timeout is
+    replaced and the invocation fails with Lambda's error type for it."""
+
+    def __init__(self, size: int, factory: AppFactory, start_timeout: float = 120.0) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.factory = factory_path(factory)
+        self.start_timeout = start_timeout
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        workers = [self._spawn() for _ in range(self.size)]  # they import the app in parallel
+        for worker in workers:
+            worker.wait_ready(self.start_timeout)
+            self._idle.put(worker)
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker(self.factory)
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        worker.process.kill()
+        worker.stop()
+
+    def invoke(self, name: str, raw_event: str, timeout_seconds: int) -> tuple[bytes, bool]:
+        worker = self._idle.get()
+        request = {"function": name, "event": raw_event, "timeout": timeout_seconds, "env": dict(os.environ)}
+        try:
+            answer = worker.call(request, timeout_seconds + KILL_GRACE_SECONDS)
+        except TimeoutError:
+            self._replace(worker)
+            return error_payload("Sandbox.Timedout", f"Task timed out after {timeout_seconds} seconds"), True
+        except (EOFError, OSError, ValueError) as exc:
+            self._replace(worker)
+            return error_payload("Runtime.ExitError", f"RequestId: local Error: Runtime exited: {exc}"), True
+        self._idle.put(worker)
+        return answer["payload"].encode("utf-8"), bool(answer["function_error"])
+
+    def _replace(self, worker: _Worker) -> None:
+        self._retire(worker)
+        fresh = self._spawn()
+        try:
+            fresh.wait_ready(self.start_timeout)
+        except Exception:
+            logger.exception("could not replace a Lambda worker")
+            self._retire(fresh)
+            raise
+        self._idle.put(fresh)
+
+    def stop(self) -> None:
+        with self._lock:
+            workers, self._all = self._all, []
+        for worker in workers:
+            worker.stop()
+
+
+# -- the worker process ------------------------------------------------------------------------------------------
+
+
+def _apply_environment(env: dict[str, str]) -> None:
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _warm_up() -> None:
+    """Lambda's init phase: what every invocation of the project's steps builds on first use (boto3 clients,
+    the HTTP stack of the OpenAI client) is built once per worker, before it takes invocations."""
+    try:
+        from chalicelib import aws
+    except ImportError:  # another app (tests' small apps)
+        return
+    aws.get_s3(), aws.get_dynamodb(), aws.get_sfn()
+    import openai
+
+    openai.OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1").close()
+
+
+def worker_main(answer_fd: int, factory: str) -> int:
+    answers = os.fdopen(answer_fd, "wb")
+
+    def send(message: dict[str, Any]) -> None:
+        answers.write(json.dumps(message, ensure_ascii=False).encode("utf-8") + b"\n")
+        answers.flush()
+
+    try:
+        app = load_factory(factory)()
+        _warm_up()
+    except Exception as exc:
+        send({"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    send({"ready": True})
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        _apply_environment(request["env"])
+        payload, function_error = run_handler(app, request["function"], request["event"], request["timeout"])
+        send({"payload": payload.decode("utf-8"), "function_error": function_error})
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "worker":
+        sys.exit(__doc__)
+    sys.exit(worker_main(int(sys.argv[2]), sys.argv[3]))
