@@ -247,11 +247,12 @@ def store_table_list(task_id: str, refs: list[TableRef], *, source: str) -> dict
     data = tablelist.render_table_list(refs).encode("utf-8")
     files.put_bytes(task_id, TABLE_LIST_FILE, data)
     info = {"file_name": TABLE_LIST_FILE, "file_size": len(data), "file_path": files.uri(task_id, TABLE_LIST_FILE),
-            "table_count": len(refs), "tables": [r.sql_name for r in refs], "uploaded_at": now_iso(),
-            "source": source}
+            "table_count": len(refs), "uploaded_at": now_iso(), "source": source}
+    # The names stay in the file, not in the task item: every status write would otherwise carry (and pay
+    # DynamoDB write units for) the whole list, up to hundreds of kilobytes for a large schema.
     TaskStore().set_table_list(task_id, info)
     _log(task_id, f"table list stored: {len(refs)} tables ({source})")
-    return info
+    return {**info, "tables": [r.sql_name for r in refs]}
 
 
 def _writable_task(task_id: str) -> dict[str, Any]:
@@ -297,6 +298,10 @@ def _info_view(info: dict[str, Any]) -> dict[str, Any]:
 
 def table_list_info(task_id: str) -> dict[str, Any]:
     info = TaskStore().get_task(task_id).get("table_list") or {}
+    tables: list[str] = []
+    if info:
+        text = FileStore().get_text(task_id, TABLE_LIST_FILE)
+        tables = [ref.sql_name for ref in tablelist.parse_table_list(text)]
     view = _info_view(info)
-    view.update(table_count=info.get("table_count", 0), tables=info.get("tables", []))
+    view.update(table_count=info.get("table_count", 0), tables=tables)
     return {"task_id": task_id, "has_table_list": bool(info), **view}

@@ -108,17 +108,17 @@ def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
     stem = meta.ref.file_stem
     run.files.put_text(f"{stem}.ddl", ddl.render_ddl(doc, run.business_context))
     run.files.put_text(f"{stem}_detail.md", ddl.render_md(doc, run.business_context))
-    run.files.put_text(f"{TABLE_DOCS}{stem}.json", json.dumps(doc.to_dict(), ensure_ascii=False))
-    return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3)}
+    return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3),
+            "doc": doc.to_dict()}
 
 
 def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
                    ) -> dict[str, Any]:
-    """One table, in a worker thread: its own connection, its progress and log lines, never raising."""
+    """One table, in a worker thread: its own connection and log lines, never raising; the result carries the
+    TableDoc (`doc`) when it succeeded."""
     name = ref.display_name
     started = time.monotonic()
     with bind_step_log(run.log):
-        run.tasks.update_progress(run.task_id, STEP, {"current_table": name})
         run.log.info(f"开始处理表: {name}")
         try:
             if name not in schema:
@@ -136,7 +136,6 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
             result = {"table": name, "ok": False, "error": reason, "seconds": round(time.monotonic() - started, 3)}
         else:
             run.log.info(f"Table {name} done in {result['seconds']} s")
-        run.tasks.record_item_progress(run.task_id, STEP, "tables", name, result, ok=result["ok"])
         return result
 
 
@@ -242,23 +241,42 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         else:
             refs = [TableRef.from_dict(item) for item in batch]
             schema = json.loads(run.files.get_text(SCHEMA_FILE))
+        if not refs:
+            return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
         connections = _Connections(run.db_url)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
+            # The batch's tables start together: one progress write names the first as the current table.
+            run.tasks.update_progress(run.task_id, STEP, {"current_table": refs[0].display_name})
             results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections), refs,
                                   table_workers(run.settings, len(refs)))
         finally:
             connections.close()
+        # The TableDocs of the batch, for merge and qa_generation: one file per batch, not one per table.
+        docs = [result.pop("doc") for result in results if "doc" in result]
+        run.files.put_text(f"{TABLE_DOCS}{refs[0].file_stem}.json", json.dumps(docs, ensure_ascii=False))
+        # Its tables run side by side and end together: their progress records go in one write.
+        records = {result["table"]: ({k: v for k, v in result.items() if k != "table"}, result["ok"])
+                   for result in results}
+        run.tasks.record_items_progress(run.task_id, STEP, "tables", records)
         return {"tables": results, "llm_usage": llm.usage.to_dict()}
 
 
-def write_docs_bundle(run: StepRun) -> int:
-    """Gather every `work/tables/*.json` (file-name order) into DOCS_BUNDLE; returns how many."""
-    names = sorted(run.files.list_names(TABLE_DOCS))
+def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
+    """The TableDocs (as dicts) of every ddl_generation batch: the `work/tables/*.json` files, each the list of
+    one batch (named after its first table), read DOC_READ_WORKERS at a time; ordered by table file stem."""
+    names = run.files.list_names(TABLE_DOCS)
     texts = run_bounded(run.files.get_text, names, DOC_READ_WORKERS)
-    run.files.put_text(DOCS_BUNDLE, "[" + ",".join(text.strip() for text in texts) + "]")
-    return len(names)
+    docs = [doc for text in texts for doc in json.loads(text)]
+    return sorted(docs, key=lambda doc: TableMeta.from_dict(doc["meta"]).ref.file_stem)
+
+
+def write_docs_bundle(run: StepRun) -> int:
+    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation); returns how many."""
+    docs = read_batch_docs(run)
+    run.files.put_text(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False))
+    return len(docs)
 
 
 @steps_bp.lambda_function(name="step_ddl_merge")
@@ -286,7 +304,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "done": len(ok),
             "failed": len(failed),
             "current_table": None,
-            "tables": {name: {"table": name, "ok": False, "error": reason} for name, reason in crashed.items()},
+            "tables": {name: {"ok": False, "error": reason} for name, reason in crashed.items()},
         })
         if not ok:
             first = next(iter(failed.items()), ("", "no tables"))

@@ -10,7 +10,7 @@ from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
 from chalicelib.providers.llm import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
-from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, DOCS_BUNDLE, TABLE_DOCS, run_bounded
+from chalicelib.steps.ddl_generation import DOCS_BUNDLE, read_batch_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "qa_generation"
@@ -22,18 +22,17 @@ PAIR_FILE_POINTER = "work/pair_file.txt"
 
 def load_table_docs(run: StepRun) -> list[TableDoc]:
     """The TableDocs ddl_generation left for this task, in file-name order: the merged bundle (one read) when
-    the last ddl_generation run finished, else the per-table files (read DOC_READ_WORKERS at a time)."""
+    the last ddl_generation run finished, else the files of its batches."""
     try:
         bundle = json.loads(run.files.get_text(DOCS_BUNDLE))
     except FileNotFound:
         bundle = None
     if bundle:
         return [TableDoc.from_dict(item) for item in bundle]
-    names = sorted(run.files.list_names(TABLE_DOCS))
-    if not names:
+    docs = read_batch_docs(run)
+    if not docs:
         raise StepFailed("no table documentation found for this task: run ddl_generation first")
-    texts = run_bounded(run.files.get_text, names, DOC_READ_WORKERS)
-    return [TableDoc.from_dict(json.loads(text)) for text in texts]
+    return [TableDoc.from_dict(item) for item in docs]
 
 
 def current_pair_file(run: StepRun) -> str:
@@ -58,7 +57,8 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
         for theme in themes:
             run.log.info(f"Theme: {theme.topic_name} ({', '.join(theme.related_tables)})")
         run.tasks.update_progress(
-            run.task_id, STEP, {"total": len(themes), "themes_total": len(themes), "done": 0, "failed": 0}
+            run.task_id, STEP,
+            {"total": len(themes), "themes_total": len(themes), "done": 0, "failed": 0, "themes": {}},
         )
         return {"themes": [{"index": i} for i in range(len(themes))], "llm_usage": llm.usage.to_dict()}
 
@@ -68,7 +68,6 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         index = int(event["theme_index"])
         theme = Theme.from_dict(json.loads(run.files.get_text(THEMES_FILE))[index])
-        run.tasks.update_progress(run.task_id, STEP, {"current_theme": theme.topic_name})
         started = time.monotonic()
         docs = load_table_docs(run)
         llm = get_llm_provider(run.settings)

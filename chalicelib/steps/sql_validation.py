@@ -63,7 +63,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                                              "batches": len(batches)}))
         # done/failed count batches (one Map iteration each), so total does too.
         run.tasks.update_progress(run.task_id, STEP, {"total": len(batches), "statements_total": len(pairs),
-                                                      "done": 0, "failed": 0})
+                                                      "done": 0, "failed": 0, "batches": {}})
         run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} in {len(batches)} batch(es) "
                      f"of up to {size}")
         return {

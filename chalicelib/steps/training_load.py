@@ -8,6 +8,7 @@ from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.embeddings import get_embedding_provider
 from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, run_bounded
 from chalicelib.steps.qa_generation import current_pair_file
 from chalicelib.steps.runtime import step_run
 
@@ -19,13 +20,12 @@ LOGGER = "TrainingDataLoader"
 def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         names = sorted(run.files.list_names())
-        ddl = [run.files.get_text(n) for n in names if "/" not in n and n.endswith(".ddl")]
-        documentation = [
-            section
-            for n in names
-            if "/" not in n and n.endswith("_detail.md")
-            for section in training.split_markdown_sections(run.files.get_text(n))
-        ]
+        ddl_names = [n for n in names if "/" not in n and n.endswith(".ddl")]
+        md_names = [n for n in names if "/" not in n and n.endswith("_detail.md")]
+        texts = run_bounded(run.files.get_text, ddl_names + md_names, DOC_READ_WORKERS)  # in name order
+        ddl = texts[: len(ddl_names)]
+        documentation = [section for text in texts[len(ddl_names):]
+                         for section in training.split_markdown_sections(text)]
         pair_file = current_pair_file(run)
         pairs = [QAPair.from_dict(item) for item in json.loads(run.files.get_text(pair_file))]
         embedder = get_embedding_provider(run.settings)

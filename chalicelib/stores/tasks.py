@@ -348,18 +348,20 @@ class TaskStore:
         )
 
     def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
-        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key).
+        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key), an empty
+        dict makes sure that map exists without touching it.
 
-        One UpdateItem when the maps already exist (the usual case while a step runs); the missing maps are
-        created first only when DynamoDB refuses the document path."""
+        One UpdateItem when progress.{step} exists (the usual case while a step runs: the claim creates it);
+        the missing maps are created first only when DynamoDB refuses the document path."""
         names = {"#s": _step(step)}
         nested = [k for k, v in progress.items() if isinstance(v, dict)]
         sets, values = [], {}
         for i, (key, value) in enumerate(progress.items()):
-            if isinstance(value, dict) and not value:
-                continue  # only the empty map itself is wanted: made by the ensure path below
             names[f"#k{i}"] = str(key)
-            if isinstance(value, dict):
+            if isinstance(value, dict) and not value:
+                values[":empty"] = {}
+                sets.append(f"progress.#s.#k{i} = if_not_exists(progress.#s.#k{i}, :empty)")
+            elif isinstance(value, dict):
                 for j, (sub, sub_value) in enumerate(value.items()):
                     names[f"#k{i}_{j}"] = str(sub)
                     values[f":v{i}_{j}"] = sub_value
@@ -367,51 +369,66 @@ class TaskStore:
             else:
                 values[f":v{i}"] = value
                 sets.append(f"progress.#s.#k{i} = :v{i}")
-        expression = "SET " + ", ".join(sets) + ", updated_at = :now" if sets else ""
-        if expression and len(nested) == sum(1 for k in nested if progress[k]):
-            try:
-                self._update(task_id, expression, values, names)
-                return
-            except ClientError as exc:
-                if not _invalid_path(exc):
-                    raise
-        self._ensure_progress_maps(task_id, step, nested)
-        if expression:
+        if not sets:
+            self._ensure_progress_maps(task_id, step, [])
+            return
+        expression = "SET " + ", ".join(sets) + ", updated_at = :now"
+        try:
             self._update(task_id, expression, values, names)
+            return
+        except ClientError as exc:
+            if not _invalid_path(exc):
+                raise
+        self._ensure_progress_maps(task_id, step, nested)
+        self._update(task_id, expression, values, names)
 
     def record_item_progress(self, task_id: str, step: str, collection: str, key: str, record: dict[str, Any],
                              *, ok: bool) -> None:
-        """One finished item of a fan-out (a table, a theme): stored under progress.{step}.{collection}.{key},
-        with the `done` / `failed` counters incremented atomically (Map iterations run concurrently).
-        One UpdateItem when progress.{step}.{collection} exists; else the maps are created first."""
-        names = {"#s": _step(step), "#c": collection}
-        counter = "done" if ok else "failed"
+        """One finished item of a fan-out (a table, a theme): see record_items_progress."""
+        self.record_items_progress(task_id, step, collection, {key: (record, ok)})
 
-        def record_it() -> None:
+    def record_items_progress(self, task_id: str, step: str, collection: str,
+                              records: dict[str, tuple[dict[str, Any], bool]]) -> None:
+        """Finished items of a fan-out ({key: (record, ok)}, e.g. the tables of one batch) in one UpdateItem:
+        each stored under progress.{step}.{collection}.{key}, the `done` / `failed` counters incremented
+        atomically (Map iterations run concurrently). Counted once: when the first key is already recorded
+        (a re-delivered Map iteration, Step Functions being at-least-once) the records are only replaced.
+        The maps are created first when progress.{step}.{collection} does not exist yet."""
+        if not records:
+            return
+        names = {"#s": _step(step), "#c": collection}
+        values: dict[str, Any] = {":zero": 0}
+        sets = []
+        for i, (key, (record, _ok)) in enumerate(records.items()):
+            names[f"#k{i}"] = key
+            values[f":r{i}"] = record
+            sets.append(f"progress.#s.#c.#k{i} = :r{i}")
+        counters = []
+        done = sum(1 for _record, ok in records.values() if ok)
+        for counter, amount in (("done", done), ("failed", len(records) - done)):
+            if amount:
+                names[f"#{counter}"] = counter
+                values[f":{counter}"] = amount
+                counters.append(f"progress.#s.#{counter} = if_not_exists(progress.#s.#{counter}, :zero) + :{counter}")
+        replace = "SET " + ", ".join(sets) + ", updated_at = :now"
+
+        def record_them() -> None:
             try:
-                # Counted once: a re-delivered Map iteration (at-least-once) only replaces its record.
-                self._update(
-                    task_id,
-                    "SET progress.#s.#c.#k = :record, progress.#s.#n = if_not_exists(progress.#s.#n, :zero) + :one, "
-                    "updated_at = :now",
-                    {":record": record, ":zero": 0, ":one": 1},
-                    {**names, "#k": key, "#n": counter},
-                    condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k)",
-                )
+                self._update(task_id, "SET " + ", ".join(sets + counters) + ", updated_at = :now", values, names,
+                             condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)")
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
-                self._update(task_id, "SET progress.#s.#c.#k = :record, updated_at = :now", {":record": record},
-                             {**names, "#k": key})
+                self._update(task_id, replace, values, names)
 
         try:
-            record_it()
+            record_them()
             return
         except ClientError as exc:
             if not _invalid_path(exc):
                 raise
         self._ensure_progress_maps(task_id, step, [collection])
-        record_it()
+        record_them()
 
     def _ensure_progress_maps(self, task_id: str, step: str, children: list[str]) -> None:
         """Create progress.{step} and the maps progress.{step}.{child} where missing (nested SETs need them)."""
@@ -537,9 +554,12 @@ class TaskStore:
             "ConditionExpression": condition,
             "ExpressionAttributeValues": to_dynamo(values),
         }
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        used = set(re.findall(r":\w+", expression + " " + condition))
+        # DynamoDB refuses placeholders the expressions do not use: callers may pass a superset.
+        text = expression + " " + condition
+        used_names = set(re.findall(r"#\w+", text))
+        if names and used_names:
+            kwargs["ExpressionAttributeNames"] = {k: v for k, v in names.items() if k in used_names}
+        used = set(re.findall(r":\w+", text))
         kwargs["ExpressionAttributeValues"] = {k: v for k, v in kwargs["ExpressionAttributeValues"].items()
                                                if k in used}
         try:

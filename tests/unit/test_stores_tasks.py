@@ -129,3 +129,16 @@ def test_progress_updates_create_missing_maps_and_count_concurrent_items(store):
     progress = store.get_task(task_id)["progress"]["ddl_generation"]
     assert progress["current_table"] == "public.a" and progress["tables"]["public.a"] == {"x": 1}
     assert progress["done"] == 8 and progress["failed"] == 4 and len(progress["tables"]) == 13
+
+
+def test_a_batch_of_records_is_counted_once_even_when_redelivered(store):
+    task_id = store.create_task({})["task_id"]
+    batch = {f"public.b{i}": ({"table": f"public.b{i}", "ok": i != 1, "seconds": 0.5}, i != 1) for i in range(3)}
+    with ThreadPoolExecutor(4) as pool:  # concurrent batches, one of them delivered twice
+        list(pool.map(lambda n: store.record_items_progress(
+            task_id, "ddl_generation", "tables",
+            batch if n < 2 else {f"public.c{n}": ({"table": f"public.c{n}", "ok": True}, True)}), range(5)))
+    progress = store.get_task(task_id)["progress"]["ddl_generation"]
+    assert progress["done"] == 2 + 3 and progress["failed"] == 1
+    assert set(progress["tables"]) == {"public.b0", "public.b1", "public.b2", "public.c2", "public.c3", "public.c4"}
+    assert progress["tables"]["public.b1"] == {"table": "public.b1", "ok": False, "seconds": 0.5}
