@@ -51,8 +51,26 @@ def _get(kind: str, service: str) -> Any:
                 if session is None:
                     session = _sessions[key[2:]] = boto3.session.Session()
                 build = session.client if kind == "client" else session.resource
-                found = cache[key] = build(service, config=_CLIENT_CONFIG)
+                found = build(service, config=_CLIENT_CONFIG)
+                if kind == "client" and service == "s3":
+                    found.meta.events.register_last("before-call.s3", _send_small_uploads_at_once)
+                cache[key] = found
     return found
+
+
+# Uploads up to this size are sent at once: botocore's `Expect: 100-continue` would make every small PutObject
+# (the task's .ddl/.md files, logs, work files) wait for the server's interim answer first, a second round trip.
+SMALL_UPLOAD_BYTES = 1024 * 1024
+
+
+def _send_small_uploads_at_once(params: dict[str, Any], **kwargs: Any) -> None:
+    from botocore.utils import determine_content_length
+
+    headers = params.get("headers") or {}
+    if headers.get("Expect") == "100-continue":
+        size = determine_content_length(params.get("body"))
+        if size is not None and size <= SMALL_UPLOAD_BYTES:
+            del headers["Expect"]
 
 
 def get_s3() -> Any:

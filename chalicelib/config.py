@@ -34,14 +34,14 @@ class Settings:
     Fan-out and LLM concurrency (defaults sized for an OpenAI-compatible endpoint answering in ~0.5-10 s):
     - LLM_MAX_CONCURRENCY (16): LLM calls in flight per process (a semaphore shared by every provider in it),
       with exponential backoff on 429/5xx. A DDL Map iteration also processes at most this many of its
-      tables at once. Locally every step Lambda runs in one process, so this is the global limit; on AWS each
-      Lambda is its own process, so the ceiling is DDL_MAX_CONCURRENCY x min(DDL_BATCH_SIZE, this) = 20 with
-      the defaults, well under common provider limits (hundreds of requests per minute); lower it for a
-      small self-hosted model.
-    - DATA_PIPELINE_DDL_BATCH_SIZE (5): tables per ddl_generation Map iteration (one Lambda); its tables run
+      tables at once. Each Lambda is its own process (locally too, with the worker processes of the local
+      stack; in-process test stacks share one), so the ceiling is DDL_MAX_CONCURRENCY x min(DDL_BATCH_SIZE,
+      this) = 50 with the defaults: 50 tables in one round of LLM calls, within common provider limits
+      (hundreds of requests per minute, 429s absorbed by the backoff); lower it for a small self-hosted model.
+    - DATA_PIPELINE_DDL_BATCH_SIZE (10): tables per ddl_generation Map iteration (one Lambda); its tables run
       concurrently, so a batch takes about as long as its slowest table and no invocation grows with the
       number of tables.
-    - DATA_PIPELINE_DDL_MAX_CONCURRENCY (4): Map iterations (Lambdas) of ddl_generation at once.
+    - DATA_PIPELINE_DDL_MAX_CONCURRENCY (5): Map iterations (Lambdas) of ddl_generation at once.
     - DATA_PIPELINE_QA_MAX_CONCURRENCY (5): themes generated at once (= the default theme count).
     """
 
@@ -116,8 +116,8 @@ def get_settings() -> Settings:
         questions_per_theme=_env_int("DATA_PIPELINE_QUESTIONS_PER_THEME", 10),
         repair_max_rounds=_env_int("DATA_PIPELINE_REPAIR_MAX_ROUNDS", 2),
         statement_timeout_ms=_env_int("DATA_PIPELINE_STATEMENT_TIMEOUT_MS", 5000),
-        ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 5),
-        ddl_max_concurrency=_env_int("DATA_PIPELINE_DDL_MAX_CONCURRENCY", 4),
+        ddl_batch_size=_env_int("DATA_PIPELINE_DDL_BATCH_SIZE", 10),
+        ddl_max_concurrency=_env_int("DATA_PIPELINE_DDL_MAX_CONCURRENCY", 5),
         qa_max_concurrency=_env_int("DATA_PIPELINE_QA_MAX_CONCURRENCY", 5),
         validation_batch_size=_env_int("DATA_PIPELINE_VALIDATION_BATCH_SIZE", 200),
         max_upload_bytes=_env_int("DATA_PIPELINE_MAX_UPLOAD_BYTES", 1024 * 1024),

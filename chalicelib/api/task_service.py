@@ -99,7 +99,10 @@ def _default_db_name(db_connection: str | None) -> str | None:
 
 def public_task(item: dict[str, Any], files: FileStore | None = None) -> dict[str, Any]:
     public = TaskStore.to_public(item)
-    public["directory_exists"] = (files or FileStore()).task_dir_exists(item["task_id"])
+    # A stored table list means table_list.txt was written under the task's prefix (the API deletes no files);
+    # only tasks without one need an S3 listing, so polling a task's status costs one DynamoDB read.
+    public["directory_exists"] = bool(item.get("table_list")) or (files or FileStore()).task_dir_exists(
+        item["task_id"])
     return public
 
 

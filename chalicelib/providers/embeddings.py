@@ -72,14 +72,11 @@ class OpenAIEmbeddings:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            import openai
+            from chalicelib.providers.openai_client import shared_openai_client
 
-            self._client = openai.OpenAI(
-                base_url=self._settings.embedding_base_url,
-                api_key=self._settings.embedding_api_key or "not-needed",
-                timeout=self._settings.llm_timeout_seconds,
-                max_retries=0,
-            )
+            self._client = shared_openai_client(self._settings.embedding_base_url,
+                                                self._settings.embedding_api_key or "not-needed",
+                                                self._settings.llm_timeout_seconds)
         return self._client
 
     @property

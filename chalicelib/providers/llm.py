@@ -30,6 +30,7 @@ from chalicelib.pipeline.models import (
     TableMeta,
     Theme,
 )
+from chalicelib.providers.openai_client import shared_openai_client
 
 logger = logging.getLogger(__name__)
 
@@ -482,11 +483,8 @@ class OpenAIProvider:
         self.usage = LLMUsage(provider=self.name)
         parsed = urlparse(settings.llm_base_url)
         self.endpoint = parsed.netloc.rsplit("@", 1)[-1] or settings.llm_base_url
-        self._client = client or openai.OpenAI(
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or "not-needed",
-            timeout=settings.llm_timeout_seconds,
-            max_retries=0,
+        self._client = client or shared_openai_client(
+            settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds
         )
         self._semaphore = _process_semaphore(settings.llm_max_concurrency)
         self._backoff_base = backoff_base

@@ -27,6 +27,7 @@ BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
 # All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
 DOCS_BUNDLE = "work/docs.json"
+FILES_BUNDLE = "work/files.json"  # {file name: text} of the .ddl / _detail.md files of the last run
 DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,8 +40,9 @@ def _clear_previous_outputs(run: StepRun) -> None:
             run.files.delete(name)
     for name in run.files.list_names(TABLE_DOCS):
         run.files.delete(name)
-    if run.files.exists(DOCS_BUNDLE):
-        run.files.delete(DOCS_BUNDLE)
+    for name in (DOCS_BUNDLE, FILES_BUNDLE):
+        if run.files.exists(name):
+            run.files.delete(name)
 
 
 @steps_bp.lambda_function(name="step_ddl_plan")
@@ -79,15 +81,12 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
             list(range(len(batches))),
             DOC_READ_WORKERS,
         )
-        run.tasks.update_progress(
-            run.task_id,
-            STEP,
-            {
-                "total": len(refs),
-                "done": 0,
-                "failed": len(missing),
-                "tables": {ref.display_name: {"ok": False, "error": reason} for ref, reason in missing.items()},
-            },
+        run.tasks.update_progress(run.task_id, STEP,
+                                  {"total": len(refs), "done": 0, "failed": len(missing), "tables": {}})
+        run.tasks.record_items_progress(
+            run.task_id, STEP, "tables",
+            {ref.display_name: ({"ok": False, "error": reason}, False) for ref, reason in missing.items()},
+            counted=False,  # already in `failed` above
         )
         return {
             "batches": [{"index": i, "tables": batch} for i, batch in enumerate(batches)],
@@ -106,10 +105,12 @@ def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
         enum_max_distinct=run.settings.enum_max_distinct,
     )
     stem = meta.ref.file_stem
-    run.files.put_text(f"{stem}.ddl", ddl.render_ddl(doc, run.business_context))
-    run.files.put_text(f"{stem}_detail.md", ddl.render_md(doc, run.business_context))
+    files = {f"{stem}.ddl": ddl.render_ddl(doc, run.business_context),
+             f"{stem}_detail.md": ddl.render_md(doc, run.business_context)}
+    for name, text in files.items():
+        run.files.put_text(name, text)
     return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3),
-            "doc": doc.to_dict()}
+            "doc": doc.to_dict(), "files": files}
 
 
 def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
@@ -247,35 +248,50 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         connections = _Connections(run.db_url)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
-            # The batch's tables start together: one progress write names the first as the current table.
-            run.tasks.update_progress(run.task_id, STEP, {"current_table": refs[0].display_name})
+            # The batch's tables start together: one progress write (beside them) names the first as current.
+            started = _shared_pool().submit(run.tasks.update_progress, run.task_id, STEP,
+                                            {"current_table": refs[0].display_name})
             results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections), refs,
                                   table_workers(run.settings, len(refs)))
+            started.result()
         finally:
             connections.close()
-        # The TableDocs of the batch, for merge and qa_generation: one file per batch, not one per table.
+        # The TableDocs and file texts of the batch, for merge, qa_generation and training_load: one work file
+        # per batch, not one per table.
         docs = [result.pop("doc") for result in results if "doc" in result]
-        run.files.put_text(f"{TABLE_DOCS}{refs[0].file_stem}.json", json.dumps(docs, ensure_ascii=False))
+        texts = {name: text for result in results for name, text in result.pop("files", {}).items()}
+        written = _shared_pool().submit(run.files.put_text, f"{TABLE_DOCS}{refs[0].file_stem}.json",
+                                        json.dumps({"docs": docs, "files": texts}, ensure_ascii=False))
         # Its tables run side by side and end together: their progress records go in one write.
         records = {result["table"]: ({k: v for k, v in result.items() if k != "table"}, result["ok"])
                    for result in results}
         run.tasks.record_items_progress(run.task_id, STEP, "tables", records)
+        written.result()
         return {"tables": results, "llm_usage": llm.usage.to_dict()}
 
 
-def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
-    """The TableDocs (as dicts) of every ddl_generation batch: the `work/tables/*.json` files, each the list of
-    one batch (named after its first table), read DOC_READ_WORKERS at a time; ordered by table file stem."""
+def read_batches(run: StepRun) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What every ddl_generation batch left in `work/tables/*.json` (one file per batch, named after its first
+    table, read DOC_READ_WORKERS at a time): the TableDocs as dicts, ordered by table file stem, and the texts
+    of the .ddl / _detail.md files it wrote, by file name."""
     names = run.files.list_names(TABLE_DOCS)
-    texts = run_bounded(run.files.get_text, names, DOC_READ_WORKERS)
-    docs = [doc for text in texts for doc in json.loads(text)]
-    return sorted(docs, key=lambda doc: TableMeta.from_dict(doc["meta"]).ref.file_stem)
+    batches = [json.loads(text) for text in run_bounded(run.files.get_text, names, DOC_READ_WORKERS)]
+    docs = [doc for batch in batches for doc in batch["docs"]]
+    files = {name: text for batch in batches for name, text in batch["files"].items()}
+    return sorted(docs, key=lambda doc: TableMeta.from_dict(doc["meta"]).ref.file_stem), files
+
+
+def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
+    return read_batches(run)[0]
 
 
 def write_docs_bundle(run: StepRun) -> int:
-    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation); returns how many."""
-    docs = read_batch_docs(run)
-    run.files.put_text(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False))
+    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation) and the texts of the files
+    they wrote into FILES_BUNDLE (for training_load, which checks them against S3); returns how many tables."""
+    docs, files = read_batches(run)
+    run_bounded(lambda item: run.files.put_text(*item),
+                [(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False)),
+                 (FILES_BUNDLE, json.dumps(files, ensure_ascii=False))], 2)
     return len(docs)
 
 
@@ -300,12 +316,10 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 else:
                     failed[item["table"]] = item.get("error", "unknown error")
         # Counters from the merged results: exact even when a crashed batch had recorded some tables.
-        run.tasks.update_progress(run.task_id, STEP, {
-            "done": len(ok),
-            "failed": len(failed),
-            "current_table": None,
-            "tables": {name: {"ok": False, "error": reason} for name, reason in crashed.items()},
-        })
+        run.tasks.update_progress(run.task_id, STEP, {"done": len(ok), "failed": len(failed), "current_table": None})
+        run.tasks.record_items_progress(run.task_id, STEP, "tables",
+                                        {name: ({"ok": False, "error": reason}, False)
+                                         for name, reason in crashed.items()}, counted=False)
         if not ok:
             first = next(iter(failed.items()), ("", "no tables"))
             raise StepFailed(f"ddl_generation produced no table: {len(failed)} failed (e.g. {first[0]}: {first[1]})")

@@ -1,31 +1,52 @@
 """training_load: DDL, documentation sections and Question-SQL pairs embedded into pgvector."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
+from chalicelib.errors import FileNotFound
 from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.embeddings import get_embedding_provider
 from chalicelib.steps.blueprint import steps_bp
-from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, run_bounded
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE, run_bounded
 from chalicelib.steps.qa_generation import current_pair_file
-from chalicelib.steps.runtime import step_run
+from chalicelib.steps.runtime import StepRun, step_run
 
 STEP = "training_load"
 LOGGER = "TrainingDataLoader"
 
 
+def read_task_files(run: StepRun, names: list[str], etags: dict[str, str]) -> dict[str, str]:
+    """The texts of `names` as they are in S3 now. ddl_generation's FILES_BUNDLE holds the texts it wrote;
+    a bundled text is used only when its MD5 is the ETag S3 lists for that file (so a file changed or
+    rewritten since is read again), every other file is read from S3, DOC_READ_WORKERS at a time."""
+    try:
+        bundle = json.loads(run.files.get_text(FILES_BUNDLE))
+    except FileNotFound:
+        bundle = {}
+    texts = {}
+    for name in names:
+        text = bundle.get(name)
+        if text is not None and hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest() == etags[name]:
+            texts[name] = text
+    missing = [name for name in names if name not in texts]
+    texts.update(zip(missing, run_bounded(run.files.get_text, missing, DOC_READ_WORKERS), strict=True))
+    run.log.info(f"{len(names)} files: {len(names) - len(missing)} from the ddl_generation bundle (checked "
+                 f"against their ETags), {len(missing)} read from S3")
+    return texts
+
+
 @steps_bp.lambda_function(name="step_training_load")
 def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
-        names = sorted(run.files.list_names())
-        ddl_names = [n for n in names if "/" not in n and n.endswith(".ddl")]
-        md_names = [n for n in names if "/" not in n and n.endswith("_detail.md")]
-        texts = run_bounded(run.files.get_text, ddl_names + md_names, DOC_READ_WORKERS)  # in name order
-        ddl = texts[: len(ddl_names)]
-        documentation = [section for text in texts[len(ddl_names):]
-                         for section in training.split_markdown_sections(text)]
+        etags = run.files.list_etags()
+        ddl_names = sorted(n for n in etags if "/" not in n and n.endswith(".ddl"))
+        md_names = sorted(n for n in etags if "/" not in n and n.endswith("_detail.md"))
+        texts = read_task_files(run, ddl_names + md_names, etags)
+        ddl = [texts[n] for n in ddl_names]
+        documentation = [section for n in md_names for section in training.split_markdown_sections(texts[n])]
         pair_file = current_pair_file(run)
         pairs = [QAPair.from_dict(item) for item in json.loads(run.files.get_text(pair_file))]
         embedder = get_embedding_provider(run.settings)

@@ -133,8 +133,10 @@ class FileStore:
     def delete(self, task_id: str, name: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self.key(task_id, name))
 
-    def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "") -> list[dict[str, Any]]:
-        """[{name, size, last_modified}] relative to the task folder; work/ and logs/ hidden unless asked."""
+    def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
+                   with_etag: bool = False) -> list[dict[str, Any]]:
+        """[{name, size, last_modified}] relative to the task folder (plus `etag`, unquoted, when asked);
+        work/ and logs/ hidden unless asked."""
         base = task_prefix(task_id)
         out = []
         paginator = self.s3.get_paginator("list_objects_v2")
@@ -143,7 +145,10 @@ class FileStore:
                 name = obj["Key"][len(base):]
                 if not include_internal and name.startswith(INTERNAL_PREFIXES):
                     continue
-                out.append({"name": name, "size": obj["Size"], "last_modified": obj["LastModified"]})
+                entry = {"name": name, "size": obj["Size"], "last_modified": obj["LastModified"]}
+                if with_etag:
+                    entry["etag"] = obj.get("ETag", "").strip('"')
+                out.append(entry)
         return sorted(out, key=lambda f: f["name"])
 
     def task_dir_exists(self, task_id: str) -> bool:
@@ -183,6 +188,12 @@ class TaskFiles:
     def list_names(self, prefix: str = "") -> list[str]:
         """Names (relative to the task folder) starting with `prefix`, internal files included."""
         return [f["name"] for f in self.store.list_files(self.task_id, include_internal=True, prefix=prefix)]
+
+    def list_etags(self, prefix: str = "") -> dict[str, str]:
+        """{name: ETag} of the files starting with `prefix`, internal files included. The ETag of an object
+        written by one PutObject without KMS encryption is the MD5 of its bytes."""
+        return {f["name"]: f["etag"] for f in self.store.list_files(self.task_id, include_internal=True, prefix=prefix,
+                                                                     with_etag=True)}
 
 
 def _missing(exc: ClientError) -> bool:

@@ -27,6 +27,7 @@ GSI_BY_CREATED = "by_created"
 GSI_BY_STATUS = "by_status"
 _TASK_ID = re.compile(r"^task_\d{8}_\d{6}(_\d{1,4})?$")
 _MAX_ID_SUFFIX = 1000
+RECORDS_PER_UPDATE = 40  # progress records per UpdateItem: its expression stays well under DynamoDB's 4 KB
 # The counter item (not a task: no `entity`/`status`, so in no index; get_task refuses its key).
 COUNTER_KEY = "#counters"
 # `token` but not `prompt_tokens` / `completion_tokens` (LLM usage counts are not secrets).
@@ -388,14 +389,19 @@ class TaskStore:
         self.record_items_progress(task_id, step, collection, {key: (record, ok)})
 
     def record_items_progress(self, task_id: str, step: str, collection: str,
-                              records: dict[str, tuple[dict[str, Any], bool]]) -> None:
-        """Finished items of a fan-out ({key: (record, ok)}, e.g. the tables of one batch) in one UpdateItem:
-        each stored under progress.{step}.{collection}.{key}, the `done` / `failed` counters incremented
-        atomically (Map iterations run concurrently). Counted once: when the first key is already recorded
-        (a re-delivered Map iteration, Step Functions being at-least-once) the records are only replaced.
-        The maps are created first when progress.{step}.{collection} does not exist yet."""
-        if not records:
-            return
+                              records: dict[str, tuple[dict[str, Any], bool]], *, counted: bool = True) -> None:
+        """Finished items of a fan-out ({key: (record, ok)}, e.g. the tables of one batch), one UpdateItem per
+        RECORDS_PER_UPDATE of them (DynamoDB caps an expression at 4 KB): each stored under
+        progress.{step}.{collection}.{key}, and unless `counted` is False the `done` / `failed` counters
+        incremented atomically (Map iterations run concurrently). Counted once: when the first key of a chunk
+        is already recorded (a re-delivered Map iteration, Step Functions being at-least-once) its records are
+        only replaced. The maps are created first when progress.{step}.{collection} does not exist yet."""
+        items = list(records.items())
+        for start in range(0, len(items), RECORDS_PER_UPDATE):
+            self._record_chunk(task_id, step, collection, dict(items[start:start + RECORDS_PER_UPDATE]), counted)
+
+    def _record_chunk(self, task_id: str, step: str, collection: str,
+                      records: dict[str, tuple[dict[str, Any], bool]], counted: bool) -> None:
         names = {"#s": _step(step), "#c": collection}
         values: dict[str, Any] = {":zero": 0}
         sets = []
@@ -413,6 +419,9 @@ class TaskStore:
         replace = "SET " + ", ".join(sets) + ", updated_at = :now"
 
         def record_them() -> None:
+            if not counted:
+                self._update(task_id, replace, values, names)
+                return
             try:
                 self._update(task_id, "SET " + ", ".join(sets + counters) + ", updated_at = :now", values, names,
                              condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)")

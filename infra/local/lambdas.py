@@ -32,8 +32,8 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
 # Step Functions refuses state payloads above 256 KiB; steps must hand over files in S3, not data.
 STATE_PAYLOAD_LIMIT = 256 * 1024
-# Worker processes of `make serve` / `make demo` / the benchmarks: the widest Map of one task (ddl_generation's
-# DATA_PIPELINE_DDL_MAX_CONCURRENCY, 4) plus room for a second task; more only adds memory on 2 cores.
+# Worker processes of `make serve` / `make demo` / the benchmarks / the soak: the widest Map of one task
+# (ddl_generation's DATA_PIPELINE_DDL_MAX_CONCURRENCY, 5) plus one; more only adds memory on 2 cores.
 DEFAULT_WORKERS = 6
 # A worker gets this long beyond the function's timeout before it is killed, as Lambda kills a late sandbox.
 KILL_GRACE_SECONDS = 5.0

@@ -241,3 +241,20 @@ def test_list_parameter_errors(client):
 def test_body_size_limit(client):
     res = post_json(client, BASE, {"business_context": "x" * (3 * 1024 * 1024)})
     assert res.status_code == 413 and res.json_body["code"] == 413
+
+
+def test_directory_exists_follows_the_files_of_the_task(client):
+    s3, bucket = boto3.client("s3"), os.environ["DATA_PIPELINE_BUCKET"]
+    bare = create(client, task_name="no table list")
+    assert client.http.get(f"{BASE}/{bare}").json_body["data"]["directory_exists"] is True  # its creation log
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"tasks/{bare}/").get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    assert client.http.get(f"{BASE}/{bare}").json_body["data"]["directory_exists"] is False
+    listed = with_tables(client, task_name="with a table list")
+    tasks = {t["task_id"]: t for t in client.http.get(f"{BASE}?limit=10").json_body["data"]["tasks"]}
+    assert tasks[bare]["directory_exists"] is False and tasks[listed]["directory_exists"] is True
+    # The stored table-list names come from table_list.txt, not from the task item.
+    item = boto3.resource("dynamodb").Table("dp-test-tasks").get_item(Key={"task_id": listed})["Item"]
+    assert "tables" not in item["table_list"] and item["table_list"]["table_count"] == 2
+    info = client.http.get(f"{BASE}/{listed}/table-list-info").json_body["data"]
+    assert info["tables"] == ["public.bss_company", "ods.orders"]

@@ -130,6 +130,30 @@ def test_loading_again_adds_no_rows(demo_run, pipeline_stack):
     assert again["results"]["training_load"]["ddl"] == 0 and again["results"]["training_load"]["sql"] == 0
 
 
+def test_training_load_reads_a_file_changed_after_ddl_generation(demo_run, pipeline_stack):
+    """training_load takes ddl_generation's bundled texts only where S3's ETag proves them current."""
+    client, task_id, _ = demo_run
+    name = DEMO_TABLES[0].split(".", 1)[1] + ".ddl"
+    key = f"tasks/{task_id}/{name}"
+    s3 = pipeline_stack.client("s3")
+    marker = f"人工复核 {task_id}"  # unique: the vector database outlives test runs
+    changed = client.file_text(task_id, name) + f"\n-- reviewed by the data team: {marker}\n"
+    s3.put_object(Bucket=pipeline_stack.bucket, Key=key, Body=changed.encode("utf-8"))
+    client.execute(task_id, execution_mode="step", step_name="training_load")
+    again = client.wait(task_id)
+    assert again["status"] == "completed", again.get("error_message")
+    assert again["results"]["training_load"]["ddl"] == 1  # the changed text is a new document
+    with psycopg2.connect(pipeline_stack.pgvector_url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from langchain_pg_embedding where document like %s", (f"%{marker}%",))
+        assert cur.fetchone()[0] == 1
+    files = 2 * len(DEMO_TABLES) + 1  # a .ddl and a _detail.md per table, and qa's metadata_detail.md
+    messages = [entry["message"] for entry in client.logs(task_id)]
+    assert f"{files} files: {files - 1} from the ddl_generation bundle (checked against their ETags), " \
+           "1 read from S3" in messages  # the first run: only metadata_detail.md, which ddl_generation did not write
+    assert f"{files} files: {files - 2} from the ddl_generation bundle (checked against their ETags), " \
+           "2 read from S3" in messages  # now the changed file too
+
+
 def test_truncate_backs_up_first_then_empties_embeddings(demo_run, pipeline_stack):
     client, task_id, _ = demo_run
     before = _vector_counts(pipeline_stack.pgvector_url)

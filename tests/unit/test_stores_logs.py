@@ -65,3 +65,23 @@ def test_safe_file_name_and_types():
     assert safe_file_name("a%20b.md") == "a b.md"
     assert content_type_for("x.json.backup") == "application/json; charset=utf-8"
     assert content_type_for("x.ddl").startswith("text/plain") and content_type_for("x.csv").startswith("text/csv")
+
+
+def test_small_uploads_are_sent_without_waiting_for_100_continue(files):
+    """botocore makes every PutObject wait for `100 Continue` first; task files are small, so they go at once."""
+    from chalicelib.aws import SMALL_UPLOAD_BYTES
+
+    sent: list[str | bytes | None] = []
+
+    def capture(request, **_):
+        sent.append(request.headers.get("Expect"))
+
+    events = files.s3.meta.events  # the process-wide client: the handler must not outlive the test
+    events.register_first("before-send.s3.PutObject", capture)
+    try:
+        files.put_bytes(TASK, "small.ddl", b"create table t (id int);")
+        files.put_bytes(TASK, "large.bin", b"x" * (SMALL_UPLOAD_BYTES + 1))
+    finally:
+        events.unregister("before-send.s3.PutObject", capture)
+    assert sent == [None, b"100-continue"]
+    assert files.get_bytes(TASK, "small.ddl") == b"create table t (id int);"

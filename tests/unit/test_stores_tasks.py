@@ -142,3 +142,19 @@ def test_a_batch_of_records_is_counted_once_even_when_redelivered(store):
     assert progress["done"] == 2 + 3 and progress["failed"] == 1
     assert set(progress["tables"]) == {"public.b0", "public.b1", "public.b2", "public.c2", "public.c3", "public.c4"}
     assert progress["tables"]["public.b1"] == {"table": "public.b1", "ok": False, "seconds": 0.5}
+
+
+def test_a_large_batch_of_records_goes_in_chunks_each_counted_once(store):
+    from chalicelib.stores.tasks import RECORDS_PER_UPDATE
+
+    task_id = store.create_task({})["task_id"]
+    count = 2 * RECORDS_PER_UPDATE + 15  # three UpdateItems, each expression well under DynamoDB's 4 KB
+    records = {f"public.table_{i:03d}": ({"ok": i % 10 != 0, "seconds": 1.25}, i % 10 != 0) for i in range(count)}
+    store.record_items_progress(task_id, "ddl_generation", "tables", records)
+    store.record_items_progress(task_id, "ddl_generation", "tables", records)  # re-delivered
+    store.record_items_progress(task_id, "ddl_generation", "tables",
+                                {"public.extra": ({"ok": False, "error": "gone"}, False)}, counted=False)
+    progress = store.get_task(task_id)["progress"]["ddl_generation"]
+    failed = sum(1 for i in range(count) if i % 10 == 0)
+    assert progress["done"] == count - failed and progress["failed"] == failed
+    assert len(progress["tables"]) == count + 1 and progress["tables"]["public.extra"]["error"] == "gone"
