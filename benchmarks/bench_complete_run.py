@@ -321,7 +321,7 @@ def _wait(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"{task_id} still {status['status']} after {timeout} s")
-        time.sleep(0.25)
+        time.sleep(0.1)
 
 
 def _cpu_seconds() -> float:

@@ -5,6 +5,8 @@ import datetime as dt
 import json
 import logging
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -197,16 +199,23 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion) -> tuple[str 
 
 
 def build_table_doc(
-    conn: psycopg2.extensions.connection,
+    conn: psycopg2.extensions.connection | None,
     meta: TableMeta,
     llm: CommentSuggester,
     business_context: str,
     *,
     sample_limit: int = 20,
     enum_max_distinct: int = 20,
+    lease: Callable[[], AbstractContextManager[psycopg2.extensions.connection]] | None = None,
 ) -> TableDoc:
-    """Samples + one LLM call + enum confirmation for one table. PostgreSQL enum columns need no confirming."""
-    samples = sample_rows(conn, meta, sample_limit)
+    """Samples + one LLM call + enum confirmation for one table. PostgreSQL enum columns need no confirming.
+
+    `lease`, when given, lends a connection for each database phase (the samples before the LLM call, the
+    enum confirmation after it), so that no connection is held while the model answers; else `conn` serves
+    throughout."""
+    use = lease or (lambda: nullcontext(conn))
+    with use() as phase_conn:
+        samples = sample_rows(phase_conn, meta, sample_limit)
     suggestion = llm.suggest_table_comments(meta, samples, business_context or "")
     table_comment, comments, sources, candidates = merge_comments(meta, suggestion)
     enums: dict[str, list[str]] = {}
@@ -214,7 +223,9 @@ def build_table_doc(
         if col.type_kind == "enum" and col.enum_values:
             enums[col.name] = list(col.enum_values)
     to_check = [c for c in candidates if c not in enums]
-    enums.update(confirm_enums(conn, meta, to_check, enum_max_distinct))
+    if to_check:
+        with use() as phase_conn:
+            enums.update(confirm_enums(phase_conn, meta, to_check, enum_max_distinct))
     # Keep the table's column order.
     enums = {c.name: enums[c.name] for c in meta.columns if c.name in enums}
     return TableDoc(

@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -29,6 +29,9 @@ TABLE_DOCS = "work/tables/"
 DOCS_BUNDLE = "work/docs.json"
 FILES_BUNDLE = "work/files.json"  # {file name: text} of the .ddl / _detail.md files of the last run
 DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
+# Connections of one DDL batch: its tables borrow one for the samples and one for the enum check, never across
+# their LLM call, so a few serve the batch (and the database sees a few connections per Lambda, not one per table).
+DB_CONNECTIONS_PER_BATCH = 4
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -94,15 +97,16 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         }
 
 
-def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
+def _generate_table(run: StepRun, connections: _Connections, meta: TableMeta, llm) -> dict[str, Any]:
     started = time.monotonic()
     doc = ddl.build_table_doc(
-        conn,
+        None,
         meta,
         llm,
         run.business_context,
         sample_limit=run.settings.sample_rows,
         enum_max_distinct=run.settings.enum_max_distinct,
+        lease=connections.lease,
     )
     stem = meta.ref.file_stem
     files = {f"{stem}.ddl": ddl.render_ddl(doc, run.business_context),
@@ -115,8 +119,8 @@ def _generate_table(run: StepRun, conn, meta: TableMeta, llm) -> dict[str, Any]:
 
 def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
                    ) -> dict[str, Any]:
-    """One table, in a worker thread: its own connection and log lines, never raising; the result carries the
-    TableDoc (`doc`) when it succeeded."""
+    """One table, in a worker thread: its log lines, never raising; a connection of the batch is lent for each
+    database phase only. The result carries the TableDoc (`doc`) and file texts when it succeeded."""
     name = ref.display_name
     started = time.monotonic()
     with bind_step_log(run.log):
@@ -124,13 +128,7 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
         try:
             if name not in schema:
                 raise StepFailed(f"table {name} is not in this run's introspected schema")
-            conn = connections.get()
-            try:
-                result = _generate_table(run, conn, TableMeta.from_dict(schema[name]), llm)
-            except BaseException:
-                connections.discard(conn)
-                raise
-            connections.release(conn)
+            result = _generate_table(run, connections, TableMeta.from_dict(schema[name]), llm)
         except Exception as exc:  # recorded per table; the step decides in merge
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             run.log.error(f"Table {name} failed: {reason}")
@@ -141,36 +139,63 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
 
 
 class _Connections:
-    """A small pool: psycopg2 connections are not shared between threads, each worker takes its own."""
+    """The batch's connections: at most `size`, lent to one thread at a time (psycopg2 connections are not
+    shared between threads) for one database phase of a table; a thread waits while all are lent. Tables
+    hold none while their LLM call runs, so a few connections serve a whole batch instead of one each."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, size: int = 4):
         self._url = url
+        self._size = max(1, size)
         self._idle: list[Any] = []
         self._all: list[Any] = []
-        self._lock = threading.Lock()
+        self._opening = 0
+        self._available = threading.Condition()
 
     def get(self) -> Any:
-        with self._lock:
+        with self._available:
+            while not self._idle and len(self._all) + self._opening >= self._size:
+                self._available.wait()
             if self._idle:
                 return self._idle.pop()
-        conn = db.connect(self._url)
-        with self._lock:
+            self._opening += 1
+        try:
+            conn = db.connect(self._url)
+        except BaseException:
+            with self._available:
+                self._opening -= 1
+                self._available.notify()
+            raise
+        with self._available:
+            self._opening -= 1
             self._all.append(conn)
         return conn
 
     def release(self, conn: Any) -> None:
-        conn.rollback()  # end the read transaction of the samples before the next table
-        with self._lock:
+        conn.rollback()  # end the read transaction before the connection serves another table
+        with self._available:
             self._idle.append(conn)
+            self._available.notify()
 
     def discard(self, conn: Any) -> None:
-        with self._lock:
+        with self._available:
             self._all.remove(conn)
+            self._available.notify()
         with contextlib.suppress(Exception):
             conn.close()
 
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Any]:
+        """A connection for one phase; released (rolled back) after it, discarded when the phase failed."""
+        conn = self.get()
+        try:
+            yield conn
+        except BaseException:
+            self.discard(conn)
+            raise
+        self.release(conn)
+
     def close(self) -> None:
-        with self._lock:
+        with self._available:
             conns, self._all, self._idle = self._all, [], []
         for conn in conns:
             with contextlib.suppress(Exception):
@@ -245,7 +270,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not refs:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
-        connections = _Connections(run.db_url)
+        connections = _Connections(run.db_url, DB_CONNECTIONS_PER_BATCH)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
             # The batch's tables start together: one progress write (beside them) names the first as current.

@@ -103,8 +103,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         pairs = qa.merge_pairs(groups)
         if not pairs:
             raise StepFailed(f"no Question-SQL pair was generated ({len(failed)} of {len(themes)} themes failed)")
-        for name in run.files.list_names():
-            if name.startswith("qs_") and "_pair.json" in name:
+        for name in run.files.list_names("qs_"):
+            if "/" not in name and "_pair.json" in name:
                 run.files.delete(name)  # one current pair file per task; a re-run replaces it
         file_name = qa.pair_file_name(run.db_name, run.run_ts)
         run.files.put_text(file_name, qa.render_pairs_json(pairs))

@@ -41,9 +41,9 @@ def read_task_files(run: StepRun, names: list[str], etags: dict[str, str]) -> di
 @steps_bp.lambda_function(name="step_training_load")
 def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
-        etags = run.files.list_etags()
-        ddl_names = sorted(n for n in etags if "/" not in n and n.endswith(".ddl"))
-        md_names = sorted(n for n in etags if "/" not in n and n.endswith("_detail.md"))
+        etags = run.files.list_top_level_etags()
+        ddl_names = sorted(n for n in etags if n.endswith(".ddl"))
+        md_names = sorted(n for n in etags if n.endswith("_detail.md"))
         texts = read_task_files(run, ddl_names + md_names, etags)
         ddl = [texts[n] for n in ddl_names]
         documentation = [section for n in md_names for section in training.split_markdown_sections(texts[n])]

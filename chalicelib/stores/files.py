@@ -134,13 +134,15 @@ class FileStore:
         self.s3.delete_object(Bucket=self.bucket, Key=self.key(task_id, name))
 
     def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
-                   with_etag: bool = False) -> list[dict[str, Any]]:
+                   with_etag: bool = False, top_level: bool = False) -> list[dict[str, Any]]:
         """[{name, size, last_modified}] relative to the task folder (plus `etag`, unquoted, when asked);
-        work/ and logs/ hidden unless asked."""
+        work/ and logs/ hidden unless asked; with `top_level` only the files directly in the folder (S3 then
+        does not list the work/ and logs/ trees at all)."""
         base = task_prefix(task_id)
         out = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+        options = {"Delimiter": "/"} if top_level else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, **options):
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(base):]
                 if not include_internal and name.startswith(INTERNAL_PREFIXES):
@@ -189,11 +191,10 @@ class TaskFiles:
         """Names (relative to the task folder) starting with `prefix`, internal files included."""
         return [f["name"] for f in self.store.list_files(self.task_id, include_internal=True, prefix=prefix)]
 
-    def list_etags(self, prefix: str = "") -> dict[str, str]:
-        """{name: ETag} of the files starting with `prefix`, internal files included. The ETag of an object
+    def list_top_level_etags(self) -> dict[str, str]:
+        """{name: ETag} of the files directly in the task folder (not work/, logs/…). The ETag of an object
         written by one PutObject without KMS encryption is the MD5 of its bytes."""
-        return {f["name"]: f["etag"] for f in self.store.list_files(self.task_id, include_internal=True, prefix=prefix,
-                                                                     with_etag=True)}
+        return {f["name"]: f["etag"] for f in self.store.list_files(self.task_id, with_etag=True, top_level=True)}
 
 
 def _missing(exc: ClientError) -> bool:

@@ -70,6 +70,13 @@ def hash_embedding(text: str, dim: int) -> list[float]:
     return [v / norm for v in values]
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of concurrent calls (a DDL Map sends 50 at once) would
+    # overflow it and the kernel would drop SYNs, which clients retry only after a second. A real endpoint
+    # accepts them all.
+    request_queue_size = 256
+
+
 class LLMStub:
     """The server. Use as a context manager or call `start()` / `stop()`."""
 
@@ -122,7 +129,7 @@ class LLMStub:
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 stub._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="llm-stub", daemon=True)
