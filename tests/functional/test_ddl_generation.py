@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg2
 import pytest
 
 from chalicelib.pipeline import ddl
@@ -320,3 +321,38 @@ def test_demo_tables_render_and_replay(demo_db_url, scratch_db):
     for ref in refs:
         assert [(c.name, c.data_type, c.nullable) for c in replayed[ref].columns] == [
             (c.name, c.data_type, c.nullable) for c in metas[ref].columns]
+
+
+def test_a_batch_lends_at_most_its_connections_and_replaces_a_broken_one(scratch_db):
+    """Twelve threads, a pool of three: never more than three connections, each phase on its own lease."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.steps.ddl_generation import _Connections
+
+    connections = _Connections(scratch_db, 3)
+    lent, most = [0], [0]
+    lock = threading.Lock()
+
+    def phase(i: int) -> int:
+        with connections.lease() as conn:
+            with lock:
+                lent[0] += 1
+                most[0] = max(most[0], lent[0])
+            with conn.cursor() as cur:
+                cur.execute("select pg_sleep(0.02), pg_backend_pid()")
+                pid = cur.fetchone()[1]
+            with lock:
+                lent[0] -= 1
+        return pid
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            pids = set(pool.map(phase, range(36)))
+        assert most[0] <= 3 and 1 <= len(pids) <= 3
+        with pytest.raises(psycopg2.Error), connections.lease() as conn, conn.cursor() as cur:
+            cur.execute("select * from no_such_table")
+        assert len(connections._all) <= 2  # the failed one was discarded, not returned to the pool
+        assert phase(0) > 0
+    finally:
+        connections.close()
