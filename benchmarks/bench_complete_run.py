@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         "complete_run", wall, "s", baseline, baseline / wall,
         f"  complete_run: {args.tables} tables, {counts['chat']} chat calls x {args.delay} s answered by the stub "
         f"(max {counts['max_active']} at once), {counts['embeddings']} embedding requests (stub endpoint, no MiniLM)",
-        "  complete_run: per-step seconds " + ", ".join(f"{k}={v:.1f}" for k, v in steps.items()),
+        "  complete_run: per-step seconds (status timestamps, whole seconds) "
+        + ", ".join(f"{k}={v:.0f}" for k, v in steps.items()),
         f"  complete_run: CPU of this process during the run {cpu:.1f} s (moto server, API, client; step Lambdas, "
         f"stub and PostgreSQL not included); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
         f"  complete_run: tables ok={results['ddl_generation']['tables_succeeded']}, "
