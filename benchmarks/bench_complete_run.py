@@ -106,17 +106,30 @@ def _table_sql(name: str, index: int) -> list[str]:
 def build_database(url: str, count: int) -> list[str]:
     """Create `count` tables (<= 50) in schema `bench`; a prefix of the list always has its FK targets."""
     names = table_names(count)
+    _execute(url, [f"create schema {SCHEMA}", f"create type {SCHEMA}.state as enum ('open', 'closed', 'planned')",
+                   *(statement for index, name in enumerate(names) for statement in _table_sql(name, index)),
+                   "analyze"])
+    return [f"{SCHEMA}.{n}" for n in names]
+
+
+def build_warmup_table(url: str) -> str:
+    """One small table in a schema of its own, for the warm-up task."""
+    _execute(url, ["create schema warmup",
+                   "create table warmup.sample (id serial primary key, label text not null, status varchar(12))",
+                   "insert into warmup.sample (label, status) select 'row ' || g, (array['new','done'])[1 + g % 2] "
+                   "from generate_series(1, 20) g"])
+    return "warmup.sample"
+
+
+def _execute(url: str, statements: list[str]) -> None:
     conn = psycopg2.connect(url)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"create schema {SCHEMA}")
-        cur.execute(f"create type {SCHEMA}.state as enum ('open', 'closed', 'planned')")
-        for index, name in enumerate(names):
-            for statement in _table_sql(name, index):
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
                 cur.execute(statement)
-        cur.execute("analyze")
-    conn.close()
-    return [f"{SCHEMA}.{n}" for n in names]
+    finally:
+        conn.close()
 
 
 # -- the model --------------------------------------------------------------------------------------------------
@@ -287,19 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         f"valid={results.get('sql_validation', {}).get('valid_after', results.get('sql_validation'))}",
     )
     return 0
-
-
-def build_warmup_table(url: str) -> str:
-    """One small table in a schema of its own, for the warm-up task."""
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("create schema warmup")
-        cur.execute("create table warmup.sample (id serial primary key, label text not null, status varchar(12))")
-        cur.execute("insert into warmup.sample (label, status) select 'row ' || g, (array['new','done'])[1 + g % 2] "
-                    "from generate_series(1, 20) g")
-    conn.close()
-    return "warmup.sample"
 
 
 def _run(client: Any, db_url: str, tables: list[str], name: str, timeout: float

@@ -230,7 +230,11 @@ class LambdaDispatcher:
     def use_workers(self, count: int) -> None:
         """Start `count` worker processes; invocations go to them from now on."""
         pool = WorkerPool(count, self._app_factory)
-        pool.start()
+        try:
+            pool.start()
+        except BaseException:
+            pool.stop()  # the workers that did start
+            raise
         self.workers = pool
 
     def stop_workers(self) -> None:
