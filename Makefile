@@ -25,7 +25,8 @@ test: lint
 # Fuzzing (schemathesis from the OpenAPI document against the local server) and the concurrency soak (20 complete
 # runs + 200 reads on the local server, within 2 minutes): the long checks, run by CI after `make test`. Each in
 # a fresh process: after the fuzzer in the same process the soak's runs took two to three times as long here
-# (moto's process-wide state and executor threads outlive a stack); alone they finish in about a minute.
+# (something process-wide outlives the fuzzer's stack; not pinned down further); alone they finish in about a
+# minute.
 test-heavy: $(STAMP)
 	$(BIN)/pytest -q tests/heavy
 	$(BIN)/pytest -q tests/soak
