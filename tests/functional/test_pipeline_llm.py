@@ -340,6 +340,15 @@ def test_server_errors_and_malformed_answers_fail_theme_extraction(pipeline, pip
     errors = pipeline.logs(task_id, level="ERROR")
     assert any("LLMBadAnswer" in r["message"] or "unusable answer" in r["message"] for r in errors)
 
+    # Two empty answers (the message without content, then an empty string): the same clean failure.
+    llm_stub.script(StubAnswer(json_body={"id": "x", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}]}), "")
+    status = _run(pipeline, task_id, execution_mode="step", step_name="qa_generation")
+    assert status["status"] == "failed" and status["step_status"]["qa_generation"] == "failed"
+    assert status["error_message"].startswith("LLM_BAD_ANSWER:")
+    assert "unusable answer for themes twice: the answer was empty" in status["error_message"]
+    assert not [n for n, f in pipeline.files(task_id).items() if f["is_primary"]]
+
     # Healthy again: the same step completes.
     status = _run(pipeline, task_id, execution_mode="step", step_name="qa_generation")
     assert status["step_status"]["qa_generation"] == "completed", status.get("error_message")
