@@ -114,3 +114,31 @@ def pipeline(pipeline_stack):
     from tests.support.pipeline import PipelineClient
 
     return PipelineClient(pipeline_stack)
+
+
+@pytest.fixture
+def shop_db(scratch_db):
+    """A scratch database with a small `orders` table and functions the SQL validation tests EXPLAIN against:
+    slow_constant() (sleeps while planned) and show_session() (reports the session it is planned in)."""
+    conn = psycopg2.connect(scratch_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("create table orders (id int primary key, amount numeric(10,2), create_ts timestamp)")
+        cur.execute("insert into orders select g, g * 1.5, now() from generate_series(1, 5) g")
+        cur.execute("create function slow_constant() returns int immutable language plpgsql as "
+                    "$$ begin perform pg_sleep(3); return 1; end $$")
+        # Immutable, so the planner runs it while EXPLAIN plans the query: reports the session it ran in.
+        cur.execute("create function show_session() returns int immutable language plpgsql as $$ begin "
+                    "raise exception 'read_only=% timeout=%', current_setting('transaction_read_only'), "
+                    "current_setting('statement_timeout'); end $$")
+    conn.close()
+    return scratch_db
+
+
+@pytest.fixture(scope="module")
+def api(pipeline_stack):
+    """The HTTP API served by Chalice's local server on the module's local stack (real HTTP on a free port)."""
+    from tests.support.http_api import served
+
+    with served(pipeline_stack) as client:
+        yield client

@@ -10,17 +10,11 @@ import pytest
 
 from infra.local.demo_db import DEMO_BUSINESS_CONTEXT
 from tests.support.aws_api import multipart
-from tests.support.http_api import TASKS, served
+from tests.support.http_api import TASKS
 
 pytestmark = pytest.mark.slow
 
 NAME = "服务区日报 – 测试 ✓"
-
-
-@pytest.fixture(scope="module")
-def api(pipeline_stack):
-    with served(pipeline_stack) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

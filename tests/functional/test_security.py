@@ -11,18 +11,12 @@ from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.validation import check_read_only, validate_pairs
 from chalicelib.providers.heuristic import HeuristicProvider
 from tests.support.aws_api import multipart
-from tests.support.http_api import TASKS, served
+from tests.support.http_api import TASKS
 
 pytestmark = pytest.mark.slow
 
 SECRET = "S3cret-Pa55word"
 BAD_URL = f"postgresql://app_user:{SECRET}@127.0.0.1:1/highway_db"
-
-
-@pytest.fixture(scope="module")
-def api(pipeline_stack):
-    with served(pipeline_stack) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -40,21 +40,6 @@ class FailingLLM:
         raise errors.LLMRateLimited("rate limited for good")
 
 
-@pytest.fixture
-def shop_db(scratch_db):
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("create table orders (id int primary key, amount numeric(10,2), create_ts timestamp)")
-        cur.execute("insert into orders select g, g * 1.5, now() from generate_series(1, 5) g")
-        cur.execute(
-            "create function slow_constant() returns int immutable language plpgsql as "
-            "$$ begin perform pg_sleep(3); return 1; end $$"
-        )
-    conn.close()
-    return scratch_db
-
-
 def _rows(url):
     conn = psycopg2.connect(url)
     try:

@@ -4,27 +4,9 @@ from __future__ import annotations
 import time
 
 import psycopg2
-import pytest
 
 from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.validation import merge_reports, validate_pairs
-
-
-@pytest.fixture
-def shop_db(scratch_db):
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("create table orders (id int primary key, amount numeric(10,2), create_ts timestamp)")
-        cur.execute("insert into orders select g, g * 1.5, now() from generate_series(1, 5) g")
-        cur.execute("create function slow_constant() returns int immutable language plpgsql as "
-                    "$$ begin perform pg_sleep(3); return 1; end $$")
-        # Immutable, so the planner runs it while EXPLAIN plans the query: reports the session it ran in.
-        cur.execute("create function show_session() returns int immutable language plpgsql as $$ begin "
-                    "raise exception 'read_only=% timeout=%', current_setting('transaction_read_only'), "
-                    "current_setting('statement_timeout'); end $$")
-    conn.close()
-    return scratch_db
 
 
 def _sessions(url: str) -> int:
