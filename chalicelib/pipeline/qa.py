@@ -9,8 +9,9 @@ import json
 import logging
 import re
 
+from chalicelib.pipeline import sqltext
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
-from chalicelib.pipeline.validation import check_read_only
+from chalicelib.pipeline.sqltext import check_read_only
 from chalicelib.providers.llm import LLMProvider, find_doc, is_chinese, is_select_sql
 
 logger = logging.getLogger(__name__)
@@ -68,48 +69,18 @@ def extract_themes(llm: LLMProvider, docs: list[TableDoc], business_context: str
 # -- pairs ----------------------------------------------------------------------------------------------------
 
 
-def _segments(sql: str) -> list[tuple[bool, str]]:
-    """Split SQL into (quoted?, text) runs: '…' literals and "…" identifiers are quoted runs."""
-    parts: list[tuple[bool, str]] = []
-    i, start, n = 0, 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            if start < i:
-                parts.append((False, sql[start:i]))
-            j = i + 1
-            while j < n:
-                if sql[j] == ch:
-                    if j + 1 < n and sql[j + 1] == ch:  # doubled quote inside
-                        j += 2
-                        continue
-                    break
-                j += 1
-            parts.append((True, sql[i:j + 1]))
-            i = start = j + 1
-            continue
-        i += 1
-    if start < n:
-        parts.append((False, sql[start:]))
-    return parts
-
-
 def normalize_sql(sql: str) -> str | None:
-    """One line, trimmed, exactly one trailing ';'; None when empty or not a SELECT/WITH."""
-    pieces = []
-    for quoted, text in _segments(sql or ""):
-        pieces.append(re.sub(r"[\r\n\t]", " ", text) if quoted else re.sub(r"\s+", " ", text))
-    body = "".join(pieces).strip()
-    body = re.sub(r"[\s;]+$", "", body)
+    """One line (line breaks inside literals too), comments removed, one trailing ';'; None when empty or not a
+    SELECT/WITH."""
+    body = sqltext.normalize_sql(sql or "", flatten_literals=True).removesuffix(";")
     if not body or not is_select_sql(body):
         return None
     return body + ";"
 
 
 def sql_dedupe_key(sql: str) -> str:
-    """Lower-case outside quotes, whitespace collapsed, no trailing ';' — equal keys mean the same query."""
-    key = "".join(text if quoted else re.sub(r"\s+", " ", text.lower()) for quoted, text in _segments(sql))
-    return re.sub(r"[\s;]+$", "", key.strip())
+    """Equal keys mean the same query: case outside quotes, whitespace and ';' do not count."""
+    return sqltext.dedupe_key(sql)
 
 
 def normalize_pair(pair: QAPair) -> QAPair | None:

@@ -1,0 +1,155 @@
+"""SQL text read by PostgreSQL's own parser and scanner (pglast = libpg_query), never by regexes.
+
+- `check_read_only`: why a string is not exactly one read-only query (None when it is): the gate every
+  generated, repaired or edited SQL passes before anything reaches a database.
+- `normalize_sql`: one line, comments removed, whitespace between tokens collapsed, one trailing ';'.
+- `dedupe_key`: equal keys mean the same query text up to case outside quotes, whitespace and ';'.
+
+The scanner is the server's: a `--` comment ends at `\\n` or `\\r`, `/* */` nests, dollar quotes, `E''` and
+`U&''` strings are what PostgreSQL says they are.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from pglast import parser
+from pglast.parser import ParseError
+
+# Functions with effects outside the query (sleeping, sessions, files, large objects, settings, sequences,
+# remote connections, advisory locks, statistics resets) or that run SQL text of their own.
+SIDE_EFFECT_FUNCTIONS = frozenset({
+    "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+    "pg_rotate_logfile", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_file_write",
+    "set_config", "nextval", "setval", "currval", "lastval", "txid_current", "pg_current_xact_id",
+    "pg_switch_wal", "pg_create_restore_point", "pg_start_backup", "pg_stop_backup", "pg_backup_start",
+    "pg_backup_stop", "pg_promote", "pg_notify", "pg_logical_emit_message", "pg_import_system_collations",
+    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "cursor_to_xml", "table_to_xml",
+    "table_to_xml_and_xmlschema", "database_to_xml", "schema_to_xml", "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot", "pg_drop_replication_slot", "pg_replication_origin_create",
+})
+SIDE_EFFECT_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_stat_reset")
+_WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
+_LOCKS = {"LCS_FORUPDATE": ("FOR UPDATE", "FOR UPDATE"), "LCS_FORNOKEYUPDATE": ("FOR UPDATE", "FOR NO KEY UPDATE"),
+          "LCS_FORSHARE": ("FOR SHARE", "FOR SHARE"), "LCS_FORKEYSHARE": ("FOR SHARE", "FOR KEY SHARE")}
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+_QUOTED = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "UIDENT"})
+
+
+def is_side_effect_function(name: str) -> bool:
+    return name in SIDE_EFFECT_FUNCTIONS or name.startswith(SIDE_EFFECT_PREFIXES)
+
+
+def _parse_error(exc: ParseError) -> str:
+    return str(exc.args[0] if exc.args else exc)
+
+
+def _statement_word(node_type: str) -> str:
+    word = node_type.removesuffix("Stmt")
+    return {"Select": "SELECT", "Explain": "EXPLAIN", "VariableSet": "SET", "Copy": "COPY"}.get(word, word.upper())
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """(key, value) of every mapping entry in the parse tree, depth first."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key, value in current.items():
+                yield key, value
+                stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def _function_name(call: dict[str, Any]) -> str:
+    parts = [part.get("String", {}).get("sval", "") for part in call.get("funcname", [])]
+    return parts[-1] if parts else ""
+
+
+def check_read_only(sql: str) -> str | None:
+    """Why `sql` is not a single read-only query, or None when it is.
+
+    One statement (a `SELECT`, `WITH … SELECT`, `VALUES` or `TABLE`), no data-modifying CTE, no `SELECT … INTO`,
+    no locking clause, no call to a function with side effects.
+    """
+    try:
+        statements = json.loads(parser.parse_sql_json(sql or ""))["stmts"]
+    except ParseError as exc:
+        return f"not valid SQL: {_parse_error(exc)}"
+    if not statements:
+        return "empty SQL"
+    if len(statements) > 1:
+        return "more than one statement (only a single query is allowed)"
+    (node_type, tree), = statements[0]["stmt"].items()
+    if node_type != "SelectStmt":
+        first = next((t for t in parser.scan(sql) if t.name not in _COMMENTS and t.name != "ASCII_40"), None)
+        shown = sql[first.start:first.end + 1].upper() if first is not None else node_type
+        return (f"not a read-only query: a {_statement_word(node_type)} statement, starts with {shown!r} "
+                "(only SELECT, WITH, VALUES, TABLE allowed)")
+    for key, value in _walk(tree):
+        if key in _WRITES:
+            return f"data-modifying statement {_WRITES[key]} inside a WITH query is not allowed"
+        if key == "intoClause":
+            return "SELECT … INTO creates a table; not allowed"
+        if key == "LockingClause":
+            family, exact = _LOCKS.get(value.get("strength"), ("FOR UPDATE", "a row lock"))
+            return f"locking clause {family} ({exact}) is not allowed"
+        if key == "FuncCall":
+            name = _function_name(value)
+            if is_side_effect_function(name):
+                return f"calls {name}(), a function with side effects"
+    return None
+
+
+def _tokens(sql: str, *, lower_words: bool) -> list[tuple[str, bool]] | None:
+    """(text, preceded by whitespace or a comment) per token, comments dropped; None when it does not scan."""
+    try:
+        tokens = parser.scan(sql)
+    except ParseError:
+        return None
+    out: list[tuple[str, bool]] = []
+    previous_end = -1
+    gap = False
+    for token in tokens:
+        gap = gap or token.start > previous_end + 1
+        previous_end = token.end
+        if token.name in _COMMENTS:
+            gap = True
+            continue
+        text = sql[token.start:token.end + 1]
+        if lower_words and token.name not in _QUOTED and not text.startswith(('"', "'", "$")):
+            text = text.lower()
+        out.append((text, gap))
+        gap = False
+    while out and out[-1][0] == ";":
+        out.pop()
+    return out
+
+
+def _join(tokens: list[tuple[str, bool]]) -> str:
+    return "".join((" " if gap and i else "") + text for i, (text, gap) in enumerate(tokens))
+
+
+def normalize_sql(sql: str, *, flatten_literals: bool = False) -> str:
+    """One line, comments removed, whitespace between tokens collapsed, ending with one ';'.
+
+    Literals and quoted names keep their text; with `flatten_literals` their line breaks and tabs become spaces
+    too (the pair file holds single-line SQL). SQL that does not scan (an unterminated quote) is only trimmed.
+    """
+    tokens = _tokens(sql or "", lower_words=False)
+    if tokens is None:
+        return (sql or "").strip()
+    text = _join(tokens)
+    if flatten_literals:
+        text = text.replace("\r\n", " ").translate({ord("\n"): " ", ord("\r"): " ", ord("\t"): " "})
+    return text + ";" if text else text
+
+
+def dedupe_key(sql: str) -> str:
+    """Lower case outside literals and quoted names, whitespace collapsed, no trailing ';'."""
+    tokens = _tokens(sql or "", lower_words=True)
+    if tokens is None:
+        return " ".join((sql or "").split()).rstrip("; ")
+    return _join(tokens)
