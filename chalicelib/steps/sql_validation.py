@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from chalicelib.errors import StepFailed
-from chalicelib.pipeline import qa, validation
+from chalicelib.pipeline import qa, validation, validation_report
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.llm import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
@@ -137,24 +137,24 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             batch = json.loads(run.files.get_text(batch_file(index)))
             pairs += [QAPair.from_dict(item) for item in batch["pairs"]]
             stored = json.loads(run.files.get_text(result_file(index)))
-            reports.append(validation.ValidationReport.from_dict(stored["report"]))
+            reports.append(validation_report.ValidationReport.from_dict(stored["report"]))
             usages.append(stored.get("llm_usage") or {})
-        report = validation.merge_reports(reports)
+        report = validation_report.merge_reports(reports)
         if report.total != len(pairs):
             raise StepFailed(f"SQL validation results cover {report.total} pairs, the plan has {len(pairs)}")
         modify = bool(run.params.get("modify_original_file", True))
         ts = run.run_ts
         run.files.put_text(
-            f"sql_validation_{ts}_summary.log", validation.render_summary(report, file_name=file_name, ts=ts)
+            f"sql_validation_{ts}_summary.log", validation_report.render_summary(report, file_name=file_name, ts=ts)
         )
-        kept = validation.apply_report(pairs, report)
+        kept = validation_report.apply_report(pairs, report)
         changed = len(kept) != len(pairs) or any(a.sql != b.sql for a, b in zip(kept, pairs, strict=False))
         if modify and changed:
             # The backup holds the file as it was before any rewrite: written once, before the rewrite.
             if not run.files.exists(f"{file_name}.backup"):
                 run.files.put_text(f"{file_name}.backup", run.files.get_text(SOURCE_FILE))
             run.files.put_text(file_name, qa.render_pairs_json(kept))
-            run.files.put_text(f"file_modifications_{ts}.log", validation.render_modifications_log(report, ts))
+            run.files.put_text(f"file_modifications_{ts}.log", validation_report.render_modifications_log(report, ts))
             run.log.info(f"{file_name} rewritten: {len(kept)} pairs kept of {len(pairs)}")
         counts = report.counts()
         result = {

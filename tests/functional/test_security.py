@@ -8,7 +8,8 @@ import psycopg2
 import pytest
 
 from chalicelib.pipeline.models import QAPair
-from chalicelib.pipeline.validation import check_read_only, validate_pairs
+from chalicelib.pipeline.sqltext import check_read_only
+from chalicelib.pipeline.validation import validate_pairs
 from chalicelib.providers.heuristic import HeuristicProvider
 from tests.support.aws_api import multipart
 from tests.support.http_api import TASKS

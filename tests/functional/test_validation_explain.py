@@ -8,13 +8,12 @@ import pytest
 
 from chalicelib import errors
 from chalicelib.pipeline.models import QAPair, RepairRequest
-from chalicelib.pipeline.validation import (
+from chalicelib.pipeline.validation import explain_sql, validate_pairs
+from chalicelib.pipeline.validation_report import (
     ValidationReport,
     apply_report,
-    explain_sql,
     render_modifications_log,
     render_summary,
-    validate_pairs,
 )
 
 

@@ -6,7 +6,8 @@ import time
 import psycopg2
 
 from chalicelib.pipeline.models import QAPair
-from chalicelib.pipeline.validation import merge_reports, validate_pairs
+from chalicelib.pipeline.validation import validate_pairs
+from chalicelib.pipeline.validation_report import merge_reports
 
 
 def _sessions(url: str) -> int:

@@ -1,9 +1,9 @@
-"""check_read_only: a lexical gate that keeps anything but one read-only query away from the database."""
+"""check_read_only: a parser-based gate that keeps anything but one read-only query away from the database."""
 from __future__ import annotations
 
 import pytest
 
-from chalicelib.pipeline.validation import check_read_only, normalize_sql
+from chalicelib.pipeline.sqltext import check_read_only, normalize_sql
 
 READ_ONLY = [
     "select 1",
