@@ -12,10 +12,9 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.config import get_settings
-from chalicelib.stores.files import FileStore
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
           "CRITICAL": logging.CRITICAL}
@@ -23,6 +22,12 @@ FLUSH_EVERY_RECORDS = 20
 FLUSH_EVERY_SECONDS = 2.0
 _powertools_lock = threading.Lock()
 _powertools: Any = None
+
+
+class ChunkWriter(Protocol):
+    """Where log chunks go: the task's files (stores.files.FileStore implements it)."""
+
+    def put_bytes(self, task_id: str, name: str, data: bytes, content_type: str | None = None) -> Any: ...
 
 
 def _get_powertools_logger(level: str) -> Any:
@@ -43,7 +48,7 @@ def level_number(level: str) -> int:
 class _Sink:
     """The buffer shared by a TaskLogger and its children."""
 
-    def __init__(self, task_id: str, files: FileStore | None):
+    def __init__(self, task_id: str, files: ChunkWriter):
         self.task_id = task_id
         self.files = files
         self.lock = threading.Lock()
@@ -68,27 +73,28 @@ class _Sink:
                 return
             body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
             name = f"logs/{int(time.time() * 1000):013d}_{uuid.uuid4().hex}.jsonl"
-            files = self.files or FileStore()
             try:
-                files.put_bytes(self.task_id, name, body, "application/x-ndjson; charset=utf-8")
+                self.files.put_bytes(self.task_id, name, body, "application/x-ndjson; charset=utf-8")
             except Exception:
                 # Losing the S3 copy must not fail the step; the records are in CloudWatch via stdout.
                 logging.getLogger(__name__).exception("could not write a log chunk for task %s", self.task_id)
 
 
 class TaskLogger:
-    """`TaskLogger(task_id, step=None, execution_id=None, logger_name="DataPipeline")`.
+    """`TaskLogger(task_id, step=None, execution_id=None, logger_name="DataPipeline", files=FileStore())`.
 
     debug/info/warning/error/exception(message, *args, **extra) — stdlib-style `%` args are accepted so
     a TaskLogger can stand in wherever a `logging.Logger` is expected.
     """
 
     def __init__(self, task_id: str, step: str | None = None, execution_id: str | None = None,
-                 logger_name: str = "DataPipeline", *, files: FileStore | None = None, _sink: _Sink | None = None):
+                 logger_name: str = "DataPipeline", *, files: ChunkWriter | None = None, _sink: _Sink | None = None):
         self.task_id = task_id
         self.step = step
         self.execution_id = execution_id
         self.logger_name = logger_name
+        if _sink is None and files is None:
+            raise TypeError("a TaskLogger needs `files`: where its log chunks are written")
         self._sink = _sink or _Sink(task_id, files)
         self.level = get_settings().log_level
 

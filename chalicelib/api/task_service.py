@@ -45,7 +45,7 @@ _BOOL_DEFAULTS = {
 
 
 def _log(task_id: str, message: str, level: str = "INFO", **extra: Any) -> None:
-    with TaskLogger(task_id, logger_name=API_LOGGER) as log:
+    with TaskLogger(task_id, logger_name=API_LOGGER, files=FileStore()) as log:
         log.log(level, message, **extra)
 
 

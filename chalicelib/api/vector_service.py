@@ -204,7 +204,7 @@ def restore_backup(body: dict[str, Any]) -> dict[str, Any]:
                              f"{', '.join(missing)} (the table did not exist when it was backed up)",
                              invalid_params=["tables"])
     csvs = {table: files.get_bytes(task_id, in_set[table]) for table in wanted}
-    with TaskLogger(task_id, logger_name=LOGGER) as log:
+    with TaskLogger(task_id, logger_name=LOGGER, files=FileStore()) as log:
         log.info(f"restoring vector backup {chosen['timestamp']} ({', '.join(wanted)}) into {mask_url(url)}; "
                  f"truncate_before_restore={truncate}, on_conflict={on_conflict}")
         try:

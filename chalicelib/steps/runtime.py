@@ -166,7 +166,7 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
     tasks = TaskStore()
     task = tasks.get_task(task_id)
     execution_id = (task.get("execution") or {}).get("execution_id")
-    log = TaskLogger(task_id, step=step, execution_id=execution_id, logger_name=logger_name)
+    log = TaskLogger(task_id, step=step, execution_id=execution_id, logger_name=logger_name, files=FileStore())
     if starts_step:
         tasks.mark_step_started(task_id, step, execution_id)
         task = tasks.get_task(task_id)

@@ -78,7 +78,7 @@ def test_files_listing_and_downloads(client, task_id):
     store.put_text(task_id, "bss_company_detail.md", "## bss_company\n")
     store.put_text(task_id, "vector_bak/langchain_pg_embedding_20250627.csv", "id\n1\n")
     store.put_text(task_id, "work/schema.json", "{}")
-    with TaskLogger(task_id, step="ddl_generation", logger_name="DDLMDGenerator") as log:
+    with TaskLogger(task_id, step="ddl_generation", logger_name="DDLMDGenerator", files=store) as log:
         log.info("开始处理表: bss_company")
     data = client.http.get(f"{BASE}/{task_id}/files").json_body["data"]
     names = [f["file_name"] for f in data["files"]]
@@ -114,7 +114,7 @@ def test_traversal_refused(client, task_id, name):
 
 
 def _write_logs(task_id):
-    with TaskLogger(task_id, logger_name="SchemaWorkflowOrchestrator") as log:
+    with TaskLogger(task_id, logger_name="SchemaWorkflowOrchestrator", files=FileStore()) as log:
         for i in range(30):
             log.info("message %d", i)
         log.child(step="sql_validation", logger_name="SQLValidator").error("SQL验证失败，尝试LLM修复")
