@@ -30,7 +30,8 @@ BASE = "/api/v0/data_pipeline/tasks"
 
 def _seed(table: Any, count: int) -> list[str]:
     from chalicelib.config import STEP_NAMES
-    from chalicelib.stores.tasks import COUNTER_KEY, ENTITY, to_dynamo
+    from chalicelib.stores.task_items import to_dynamo
+    from chalicelib.stores.tasks import COUNTER_KEY, ENTITY
 
     start = datetime(2025, 1, 1, tzinfo=UTC)
     ids = []

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.api import requests as rq
+from chalicelib.api.task_view import public_task_view
 from chalicelib.aws import get_sfn
 from chalicelib.config import STEP_NAMES, get_settings
 from chalicelib.errors import (
@@ -98,7 +99,7 @@ def _default_db_name(db_connection: str | None) -> str | None:
 # ---- reads --------------------------------------------------------------------------------------------
 
 def public_task(item: dict[str, Any], files: FileStore | None = None) -> dict[str, Any]:
-    public = TaskStore.to_public(item)
+    public = public_task_view(item)
     # A stored table list means table_list.txt was written under the task's prefix (the API deletes no files);
     # only tasks without one need an S3 listing, so polling a task's status costs one DynamoDB read.
     public["directory_exists"] = bool(item.get("table_list")) or (files or FileStore()).task_dir_exists(

@@ -1,6 +1,7 @@
 """Task and step status in DynamoDB: one item per task, read through GSIs (never a Scan).
 
-The item keeps the secret `db_connection`; `to_public()` is the only view the API returns and masks it.
+The item keeps the secret `db_connection`; api/task_view.py makes the only view the API returns and masks it.
+Encoding and masking: task_items.py; progress writes of fan-out steps: task_progress.py.
 Nested maps (`step_status`, `steps`, `progress`, `llm_usage`, `results`) are updated by path so concurrent
 Map iterations of one step never overwrite each other.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -16,8 +16,15 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws import get_dynamodb
 from chalicelib.config import STEP_NAMES, get_settings
-from chalicelib.errors import TaskAlreadyRunning, TaskNotFound, ValidationError
-from chalicelib.pipeline.db import mask_url
+from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
+from chalicelib.stores.task_items import (
+    conditional_failed,
+    from_dynamo,
+    mask_secrets,
+    step_key,
+    to_dynamo,
+)
+from chalicelib.stores.task_progress import TaskProgressWrites
 
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "partial_completed")
 FINAL_STATUSES = ("completed", "partial_completed", "failed", "cancelled")
@@ -27,11 +34,8 @@ GSI_BY_CREATED = "by_created"
 GSI_BY_STATUS = "by_status"
 _TASK_ID = re.compile(r"^task_\d{8}_\d{6}(_\d{1,4})?$")
 _MAX_ID_SUFFIX = 1000
-RECORDS_PER_UPDATE = 40  # progress records per UpdateItem: its expression stays well under DynamoDB's 4 KB
 # The counter item (not a task: no `entity`/`status`, so in no index; get_task refuses its key).
 COUNTER_KEY = "#counters"
-# `token` but not `prompt_tokens` / `completion_tokens` (LLM usage counts are not secrets).
-_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|api_key|token(?!s)", re.IGNORECASE)
 
 TABLE_DEFINITION: dict[str, Any] = {
     "KeySchema": [{"AttributeName": "task_id", "KeyType": "HASH"}],
@@ -79,47 +83,12 @@ def is_task_id(value: str) -> bool:
     return bool(_TASK_ID.match(value or ""))
 
 
-def to_dynamo(value: Any) -> Any:
-    """Floats become Decimal (DynamoDB refuses floats); containers are converted recursively."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {str(k): to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_dynamo(v) for v in value]
-    return value
-
-
-def from_dynamo(value: Any) -> Any:
-    """Decimals back to int/float; containers converted recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list | set):
-        return [from_dynamo(v) for v in value]
-    return value
-
-
-def mask_secrets(value: Any) -> Any:
-    """A copy with passwords masked: URLs through mask_url, values of password-like keys replaced."""
-    if isinstance(value, dict):
-        return {k: ("***" if _SECRET_KEYS.search(str(k)) and v else mask_secrets(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v) for v in value]
-    if isinstance(value, str) and ("://" in value or "password" in value.lower()):
-        return mask_url(value)
-    return value
-
-
 def _fresh_step() -> dict[str, Any]:
     return {"step_status": "pending", "started_at": None, "completed_at": None, "error_message": None,
             "result": None}
 
 
-class TaskStore:
+class TaskStore(TaskProgressWrites):
     """DynamoDB adapter for task items. Give it a table (tests) or let it build one from the settings."""
 
     def __init__(self, table: Any = None):
@@ -164,7 +133,7 @@ class TaskStore:
                 self._put_new_task(item)
                 return from_dynamo(dict(item))
             except ClientError as exc:
-                if not _conditional_failed(exc):
+                if not conditional_failed(exc):
                     raise
         raise RuntimeError(f"could not allocate a task id for {base}")
 
@@ -318,7 +287,7 @@ class TaskStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_failed(exc):
                 raise
             self.get_task(task_id)  # TaskNotFound when it does not exist
             raise TaskAlreadyRunning(f"task {task_id} is already running") from None
@@ -345,109 +314,8 @@ class TaskStore:
             "updated_at = :now",
             {":running": "running", ":none": None,
              ":current": {"execution_id": execution_id, "step": step, "status": "running", "started_at": now}},
-            {"#s": _step(step)}, now=now,
+            {"#s": step_key(step)}, now=now,
         )
-
-    def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
-        """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key), an empty
-        dict makes sure that map exists without touching it.
-
-        One UpdateItem when progress.{step} exists (the usual case while a step runs: the claim creates it);
-        the missing maps are created first only when DynamoDB refuses the document path."""
-        names = {"#s": _step(step)}
-        nested = [k for k, v in progress.items() if isinstance(v, dict)]
-        sets, values = [], {}
-        for i, (key, value) in enumerate(progress.items()):
-            names[f"#k{i}"] = str(key)
-            if isinstance(value, dict) and not value:
-                values[":empty"] = {}
-                sets.append(f"progress.#s.#k{i} = if_not_exists(progress.#s.#k{i}, :empty)")
-            elif isinstance(value, dict):
-                for j, (sub, sub_value) in enumerate(value.items()):
-                    names[f"#k{i}_{j}"] = str(sub)
-                    values[f":v{i}_{j}"] = sub_value
-                    sets.append(f"progress.#s.#k{i}.#k{i}_{j} = :v{i}_{j}")
-            else:
-                values[f":v{i}"] = value
-                sets.append(f"progress.#s.#k{i} = :v{i}")
-        if not sets:
-            self._ensure_progress_maps(task_id, step, [])
-            return
-        expression = "SET " + ", ".join(sets) + ", updated_at = :now"
-        try:
-            self._update(task_id, expression, values, names)
-            return
-        except ClientError as exc:
-            if not _invalid_path(exc):
-                raise
-        self._ensure_progress_maps(task_id, step, nested)
-        self._update(task_id, expression, values, names)
-
-    def record_item_progress(self, task_id: str, step: str, collection: str, key: str, record: dict[str, Any],
-                             *, ok: bool) -> None:
-        """One finished item of a fan-out (a table, a theme): see record_items_progress."""
-        self.record_items_progress(task_id, step, collection, {key: (record, ok)})
-
-    def record_items_progress(self, task_id: str, step: str, collection: str,
-                              records: dict[str, tuple[dict[str, Any], bool]], *, counted: bool = True) -> None:
-        """Finished items of a fan-out ({key: (record, ok)}, e.g. the tables of one batch), one UpdateItem per
-        RECORDS_PER_UPDATE of them (DynamoDB caps an expression at 4 KB): each stored under
-        progress.{step}.{collection}.{key}, and unless `counted` is False the `done` / `failed` counters
-        incremented atomically (Map iterations run concurrently). Counted once: when the first key of a chunk
-        is already recorded (a re-delivered Map iteration, Step Functions being at-least-once) its records are
-        only replaced. The maps are created first when progress.{step}.{collection} does not exist yet."""
-        items = list(records.items())
-        for start in range(0, len(items), RECORDS_PER_UPDATE):
-            self._record_chunk(task_id, step, collection, dict(items[start:start + RECORDS_PER_UPDATE]), counted)
-
-    def _record_chunk(self, task_id: str, step: str, collection: str,
-                      records: dict[str, tuple[dict[str, Any], bool]], counted: bool) -> None:
-        names = {"#s": _step(step), "#c": collection}
-        values: dict[str, Any] = {":zero": 0}
-        sets = []
-        for i, (key, (record, _ok)) in enumerate(records.items()):
-            names[f"#k{i}"] = key
-            values[f":r{i}"] = record
-            sets.append(f"progress.#s.#c.#k{i} = :r{i}")
-        counters = []
-        done = sum(1 for _record, ok in records.values() if ok)
-        for counter, amount in (("done", done), ("failed", len(records) - done)):
-            if amount:
-                names[f"#{counter}"] = counter
-                values[f":{counter}"] = amount
-                counters.append(f"progress.#s.#{counter} = if_not_exists(progress.#s.#{counter}, :zero) + :{counter}")
-        replace = "SET " + ", ".join(sets) + ", updated_at = :now"
-
-        def record_them() -> None:
-            if not counted:
-                self._update(task_id, replace, values, names)
-                return
-            try:
-                self._update(task_id, "SET " + ", ".join(sets + counters) + ", updated_at = :now", values, names,
-                             condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)")
-            except ClientError as exc:
-                if not _conditional_failed(exc):
-                    raise
-                self._update(task_id, replace, values, names)
-
-        try:
-            record_them()
-            return
-        except ClientError as exc:
-            if not _invalid_path(exc):
-                raise
-        self._ensure_progress_maps(task_id, step, [collection])
-        record_them()
-
-    def _ensure_progress_maps(self, task_id: str, step: str, children: list[str]) -> None:
-        """Create progress.{step} and the maps progress.{step}.{child} where missing (nested SETs need them)."""
-        self._update(task_id, "SET progress.#s = if_not_exists(progress.#s, :empty)", {":empty": {}},
-                     {"#s": _step(step)}, touch=False)
-        if children:
-            ensure = ", ".join(f"progress.#s.#n{i} = if_not_exists(progress.#s.#n{i}, :empty)"
-                               for i in range(len(children)))
-            self._update(task_id, f"SET {ensure}", {":empty": {}},
-                         {"#s": _step(step), **{f"#n{i}": k for i, k in enumerate(children)}}, touch=False)
 
     def set_current_step(self, task_id: str, name: str, execution_id: str | None) -> None:
         """Show a pre-step (vector backup/truncate) as the current step; it has no entry in step_status."""
@@ -468,19 +336,19 @@ class TaskStore:
         if llm_usage is not None:
             expr += ", llm_usage.#s = :usage"
             values[":usage"] = llm_usage
-        self._update(task_id, expr, values, {"#s": _step(step), "#r": "result", "#cs": "status"})
+        self._update(task_id, expr, values, {"#s": step_key(step), "#r": "result", "#cs": "status"})
 
     def mark_step_failed(self, task_id: str, step: str, error_message: str) -> None:
         self._update(
             task_id,
             "SET step_status.#s = :failed, steps.#s.step_status = :failed, steps.#s.completed_at = :now, "
             "steps.#s.error_message = :err, current_step.#cs = :failed, updated_at = :now",
-            {":failed": "failed", ":err": mask_secrets(error_message)}, {"#s": _step(step), "#cs": "status"},
+            {":failed": "failed", ":err": mask_secrets(error_message)}, {"#s": step_key(step), "#cs": "status"},
         )
 
     def mark_step_skipped(self, task_id: str, step: str) -> None:
         self._update(task_id, "SET step_status.#s = :skipped, steps.#s.step_status = :skipped, updated_at = :now",
-                     {":skipped": "skipped"}, {"#s": _step(step)})
+                     {":skipped": "skipped"}, {"#s": step_key(step)})
 
     def finish_task(self, task_id: str, status: str, error_message: str | None = None) -> bool:
         """Final status. A cancelled task stays cancelled (a late step cannot overwrite it); returns False then."""
@@ -495,60 +363,11 @@ class TaskStore:
             self._update(task_id, "SET #status = :st, completed_at = :now, error_message = :err, updated_at = :now",
                          values, {"#status": "status"}, condition=condition)
         except ClientError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_failed(exc):
                 raise
             self.get_task(task_id)
             return False
         return True
-
-    # ---- API view -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def to_public(item: dict[str, Any]) -> dict[str, Any]:
-        """The API view of a task (SPEC §3.1): no secrets, plain numbers, steps as an ordered list."""
-        item = from_dynamo(item)
-        steps_map = item.get("steps") or {}
-        steps = []
-        for step in STEP_NAMES:
-            record = steps_map.get(step) or {}
-            steps.append({
-                "step_name": step,
-                "step_status": (item.get("step_status") or {}).get(step, record.get("step_status", "pending")),
-                "started_at": record.get("started_at"),
-                "completed_at": record.get("completed_at"),
-                "error_message": record.get("error_message"),
-            })
-        parameters = dict(item.get("parameters") or {})
-        if item.get("db_connection"):
-            parameters["db_connection"] = item["db_connection"]
-        table_list = item.get("table_list") or {}
-        execution = item.get("execution") or {}
-        public = {
-            "task_id": item["task_id"],
-            "task_name": item.get("task_name"),
-            "status": item.get("status"),
-            "step_status": {s: (item.get("step_status") or {}).get(s, "pending") for s in STEP_NAMES},
-            "created_at": item.get("created_at"),
-            "started_at": item.get("started_at"),
-            "completed_at": item.get("completed_at"),
-            "updated_at": item.get("updated_at"),
-            "created_by": item.get("created_by"),
-            "db_name": item.get("db_name"),
-            "business_context": item.get("business_context"),
-            "parameters": parameters,
-            "current_step": item.get("current_step") or None,
-            "total_steps": len(STEP_NAMES),
-            "steps": steps,
-            "progress": {k: v for k, v in (item.get("progress") or {}).items() if v},
-            "results": item.get("results") or {},
-            "llm_usage": item.get("llm_usage") or {},
-            "error_message": item.get("error_message"),
-            "has_table_list": bool(table_list),
-            "table_count": table_list.get("table_count", 0),
-            "execution": {k: execution.get(k) for k in ("execution_id", "execution_mode", "step_name")}
-            if execution else None,
-        }
-        return mask_secrets(public)
 
     # ---- helpers ------------------------------------------------------------------------------------
 
@@ -574,22 +393,6 @@ class TaskStore:
         try:
             self.table.update_item(**kwargs)
         except ClientError as exc:
-            if _conditional_failed(exc) and condition == "attribute_exists(task_id)":
+            if conditional_failed(exc) and condition == "attribute_exists(task_id)":
                 raise TaskNotFound(f"task {task_id} not found") from None
             raise
-
-
-def _step(step: str) -> str:
-    if step not in STEP_NAMES:
-        raise ValidationError(f"unknown step {step!r}", invalid_params=["step_name"])
-    return step
-
-
-def _invalid_path(exc: ClientError) -> bool:
-    """DynamoDB refused an update because a parent map of a document path does not exist."""
-    error = exc.response.get("Error", {})
-    return error.get("Code") == "ValidationException" and "document path" in str(error.get("Message", ""))
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -202,6 +202,7 @@ def test_step_lambdas_delivered_twice_produce_the_same_outputs(pipeline, pipelin
 
 
 def test_progress_counts_an_item_once_when_its_lambda_is_delivered_twice(pipeline_stack):
+    from chalicelib.api.task_view import public_task_view
     from chalicelib.stores.tasks import TaskStore
 
     store = TaskStore()
@@ -209,7 +210,7 @@ def test_progress_counts_an_item_once_when_its_lambda_is_delivered_twice(pipelin
     record = {"table": "public.bss_company", "ok": True, "seconds": 0.1}
     for _ in range(2):
         store.record_item_progress(task_id, "ddl_generation", "tables", "public.bss_company", record, ok=True)
-    assert TaskStore.to_public(store.get_task(task_id))["progress"]["ddl_generation"]["done"] == 1
+    assert public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]["done"] == 1
 
 
 # -- 7. a vector backup that fails before a truncate ---------------------------------------------------------------

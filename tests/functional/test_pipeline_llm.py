@@ -148,17 +148,18 @@ def _pair_file(pipeline, task_id: str) -> tuple[str, list[dict]]:
 
 
 def _stored_usage(task_id: str) -> dict:
-    from chalicelib.stores.tasks import TaskStore, from_dynamo
+    from chalicelib.stores.task_items import from_dynamo
+    from chalicelib.stores.tasks import TaskStore
 
     return from_dynamo(TaskStore().get_task(task_id)["llm_usage"])
 
 
 def test_api_view_shows_llm_token_counts():
-    from chalicelib.stores.tasks import TaskStore
+    from chalicelib.api.task_view import public_task_view
 
     usage = {"provider": "openai-compatible:m", "calls": 2, "prompt_tokens": 120, "completion_tokens": 30,
              "seconds": 0.5, "retries": 0}
-    public = TaskStore.to_public({"task_id": "task_20250101_000000", "llm_usage": {"qa_generation": usage}})
+    public = public_task_view({"task_id": "task_20250101_000000", "llm_usage": {"qa_generation": usage}})
     assert public["llm_usage"]["qa_generation"] == usage
 
 

@@ -8,8 +8,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.api.task_view import public_task_view
 from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
-from chalicelib.stores.tasks import TaskStore, create_table, mask_secrets
+from chalicelib.stores.task_items import mask_secrets
+from chalicelib.stores.tasks import TaskStore, create_table
 from tests.support.aws_api import make_moto_dynamodb_writes_atomic
 
 
@@ -74,7 +76,7 @@ def test_step_lifecycle_and_nested_progress(store):
     assert item["llm_usage"]["ddl_generation"] == {"calls": 2}
     assert item["step_status"] == {"ddl_generation": "completed", "qa_generation": "completed",
                                    "sql_validation": "skipped", "training_load": "pending"}
-    public = TaskStore.to_public(item)
+    public = public_task_view(item)
     assert public["status"] == "partial_completed" and public["steps"][0]["completed_at"]
 
 
@@ -145,7 +147,7 @@ def test_a_batch_of_records_is_counted_once_even_when_redelivered(store):
 
 
 def test_a_large_batch_of_records_goes_in_chunks_each_counted_once(store):
-    from chalicelib.stores.tasks import RECORDS_PER_UPDATE
+    from chalicelib.stores.task_progress import RECORDS_PER_UPDATE
 
     task_id = store.create_task({})["task_id"]
     count = 2 * RECORDS_PER_UPDATE + 15  # three UpdateItems, each expression well under DynamoDB's 4 KB
