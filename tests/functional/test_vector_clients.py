@@ -242,3 +242,32 @@ def test_an_equivalent_user_index_is_reused_and_unknown_layouts_are_refused(scra
     finally:
         conn.close()
     assert _table_shape(scratch_db) == shape
+
+
+def test_community_layout_with_jsonb_metadata_takes_the_binary_copy_path(scratch_db, embeddings):
+    """langchain_community with use_jsonb=True: the same tables, jsonb cmetadata, so COPY goes straight in."""
+    conn = psycopg2.connect(scratch_db)
+    try:
+        training.ensure_vector_tables(conn, 384, layout="langchain_community")
+        with conn, conn.cursor() as cur:
+            assert vector_layout.detect_layout(cur) is vector_layout.COMMUNITY
+            assert vector_layout.direct_copy_ok(cur, vector_layout.COMMUNITY)
+    finally:
+        conn.close()
+    first = _load(scratch_db, embeddings)
+    assert first["layout"] == "langchain_community" and _new(first) == (2, 2, 2)
+    rows = _query(scratch_db, "select uuid::text, custom_id, cmetadata, document from langchain_pg_embedding")
+    assert len(rows) == 6
+    for row_uuid, custom_id, cmetadata, _document in rows:
+        assert custom_id == cmetadata["id"] and row_uuid == custom_id[:36]
+    found = vc.community_store(scratch_db, embeddings, "sql").similarity_search("total amount of all orders", k=1)
+    assert json.loads(found[0].page_content)["sql"] == "SELECT SUM(amount) FROM orders;"
+    assert found[0].metadata == _expected_metadata("sql", found[0].page_content, found[0].metadata["id"])
+    assert _new(_load(scratch_db, embeddings)) == (0, 0, 0)
+
+
+def test_writer_names_from_the_recorded_llm_usage():
+    assert training.describe_writer("heuristic (no LLM configured)") == {"provider": "heuristic", "model": None}
+    assert training.describe_writer("openai-compatible:deepseek-chat") == {"provider": "openai-compatible",
+                                                                           "model": "deepseek-chat"}
+    assert training.describe_writer(None) == {"provider": "unknown", "model": None}  # nothing recorded: not guessed
