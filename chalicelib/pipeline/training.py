@@ -1,8 +1,11 @@
 """training_load: DDL, documentation sections and Q/A pairs into pgvector, in the layout LangChain's PGVector
 (and so Vanna's pgvector store) reads: `langchain_pg_collection` + `langchain_pg_embedding`.
 
-Ids are deterministic (uuid5 of collection + content, with Vanna's `-ddl`/`-doc`/`-sql` suffix), so loading
-the same data twice adds no rows, and already stored ids are not embedded again.
+Both LangChain layouts are written (see vector_layout): the one already in the database, or, when there is
+none, the langchain_postgres/Vanna one. Ids are deterministic (uuid5 of collection + content, with Vanna's
+`-ddl`/`-doc`/`-sql` suffix). A row is skipped, and never embedded, when its id is stored already or when
+its collection already holds the same document, whoever wrote it (Vanna's own `train()`, an earlier load),
+so loading the same data twice adds no rows. Documents are written exactly as Vanna writes them.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import logging
 import re
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,41 +25,35 @@ from psycopg2 import sql as pgsql
 
 from chalicelib import errors
 from chalicelib.config import get_settings
+from chalicelib.pipeline import vector_layout
 from chalicelib.pipeline.db import connect
 from chalicelib.pipeline.models import QAPair
+from chalicelib.pipeline.vector_layout import (  # noqa: F401  (re-exported: callers import them from here)
+    COLLECTION_TABLE,
+    EMBEDDING_TABLE,
+    HNSW_INDEX,
+    POSTGRES,
+    VectorLayout,
+    collection_counts,
+    ensure_hnsw_index,
+    ensure_vector_tables,
+)
 
 logger = logging.getLogger(__name__)
 
-COLLECTION_TABLE = "langchain_pg_collection"
-EMBEDDING_TABLE = "langchain_pg_embedding"
 # Fixed forever: changing it would give every stored row a new id and duplicate the whole store.
 ID_NAMESPACE = uuid.UUID("6f1c3a52-2d7e-5b8e-9a41-0c4d8e2f7b13")
 SUFFIXES = {"ddl": "-ddl", "documentation": "-doc", "sql": "-sql"}
-HNSW_INDEX = "ix_langchain_pg_embedding_hnsw_cosine"
-_SCHEMA_LOCK_KEY = 1573678846307946496  # the advisory lock LangChain takes around its own DDL
+LOADED_BY = "data_pipeline"
 
 # Rows written per transaction: one binary COPY per batch (embedding requests have their own batch size).
 DEFAULT_WRITE_BATCH_SIZE = 1000
-_WRITE_COLUMNS = ("id", "collection_id", "embedding", "document", "cmetadata")
-# The column types binary COPY encodes; a table with other types (e.g. json cmetadata) goes through staging.
-_DIRECT_TYPES = {
-    "id": {"character varying", "text"},
-    "collection_id": {"uuid"},
-    "document": {"character varying", "text"},
-    "cmetadata": {"jsonb"},
-}
 _STAGE_TABLE = "_data_pipeline_embedding_stage"
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
-
-
-def _sql(text: str, **extra: pgsql.Composable) -> pgsql.Composed:
-    """`text` with {emb} / {coll} bound to the (quoted) vector table names."""
-    return pgsql.SQL(text).format(emb=pgsql.Identifier(EMBEDDING_TABLE), coll=pgsql.Identifier(COLLECTION_TABLE),
-                                  **extra)
 
 
 def split_markdown_sections(md: str) -> list[str]:
@@ -79,97 +77,85 @@ def training_id(collection: str, content: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, collection + content)) + SUFFIXES[collection]
 
 
-def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair]) -> list[tuple[str, str, str]]:
-    """(collection, id, document) for every non-blank input, duplicates removed, order kept."""
-    raw: list[tuple[str, str]] = [("ddl", d) for d in ddl]
-    raw += [("documentation", d) for d in documentation]
-    raw += [("sql", json.dumps({"question": p.question, "sql": p.sql}, ensure_ascii=False)) for p in pairs]
+@dataclass(frozen=True)
+class Provenance:
+    """Who produced what a load writes; recorded in each new row's cmetadata next to Vanna's `id`.
+
+    `ddl_files` / `documentation_files` are aligned with the `ddl` / `documentation` lists given to the load;
+    `writers` maps a collection to {"provider": …, "model": …} of what generated it.
+    """
+
+    task_id: str | None = None
+    db_name: str | None = None
+    ddl_files: Sequence[str] = ()
+    documentation_files: Sequence[str] = ()
+    pair_file: str | None = None
+    writers: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+
+    def source_file(self, collection: str, index: int) -> str | None:
+        files = {"ddl": self.ddl_files, "documentation": self.documentation_files}.get(collection)
+        if files is None:
+            return self.pair_file
+        return files[index] if index < len(files) else None
+
+    def metadata(self, collection: str, source_file: str | None, embedding_model: str) -> dict[str, Any]:
+        writer = self.writers.get(collection) or {}
+        return {
+            "task_id": self.task_id,
+            "db_name": self.db_name,
+            "source_file": source_file,
+            "provider": writer.get("provider") or "unknown",
+            "model": writer.get("model"),
+            "embedding_model": embedding_model,
+            "loaded_by": LOADED_BY,
+        }
+
+
+def describe_writer(provider_name: str | None) -> dict[str, str | None]:
+    """{"provider", "model"} from an LLM provider's name ("heuristic (…)", "openai-compatible:<model>")."""
+    name = (provider_name or "").strip()
+    if not name:
+        return {"provider": "unknown", "model": None}
+    if name.startswith("heuristic"):
+        return {"provider": "heuristic", "model": None}
+    provider, _, model = name.partition(":")
+    return {"provider": provider, "model": model or None}
+
+
+@dataclass
+class _Item:
+    collection: str
+    row_id: str
+    document: str
+    meta: Mapping[str, Any] | None  # shared by every item of one source (its JSON is encoded once)
+
+
+def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair], provenance: Provenance | None,
+           embedding_model: str) -> list[_Item]:
+    """Every non-blank input, duplicates removed, order kept. Documents exactly as Vanna writes them:
+    DDL and documentation as given, a pair as json.dumps({"question", "sql"}, ensure_ascii=False)."""
+    raw: list[tuple[str, int, str]] = [("ddl", i, d) for i, d in enumerate(ddl)]
+    raw += [("documentation", i, d) for i, d in enumerate(documentation)]
+    raw += [("sql", i, json.dumps({"question": p.question, "sql": p.sql}, ensure_ascii=False))
+            for i, p in enumerate(pairs)]
+    metas: dict[tuple[str, str | None], dict[str, Any]] = {}
     seen: set[str] = set()
-    items: list[tuple[str, str, str]] = []
-    for collection, document in raw:
+    items: list[_Item] = []
+    for collection, index, document in raw:
         if not document or not document.strip():
             continue
         row_id = training_id(collection, document)
-        if row_id not in seen:
-            seen.add(row_id)
-            items.append((collection, row_id, document))
+        if row_id in seen:
+            continue
+        seen.add(row_id)
+        meta = None
+        if provenance is not None:
+            source = provenance.source_file(collection, index)
+            meta = metas.get((collection, source))
+            if meta is None:
+                meta = metas[(collection, source)] = provenance.metadata(collection, source, embedding_model)
+        items.append(_Item(collection, row_id, document, meta))
     return items
-
-
-def _embedding_type(cur: Any) -> str | None:
-    """format_type of langchain_pg_embedding.embedding ("vector(384)", "vector"), None when the table is absent."""
-    cur.execute(
-        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped",
-        (EMBEDDING_TABLE,),
-    )
-    row = cur.fetchone()
-    if row is not None:
-        return row[0]
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (EMBEDDING_TABLE,))
-    if cur.fetchone()[0]:
-        raise errors.StepFailed(f"{EMBEDDING_TABLE} exists but has no embedding column")
-    return None
-
-
-def ensure_vector_tables(conn: Any, dimension: int, model_name: str = "") -> bool:
-    """Create the LangChain PGVector tables when absent; check the stored dimension when present.
-
-    Returns True when the embedding column has a fixed dimension (needed for an HNSW index).
-    """
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
-        if cur.fetchone() is None:
-            cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        existing = _embedding_type(cur)
-        if existing is not None:
-            match = re.fullmatch(r"vector\((\d+)\)", existing)
-            if match and int(match.group(1)) != dimension:
-                raise errors.EmbeddingError(
-                    f"{EMBEDDING_TABLE}.embedding is vector({match.group(1)}) but the embedding model "
-                    f"{model_name or 'configured'} produces {dimension} dimensions; use a model with "
-                    f"{match.group(1)} dimensions or back up and drop the vector tables first"
-                )
-            if not existing.startswith("vector"):
-                raise errors.StepFailed(f"{EMBEDDING_TABLE}.embedding has type {existing}, expected vector")
-            return match is not None
-        cur.execute(_sql("CREATE TABLE IF NOT EXISTS {coll} (uuid uuid PRIMARY KEY, name varchar NOT NULL UNIQUE, "
-                         "cmetadata json)"))
-        cur.execute(_sql(
-            "CREATE TABLE IF NOT EXISTS {emb} (id varchar PRIMARY KEY, "
-            "collection_id uuid REFERENCES {coll} (uuid) ON DELETE CASCADE, "
-            "embedding vector({dim}), document varchar, cmetadata jsonb)",
-            dim=pgsql.Literal(int(dimension)),
-        ))
-        cur.execute(_sql("CREATE INDEX IF NOT EXISTS ix_cmetadata_gin ON {emb} USING gin (cmetadata jsonb_path_ops)"))
-    return True
-
-
-def _collection_ids(conn: Any, names: list[str]) -> dict[str, str]:
-    """uuid of each collection, created (deterministically) when absent."""
-    ids: dict[str, str] = {}
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        for name in names:
-            cur.execute(_sql("SELECT uuid::text FROM {coll} WHERE name = %s ORDER BY uuid LIMIT 1"), (name,))
-            row = cur.fetchone()
-            if row is None:
-                new_id = str(uuid.uuid5(ID_NAMESPACE, "collection:" + name))
-                cur.execute(_sql("INSERT INTO {coll} (uuid, name, cmetadata) VALUES (%s, %s, NULL)"), (new_id, name))
-                ids[name] = new_id
-            else:
-                ids[name] = row[0]
-    return ids
-
-
-def _existing_ids(conn: Any, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    with conn, conn.cursor() as cur:
-        for start in range(0, len(ids), 5000):
-            cur.execute(_sql("SELECT id FROM {emb} WHERE id = ANY(%s)"), (ids[start:start + 5000],))
-            found.update(r[0] for r in cur.fetchall())
-    return found
 
 
 def _as_matrix(vectors: Any, count: int, dimension: int) -> np.ndarray:
@@ -190,40 +176,43 @@ def _as_matrix(vectors: Any, count: int, dimension: int) -> np.ndarray:
     return matrix
 
 
-def _encode_copy(rows: Sequence[tuple[str, str, str]], matrix: np.ndarray) -> bytes:
-    """PostgreSQL binary COPY data for (id, collection_id, embedding, document, cmetadata jsonb)."""
+def _encode_copy(rows: Sequence[tuple[str, str, str]], matrix: np.ndarray, layout: VectorLayout,
+                 metadata: Sequence[Mapping[str, Any] | None] | None) -> bytes:
+    """PostgreSQL binary COPY data for the layout's columns: (id, collection_id, embedding, document, cmetadata
+    jsonb) or (uuid, collection_id, embedding, document, cmetadata jsonb, custom_id).
+
+    cmetadata is {"id": <training id>, **metadata[i]}; the JSON of a metadata mapping shared by many rows is
+    encoded once.
+    """
     dimension = matrix.shape[1]
     vec_head = struct.pack(">ihh", 4 + 4 * dimension, dimension, 0)
     pack_len = struct.Struct(">i").pack
-    uuid_field = {}
+    community = layout.key == "uuid"
+    field_count = struct.pack(">h", len(layout.columns))
+    uuid_field: dict[str, bytes] = {}
+    tails: dict[int, bytes] = {}
     parts: list[bytes] = [_COPY_HEADER]
-    for (row_id, collection_id, document), vec in zip(rows, matrix, strict=True):
+    for i, ((row_id, collection_id, document), vec) in enumerate(zip(rows, matrix, strict=True)):
         rid = row_id.encode("utf-8")
         doc = document.encode("utf-8")
-        meta = b"\x01" + json.dumps({"id": row_id}, ensure_ascii=False).encode("utf-8")
+        extra = metadata[i] if metadata is not None else None
+        tail = b"}"
+        if extra:
+            tail = tails.get(id(extra))
+            if tail is None:
+                tail = tails[id(extra)] = b", " + json.dumps(dict(extra), ensure_ascii=False)[1:].encode("utf-8")
+        meta = b'\x01{"id": ' + json.dumps(row_id, ensure_ascii=False).encode("utf-8") + tail
         coll = uuid_field.get(collection_id)
         if coll is None:
-            coll = uuid_field[collection_id] = struct.pack(">i", 16) + uuid.UUID(collection_id).bytes
-        parts += (
-            b"\x00\x05", pack_len(len(rid)), rid, coll, vec_head, vec.tobytes(),
-            pack_len(len(doc)), doc, pack_len(len(meta)), meta,
-        )
+            coll = uuid_field[collection_id] = pack_len(16) + uuid.UUID(collection_id).bytes
+        if community:
+            parts += (field_count, pack_len(16), uuid.UUID(layout.key_value(row_id)).bytes, coll, vec_head,
+                      vec.tobytes(), pack_len(len(doc)), doc, pack_len(len(meta)), meta, pack_len(len(rid)), rid)
+        else:
+            parts += (field_count, pack_len(len(rid)), rid, coll, vec_head, vec.tobytes(),
+                      pack_len(len(doc)), doc, pack_len(len(meta)), meta)
     parts.append(_COPY_TRAILER)
     return b"".join(parts)
-
-
-def _direct_copy_ok(cur: Any) -> bool:
-    """True when the embedding table's column types are exactly the ones binary COPY encodes."""
-    cur.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname FROM pg_attribute a "
-        "JOIN pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (EMBEDDING_TABLE,),
-    )
-    types = {name: (formatted, typname) for name, formatted, typname in cur.fetchall()}
-    if any(name not in types for name in _WRITE_COLUMNS) or types["embedding"][1] != "vector":
-        return False
-    return all(types[name][0] in allowed for name, allowed in _DIRECT_TYPES.items())
 
 
 def write_embeddings(
@@ -233,63 +222,71 @@ def write_embeddings(
     *,
     dimension: int,
     batch_size: int = DEFAULT_WRITE_BATCH_SIZE,
+    metadata: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> set[str]:
-    """Write precomputed embeddings; returns the ids actually inserted (ids already stored are skipped).
+    """Write precomputed embeddings; returns the training ids actually inserted (ids already stored are skipped).
 
-    `rows` are (id, collection uuid, document), `vectors` the matching embeddings (lists or an array).
+    `rows` are (training id, collection uuid, document), `vectors` the matching embeddings (lists or an array),
+    `metadata` optional cmetadata keys per row (besides `id`). The layout is the one of the existing table.
     Each batch is one transaction with one binary COPY: straight into the table when the types match
-    (inside a savepoint), or, when an id already exists (a concurrent or repeated load) or the table has
-    other column types, into a temporary staging table followed by `INSERT … SELECT … ON CONFLICT (id)
-    DO NOTHING`. Either way loading the same rows twice adds nothing.
+    (inside a savepoint), or, when a key already exists (a concurrent or repeated load) or the table has
+    other column types, into a temporary staging table followed by `INSERT … SELECT … ON CONFLICT (<primary
+    key>) DO NOTHING`. Either way loading the same rows twice adds nothing.
     """
     batch_size = max(1, int(batch_size))
     matrix = _as_matrix(vectors, len(rows), int(dimension))
+    if metadata is not None and len(metadata) != len(rows):
+        raise ValueError(f"{len(metadata)} metadata entries for {len(rows)} rows")
     inserted: set[str] = set()
     if not rows:
         return inserted
-    columns = pgsql.SQL(", ").join(map(pgsql.Identifier, _WRITE_COLUMNS))
     autocommit = conn.autocommit
     if autocommit:
         conn.autocommit = False  # savepoints and `with conn` transactions need it
     try:
         with conn, conn.cursor() as cur:
-            direct = _direct_copy_ok(cur)
-        _write_batches(conn, rows, matrix, columns, direct, batch_size, inserted)
+            layout = vector_layout.detect_layout(cur)
+            if layout is None:
+                raise errors.StepFailed(f"{EMBEDDING_TABLE} does not exist; create it with ensure_vector_tables")
+            direct = vector_layout.direct_copy_ok(cur, layout)
+        _write_batches(conn, rows, matrix, metadata, layout, direct, batch_size, inserted)
     finally:
         if autocommit and not conn.closed:
             conn.autocommit = True
     return inserted
 
 
-def _write_batches(conn: Any, rows: Sequence[tuple[str, str, str]], matrix: np.ndarray, columns: pgsql.Composable,
-                   direct: bool, batch_size: int, inserted: set[str]) -> None:
+def _write_batches(conn: Any, rows: Sequence[tuple[str, str, str]], matrix: np.ndarray,
+                   metadata: Sequence[Mapping[str, Any] | None] | None, layout: VectorLayout, direct: bool,
+                   batch_size: int, inserted: set[str]) -> None:
+    columns = pgsql.SQL(", ").join(map(pgsql.Identifier, layout.columns))
+    stage = pgsql.Identifier(_STAGE_TABLE)
+    stage_columns = pgsql.SQL(", ").join(
+        pgsql.SQL("{} {}").format(pgsql.Identifier(c), pgsql.SQL(vector_layout.STAGE_TYPES[c])) for c in layout.columns)
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
-        data = _encode_copy(batch, matrix[start:start + batch_size])
+        data = _encode_copy(batch, matrix[start:start + batch_size], layout,
+                            metadata[start:start + batch_size] if metadata is not None else None)
         with conn, conn.cursor() as cur:
             if direct and _copy_direct(cur, columns, data):
                 inserted.update(row_id for row_id, _, _ in batch)
                 continue
-            cur.execute(pgsql.SQL(
-                "CREATE TEMP TABLE {stage} (id varchar, collection_id uuid, embedding vector, document varchar, "
-                "cmetadata jsonb) ON COMMIT DROP").format(stage=pgsql.Identifier(_STAGE_TABLE)))
-            cur.copy_expert(
-                pgsql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)").format(
-                    stage=pgsql.Identifier(_STAGE_TABLE), cols=columns),
-                io.BytesIO(data),
-            )
-            cur.execute(_sql(
-                "INSERT INTO {emb} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT (id) DO NOTHING RETURNING id",
-                cols=columns, stage=pgsql.Identifier(_STAGE_TABLE),
-            ))
+            cur.execute(pgsql.SQL("CREATE TEMP TABLE {stage} ({cols}) ON COMMIT DROP").format(
+                stage=stage, cols=stage_columns))
+            cur.copy_expert(pgsql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)").format(
+                stage=stage, cols=columns), io.BytesIO(data))
+            cur.execute(vector_layout.sql(
+                "INSERT INTO {emb} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) DO NOTHING "
+                "RETURNING {tid}", cols=columns, stage=stage, key=pgsql.Identifier(layout.key),
+                tid=pgsql.Identifier(layout.training_id_column)))
             inserted.update(r[0] for r in cur.fetchall())
 
 
 def _copy_direct(cur: Any, columns: pgsql.Composable, data: bytes) -> bool:
-    """Binary COPY straight into the table inside a savepoint; False (rolled back) on a duplicate id."""
+    """Binary COPY straight into the table inside a savepoint; False (rolled back) on a duplicate key."""
     cur.execute("SAVEPOINT data_pipeline_copy")
     try:
-        cur.copy_expert(_sql("COPY {emb} ({cols}) FROM STDIN WITH (FORMAT binary)", cols=columns),
+        cur.copy_expert(vector_layout.sql("COPY {emb} ({cols}) FROM STDIN WITH (FORMAT binary)", cols=columns),
                         io.BytesIO(data))
     except psycopg2.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT data_pipeline_copy")
@@ -298,26 +295,19 @@ def _copy_direct(cur: Any, columns: pgsql.Composable, data: bytes) -> bool:
     return True
 
 
-def ensure_hnsw_index(conn: Any) -> bool:
-    """One HNSW cosine index on the embedding column; returns True when it was created now."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s "
-            "AND indexdef ILIKE %s",
-            (EMBEDDING_TABLE, "%USING hnsw (embedding vector_cosine_ops)%"),
-        )
-        if cur.fetchone() is not None:
-            return False
-        cur.execute(_sql("CREATE INDEX IF NOT EXISTS {idx} ON {emb} USING hnsw (embedding vector_cosine_ops)",
-                         idx=pgsql.Identifier(HNSW_INDEX)))
-    return True
+def _collection_ids(conn: Any, names: list[str]) -> dict[str, str]:
+    """uuid of each collection, created (deterministically) when absent."""
+    return vector_layout.collection_ids(conn, names, ID_NAMESPACE)
 
 
-def collection_counts(conn: Any) -> dict[str, int]:
-    with conn, conn.cursor() as cur:
-        cur.execute(_sql("SELECT c.name, count(e.id) FROM {coll} c LEFT JOIN {emb} e ON e.collection_id = c.uuid "
-                         "GROUP BY c.name ORDER BY c.name"))
-        return {name: int(n) for name, n in cur.fetchall()}
+def _already_stored(conn: Any, layout: VectorLayout, items: list[_Item], collections: dict[str, str]
+                    ) -> tuple[set[str], set[str]]:
+    """(training ids stored under their own key, training ids whose document the collection holds already)."""
+    by_key = {layout.key_value(item.row_id): item.row_id for item in items}
+    same_id = {by_key[k] for k in vector_layout.existing_keys(conn, layout, list(by_key))}
+    rest = [item for item in items if item.row_id not in same_id]
+    positions = vector_layout.stored_documents(conn, [(collections[i.collection], i.document) for i in rest])
+    return same_id, {rest[p].row_id for p in positions}
 
 
 def load_training_data(
@@ -329,34 +319,45 @@ def load_training_data(
     pairs: list[QAPair],
     batch_size: int = 64,
     write_batch_size: int | None = None,
+    provenance: Provenance | None = None,
     log: Any = logger,
 ) -> dict[str, Any]:
     """Embed (in requests of `batch_size` texts) and store everything not yet stored.
 
-    Only ids not already in the table are embedded. Vectors are written with binary COPY, one transaction
-    per `write_batch_size` rows (default DATA_PIPELINE_VECTOR_WRITE_BATCH_SIZE; see `write_embeddings`).
+    Only items neither stored under their id nor present as the same document in their collection are
+    embedded. Vectors are written with binary COPY, one transaction per `write_batch_size` rows (default
+    DATA_PIPELINE_VECTOR_WRITE_BATCH_SIZE; see `write_embeddings`). With `provenance`, each new row's cmetadata
+    holds task_id, db_name, source_file, provider, model, embedding_model and loaded_by besides Vanna's `id`.
     The HNSW cosine index is created once, when absent, after the rows are in (building it over a full
     table is much cheaper than growing it row by row); later loads never rebuild it.
 
-    Returns {"ddl": n_new, "documentation": n_new, "sql": n_new, "skipped_existing": n,
+    Returns {"ddl": n_new, "documentation": n_new, "sql": n_new, "skipped_existing": n (all skipped items),
+    "skipped_same_document": n (of those, stored by someone else under another id), "layout",
     "total_rows": {collection: rows}, "embedding_model", "dimension", "index_created"}.
     """
     batch_size = max(1, int(batch_size))
     if write_batch_size is None:
         write_batch_size = get_settings().vector_write_batch_size
     write_batch_size = max(1, int(write_batch_size))
-    items = _items(ddl, documentation, pairs)
+    model_name = getattr(embedder, "model_name", "")
+    items = _items(ddl, documentation, pairs, provenance, model_name)
     dimension = int(embedder.dimension)
     conn = connect(pg_url, application_name="data_pipeline_training")
     try:
-        fixed_dimension = ensure_vector_tables(conn, dimension, getattr(embedder, "model_name", ""))
+        fixed_dimension = ensure_vector_tables(conn, dimension, model_name)
+        with conn, conn.cursor() as cur:
+            layout = vector_layout.detect_layout(cur)
+        assert layout is not None  # ensure_vector_tables created it
         collections = _collection_ids(conn, list(SUFFIXES))
-        existing = _existing_ids(conn, [row_id for _, row_id, _ in items])
-        todo = [item for item in items if item[1] not in existing]
-        log.info(f"training load: {len(items)} item(s), {len(existing)} already stored, {len(todo)} to embed")
+        same_id, same_document = _already_stored(conn, layout, items, collections)
+        todo = [item for item in items if item.row_id not in same_id and item.row_id not in same_document]
+        log.info(f"training load ({layout.name} layout): {len(items)} item(s), {len(same_id)} already stored, "
+                 f"{len(same_document)} already in their collection under another id (same document), "
+                 f"{len(todo)} to embed")
         inserted = dict.fromkeys(SUFFIXES, 0)
-        collection_of = {row_id: collection for collection, row_id, _ in todo}
+        collection_of = {item.row_id: item.collection for item in todo}
         pending: list[tuple[str, str, str]] = []
+        pending_meta: list[Mapping[str, Any] | None] = []
         pending_vectors: list[Any] = []
         written = 0
 
@@ -365,19 +366,21 @@ def load_training_data(
             if not pending:
                 return
             new_ids = write_embeddings(conn, pending, np.concatenate(pending_vectors), dimension=dimension,
-                                       batch_size=write_batch_size)
+                                       batch_size=write_batch_size, metadata=pending_meta)
             for row_id in new_ids:
                 inserted[collection_of[row_id]] += 1
             written += len(pending)
             pending.clear()
+            pending_meta.clear()
             pending_vectors.clear()
             log.info(f"training load: stored {written}/{len(todo)}")
 
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            vectors = embedder.embed([document for _, _, document in batch])
+            vectors = embedder.embed([item.document for item in batch])
             pending_vectors.append(_as_matrix(vectors, len(batch), dimension))
-            pending.extend((row_id, collections[collection], document) for collection, row_id, document in batch)
+            pending.extend((item.row_id, collections[item.collection], item.document) for item in batch)
+            pending_meta.extend(item.meta for item in batch)
             if len(pending) >= write_batch_size:
                 flush()
         flush()
@@ -389,8 +392,10 @@ def load_training_data(
     result = {
         **inserted,
         "skipped_existing": skipped,
+        "skipped_same_document": len(same_document),
+        "layout": layout.name,
         "total_rows": totals,
-        "embedding_model": getattr(embedder, "model_name", ""),
+        "embedding_model": model_name,
         "dimension": dimension,
         "index_created": index_created,
     }

@@ -23,7 +23,7 @@ from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 
 from chalicelib import errors
 from chalicelib.pipeline.db import connect, mask_url
-from chalicelib.pipeline.training import COLLECTION_TABLE, EMBEDDING_TABLE
+from chalicelib.pipeline.vector_layout import COLLECTION_TABLE, EMBEDDING_TABLE
 
 logger = logging.getLogger(__name__)
 
@@ -297,8 +297,9 @@ def _csv_header(table: str, data: bytes) -> list[str]:
 
 
 def _ensure_tables(conn: Any, csv_by_table: dict[str, bytes]) -> None:
-    """Create the LangChain tables when a restore targets a database without them (own transaction)."""
-    from chalicelib.pipeline.training import ensure_vector_tables
+    """Create the LangChain tables when a restore targets a database without them (own transaction), in the
+    layout the backup of the embedding table has (langchain_community when it holds `uuid` and `custom_id`)."""
+    from chalicelib.pipeline.vector_layout import COMMUNITY, POSTGRES, ensure_vector_tables
 
     with conn.cursor() as cur:
         missing = [t for t in VECTOR_TABLES if t in csv_by_table and not _table_exists(cur, t)]
@@ -311,7 +312,10 @@ def _ensure_tables(conn: Any, csv_by_table: dict[str, bytes]) -> None:
             f"cannot restore {', '.join(missing)}: the table does not exist and the backup holds no vector to "
             "tell its dimension"
         )
-    ensure_vector_tables(conn, dimension)
+    data = csv_by_table.get(EMBEDDING_TABLE)
+    header = set(_csv_header(EMBEDDING_TABLE, data)) if data else set()
+    layout = COMMUNITY if {"uuid", "custom_id"} <= header and "id" not in header else POSTGRES
+    ensure_vector_tables(conn, dimension, layout=layout.name)
 
 
 def _backup_dimension(data: bytes | None) -> int | None:

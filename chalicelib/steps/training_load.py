@@ -5,7 +5,7 @@ import hashlib
 import json
 from typing import Any
 
-from chalicelib.errors import FileNotFound
+from chalicelib.errors import DatabaseConnectionError, FileNotFound
 from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.embeddings import get_embedding_provider
@@ -38,6 +38,24 @@ def read_task_files(run: StepRun, names: list[str], etags: dict[str, str]) -> di
     return texts
 
 
+def provenance(run: StepRun, ddl_files: list[str], documentation_files: list[str], pair_file: str
+               ) -> training.Provenance:
+    """What the loaded rows record about where they came from: the task, its database, the file of each row and
+    the provider (and LLM model) that the generating step recorded in the task's llm_usage."""
+    usage = run.task.get("llm_usage") or {}
+    ddl_writer = training.describe_writer((usage.get("ddl_generation") or {}).get("provider"))
+    qa_writer = training.describe_writer((usage.get("qa_generation") or {}).get("provider"))
+    db_name = run.task.get("db_name")
+    if not db_name:
+        try:
+            db_name = run.db_name
+        except DatabaseConnectionError as exc:
+            run.log.warning(f"provenance: no database name recorded ({exc.message})")
+    return training.Provenance(task_id=run.task_id, db_name=db_name, ddl_files=ddl_files,
+                               documentation_files=documentation_files, pair_file=pair_file,
+                               writers={"ddl": ddl_writer, "documentation": ddl_writer, "sql": qa_writer})
+
+
 @steps_bp.lambda_function(name="step_training_load")
 def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
@@ -46,7 +64,8 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
         md_names = sorted(n for n in etags if n.endswith("_detail.md"))
         texts = read_task_files(run, ddl_names + md_names, etags)
         ddl = [texts[n] for n in ddl_names]
-        documentation = [section for n in md_names for section in training.split_markdown_sections(texts[n])]
+        sections = [(n, section) for n in md_names for section in training.split_markdown_sections(texts[n])]
+        documentation = [section for _, section in sections]
         pair_file = current_pair_file(run)
         pairs = [QAPair.from_dict(item) for item in json.loads(run.files.get_text(pair_file))]
         embedder = get_embedding_provider(run.settings)
@@ -61,6 +80,7 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
             documentation=documentation,
             pairs=pairs,
             batch_size=run.settings.embedding_batch_size,
+            provenance=provenance(run, ddl_names, [n for n, _ in sections], pair_file),
         )
         result = {**counts, "embedding_model": embedder.model_name, "embedding_dim": embedder.dimension}
         run.log.info(f"training_load completed: {json.dumps(counts, ensure_ascii=False)}")
