@@ -143,7 +143,7 @@ def _read_s3_table_list(uri: str) -> bytes:
     if bucket not in allowed:
         raise _unresolvable(f"{uri!r}: the service reads table lists only from the buckets {', '.join(allowed)} "
                             "(the task bucket and DATA_PIPELINE_TABLE_LIST_BUCKETS)")
-    _check_table_list_name(key, FIELD_TABLE_LIST_FILE, f" ({uri!r} is not a .txt file)")
+    _check_table_list_name(key, FIELD_TABLE_LIST_FILE, f" ({uri!r} is not a .txt file). {TABLE_LIST_WAYS}")
     try:
         found = get_s3().get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -172,8 +172,9 @@ def _read_local_table_list(value: str) -> bytes:
         raise _unresolvable(f"{value!r} is not a readable path ({type(exc).__name__})") from None
     if not target.is_relative_to(root):
         raise _unresolvable(f"{value!r} is outside the table-list directory {root}")
-    _check_table_list_name(value, FIELD_TABLE_LIST_FILE, f" ({value!r} is not a .txt file)")
-    _check_table_list_name(target.name, FIELD_TABLE_LIST_FILE, f" ({value!r} is not a .txt file)")
+    hint = f" ({value!r} is not a .txt file). {TABLE_LIST_WAYS}"
+    _check_table_list_name(value, FIELD_TABLE_LIST_FILE, hint)
+    _check_table_list_name(target.name, FIELD_TABLE_LIST_FILE, hint)  # a link named .txt to another file
     try:
         if not target.is_file():
             raise _unresolvable(f"{value!r}: no such file in the table-list directory {root}")

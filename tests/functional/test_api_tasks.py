@@ -300,7 +300,7 @@ def list_dir(monkeypatch, tmp_path):
     inside, outside = tmp_path / "inside", tmp_path / "outside"
     inside.mkdir()
     outside.mkdir()
-    (outside / "secret.txt").write_text("bss_company\n", encoding="utf-8")
+    (outside / "secret.txt").write_text("outside_secret_table\n", encoding="utf-8")
     (inside / "escape.txt").symlink_to(outside / "secret.txt")
     (inside / "tables.csv").write_text("bss_company\n", encoding="utf-8")
     (inside / "empty.txt").write_text("# nothing\n", encoding="utf-8")
@@ -326,7 +326,8 @@ def list_dir(monkeypatch, tmp_path):
     ("s3://dp-test-bucket", 400, False),
     ("empty.txt", 400, True),                  # found, but not a usable list: the same rules as an upload
     ("latin1.txt", 400, True),
-    ("tables.csv", 415, True),
+    ("tables.csv", 415, False),
+    ("public.bss_company", 415, False),        # one table name: not a file (a list needs a comma or a newline)
     ("big.txt", 413, True),
 ])
 def test_table_list_file_unresolvable_is_refused_and_creates_nothing(client, list_dir, value, status, resolved):
@@ -343,7 +344,7 @@ def test_table_list_file_unresolvable_is_refused_and_creates_nothing(client, lis
     elif status == 400:
         assert value in error["details"]
     assert total_tasks(client) == 0  # no orphan task
-    assert "bss_company" not in res.body.decode("utf-8")  # nothing read from outside the directory is echoed
+    assert "outside_secret_table" not in res.body.decode("utf-8")  # nothing read outside the directory
 
 
 def test_table_list_file_local_paths_only_on_the_local_stack(client, monkeypatch, tmp_path):
