@@ -407,3 +407,15 @@ def test_every_400_has_error_type_validation_error_and_keeps_its_code(client):
         assert res.json_body["error"]["code"] == code
     not_found = client.http.get(f"{BASE}/task_20990101_000000").json_body["error"]
     assert not_found["code"] == "TASK_NOT_FOUND" and not_found["type"] != "ValidationError"
+
+
+def test_a_chalice_made_400_has_error_type_validation_error_too():
+    from chalice import Response
+
+    from chalicelib.api.middleware import as_envelope
+
+    wrapped = as_envelope(Response(body={"Code": "BadRequestError", "Message": "bad JSON"}, status_code=400))
+    error = json.loads(wrapped.body)["error"]
+    assert wrapped.status_code == 400 and error["type"] == "ValidationError" and error["code"] == "VALIDATION_ERROR"
+    not_allowed = as_envelope(Response(body={"Code": "MethodNotAllowedError", "Message": "no"}, status_code=405))
+    assert json.loads(not_allowed.body)["error"]["type"] == "MethodNotAllowedError"

@@ -173,6 +173,23 @@ def test_guide_sections_hold_what_the_flows_need():
         assert CLIENT_FAILED in code_blocks(number, lang)[0] and "http://localhost:8084" in code_blocks(number, lang)[0]
 
 
+def test_guide_error_envelope_9_2_over_http(guide):
+    """§9.2's example (an invalid execution mode) and §2.2's error type, as the real server answers them."""
+    expected = json.loads(code_blocks("9.2", "json")[0])
+    assert json.loads(code_blocks("2.2", "json")[1])["error"]["type"] == expected["error"]["type"] == "ValidationError"
+    created = guide.curl_json(f"curl -s -X POST {GUIDE_URL}/api/v0/data_pipeline/tasks -H 'Content-Type: "
+                              "application/json' -d '{\"table_list_file\": \"tables.txt\"}'")
+    answer = guide.curl_json(f"curl -s -X POST {GUIDE_URL}/api/v0/data_pipeline/tasks/{created['data']['task_id']}"
+                             "/execute -H 'Content-Type: application/json' -d '{\"execution_mode\": \"fast\"}'")
+    assert set(expected) <= set(answer) and set(expected["error"]) <= set(answer["error"]), answer
+    for key in ("success", "code"):
+        assert answer[key] == expected[key]
+    for key in ("type", "invalid_params"):
+        assert answer["error"][key] == expected["error"][key]
+    assert answer["error"]["code"] == "INVALID_EXECUTION_MODE"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", answer["error"]["timestamp"])
+
+
 @pytest.mark.slow
 def test_guide_8_1_complete_workflow_with_curl(guide):
     create, execute, poll, results = code_blocks("8.1", "bash")
