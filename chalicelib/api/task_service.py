@@ -148,7 +148,8 @@ def _read_s3_table_list(uri: str) -> bytes:
         found = get_s3().get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _S3_NOT_READABLE:
+        http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _S3_NOT_READABLE or 400 <= http_status < 500:  # the URI's fault, not the service's
             raise _unresolvable(f"{uri!r} could not be read ({code})") from None
         raise DataPipelineError(f"could not read {uri} from S3 ({code or type(exc).__name__})") from exc
     body = found["Body"]
@@ -383,9 +384,8 @@ def _parse_table_list_bytes(data: bytes, field: str, label: str = "the table lis
 def upload_table_list(task_id: str, filename: str, data: bytes) -> dict[str, Any]:
     """A `.txt` upload, UTF-8, at most settings.max_upload_bytes."""
     _check_table_list_name(filename, "file")
-    _check_table_list_size(len(data), "file")
-    _writable_task(task_id)
     refs = _parse_table_list_bytes(data, "file")
+    _writable_task(task_id)
     return {"task_id": task_id, **_info_view(store_table_list(task_id, refs, source="upload"))}
 
 

@@ -132,7 +132,7 @@ def guide(pipeline_stack, tmp_path_factory):
         pytest.fail(f"port {PORT} is in use (is `make serve` running?); the guide's clients need it")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DATA_PIPELINE_TABLE_LIST_DIR", str(workdir))  # "a tables.txt beside the server"
-        env.setenv("DATA_PIPELINE_LOCAL", "1")
+        env.delenv("DATA_PIPELINE_LOCAL", raising=False)  # local: no AWS_LAMBDA_FUNCTION_NAME here, as in make serve
         env.setenv("DATA_PIPELINE_THEME_COUNT", "2")
         env.setenv("DATA_PIPELINE_QUESTIONS_PER_THEME", "2")
         env.delenv("DATA_PIPELINE_API_KEY", raising=False)  # the guide's clients send no key
