@@ -27,6 +27,17 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
+def _env_flag(name: str, *, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be 1/0 (true/false), got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """One snapshot of the configuration.
@@ -43,6 +54,15 @@ class Settings:
       number of tables.
     - DATA_PIPELINE_DDL_MAX_CONCURRENCY (5): Map iterations (Lambdas) of ddl_generation at once.
     - DATA_PIPELINE_QA_MAX_CONCURRENCY (5): themes generated at once (= the default theme count).
+
+    Where `table_list_file` (create a task) may be read from:
+    - DATA_PIPELINE_TABLE_LIST_BUCKETS: comma list of S3 buckets whose `s3://bucket/key.txt` may be named, besides
+      the task bucket (always allowed).
+    - DATA_PIPELINE_LOCAL (`1`/`0`): whether this process is the local stack. Unset: local unless the process runs
+      in AWS Lambda (the Lambda runtime always sets AWS_LAMBDA_FUNCTION_NAME; `make serve`, `chalice local` and the
+      test client do not). Only the local stack reads table lists from its own disk.
+    - DATA_PIPELINE_TABLE_LIST_DIR: the directory (local stack only) relative `.txt` paths are read from; nothing
+      outside it. Default: the process's current directory, i.e. where `make serve` was started.
     """
 
     db_url: str | None
@@ -78,6 +98,9 @@ class Settings:
     validation_concurrency: int = 4
     vector_write_batch_size: int = 1000
     validation_map_concurrency: int = 4
+    table_list_buckets: tuple[str, ...] = ()
+    local_stack: bool = False
+    table_list_dir: str | None = None
 
     @property
     def has_llm(self) -> bool:
@@ -124,4 +147,8 @@ def get_settings() -> Settings:
         validation_concurrency=_env_int("DATA_PIPELINE_VALIDATION_CONCURRENCY", 4),
         vector_write_batch_size=_env_int("DATA_PIPELINE_VECTOR_WRITE_BATCH_SIZE", 1000),
         validation_map_concurrency=_env_int("DATA_PIPELINE_VALIDATION_MAP_CONCURRENCY", 4),
+        table_list_buckets=tuple(b.strip() for b in (_env("DATA_PIPELINE_TABLE_LIST_BUCKETS") or "").split(",")
+                                 if b.strip()),
+        local_stack=_env_flag("DATA_PIPELINE_LOCAL", default=_env("AWS_LAMBDA_FUNCTION_NAME") is None),
+        table_list_dir=_env("DATA_PIPELINE_TABLE_LIST_DIR"),
     )

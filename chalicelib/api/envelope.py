@@ -13,6 +13,7 @@ from chalice import Response
 from chalicelib import errors
 
 JSON_TYPE = "application/json; charset=utf-8"
+VALIDATION_ERROR_TYPE = "ValidationError"
 logger = logging.getLogger("data_pipeline.api")
 
 
@@ -31,6 +32,10 @@ def success(data: Any, message: str = "ok", status: int = 200) -> Response:
 
 def failure(status: int, message: str, *, error_type: str, code: str, details: str | None = None,
             invalid_params: list[str] | None = None) -> Response:
+    """The error envelope. Every 400 has `error.type` "ValidationError", as the original guide shows (its §2.2 and
+    §9.2) and its clients expect; which validation failed is `error.code` (INVALID_EXECUTION_MODE, …)."""
+    if status == 400:
+        error_type = VALIDATION_ERROR_TYPE
     body = {
         "success": False,
         "code": status,

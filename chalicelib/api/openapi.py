@@ -190,7 +190,8 @@ def _components() -> dict[str, Any]:
             "code": INT,
             "message": STR,
             "error": obj({
-                "type": {"type": "string", "description": "the exception class, e.g. ValidationError"},
+                "type": {"type": "string", "description": "ValidationError for every 400 (the specific failure is "
+                         "`code`); otherwise the error class, e.g. TaskNotFound"},
                 "code": {"type": "string", "enum": list(ERROR_CODES)},
                 "details": NSTR,
                 "invalid_params": {"type": "array", "items": STR},
@@ -203,9 +204,12 @@ def _components() -> dict[str, Any]:
         "LogRecord": log_record,
         "CreateTaskRequest": obj({
             "table_list_file": {"type": "string", "maxLength": 200_000, "description":
-                                "the table list itself when it contains a newline or a comma (stored as "
-                                "table_list.txt); any other value is kept as metadata and a list must be "
-                                "uploaded before executing"},
+                                "resolved at create and stored as table_list.txt (same .txt/UTF-8/size rules as "
+                                "upload-table-list): an s3://bucket/key.txt URI of the task bucket or of a bucket "
+                                "in DATA_PIPELINE_TABLE_LIST_BUCKETS; on the local stack only, a .txt path under "
+                                "DATA_PIPELINE_TABLE_LIST_DIR (default: the server's current directory), nothing "
+                                "outside it; or the list itself when it contains a newline or a comma. A value "
+                                "that cannot be resolved is a 400 and no task is created"},
             "business_context": {"type": "string", "maxLength": 10_000},
             "db_name": {"type": "string", "maxLength": 128, "description": "default: from the connection"},
             "db_connection": {"type": "string", "description": "postgresql://user:pass@host:port/db; default: "

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from chalicelib.api import requests as rq
 from chalicelib.api.task_view import public_task_view
-from chalicelib.aws import get_sfn
+from chalicelib.aws import get_s3, get_sfn
 from chalicelib.config import STEP_NAMES, get_settings
 from chalicelib.errors import (
     DataPipelineError,
@@ -55,9 +60,8 @@ def _log(task_id: str, message: str, level: str = "INFO", **extra: Any) -> None:
 def create_task(body: dict[str, Any], created_by: str | None = None) -> dict[str, Any]:
     """Validate and store a new task.
 
-    `table_list_file`: the original service read a path on its own disk, which means nothing here. A value
-    containing a newline or a comma is taken as the table list itself (parsed, stored as table_list.txt);
-    any other value (e.g. "tables.txt") is kept as metadata only and a list must be uploaded before executing.
+    `table_list_file` is resolved before anything is stored (see resolve_table_list_file): a value that names no
+    readable list is a 4xx and no task is created, so a task never waits for a list that will not come.
     """
     task_name = rq.get_str(body, "task_name", max_length=100)
     business_context = rq.get_str(body, "business_context", max_length=10_000)
@@ -68,22 +72,20 @@ def create_task(body: dict[str, Any], created_by: str | None = None) -> dict[str
     flags = {name: rq.get_bool(body, name, default) for name, default in _BOOL_DEFAULTS.items()}
     if flags["truncate_vector_tables"]:
         flags["backup_vector_tables"] = True
-    inline_refs = None
-    if table_list_file and ("\n" in table_list_file or "," in table_list_file):
-        inline_refs = _require_tables(tablelist.parse_table_list(table_list_file), "table_list_file")
+    refs, source = resolve_table_list_file(table_list_file) if table_list_file else (None, None)
     parameters = {"business_context": business_context, "db_name": db_name, **flags}
-    if table_list_file and inline_refs is None:
+    if table_list_file and source != "inline":
         parameters["table_list_file"] = table_list_file
     task = TaskStore().create_task({
         "task_name": task_name, "created_by": creator, "db_name": db_name, "business_context": business_context,
         "db_connection": db_connection, "parameters": parameters,
     })
     task_id = task["task_id"]
-    if inline_refs is not None:
-        store_table_list(task_id, inline_refs, source="inline")
+    if refs is not None:
+        store_table_list(task_id, refs, source=source or "inline")
     _log(task_id, f"task created: {task_name or task_id}", created_by=creator)
     return {"task_id": task_id, "task_name": task_name, "status": task["status"], "created_at": task["created_at"],
-            "has_table_list": inline_refs is not None}
+            "has_table_list": refs is not None}
 
 
 def _default_db_name(db_connection: str | None) -> str | None:
@@ -94,6 +96,95 @@ def _default_db_name(db_connection: str | None) -> str | None:
         return database_name(url) or None
     except DataPipelineError:
         return None
+
+
+# ---- table_list_file at create -------------------------------------------------------------------------
+
+FIELD_TABLE_LIST_FILE = "table_list_file"
+TABLE_LIST_WAYS = (
+    "Give the table list in one of three ways: upload a .txt file (POST /data_pipeline/tasks/{task_id}/"
+    "upload-table-list), send the names (POST /data_pipeline/tasks/{task_id}/table-list with table_names), or set "
+    "table_list_file at create to an s3://bucket/key.txt URI the service may read (the task bucket or "
+    "DATA_PIPELINE_TABLE_LIST_BUCKETS), a .txt file in the local server's table-list directory "
+    "(DATA_PIPELINE_TABLE_LIST_DIR, default its current directory; local stack only) or the list itself "
+    "(names separated by newlines or commas)."
+)
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_S3_NOT_READABLE = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "AccessDenied", "403", "InvalidBucketName",
+                    "AllAccessDisabled", "InvalidObjectState"}
+
+
+def _unresolvable(reason: str) -> ValidationError:
+    return ValidationError(f"table_list_file {reason}. {TABLE_LIST_WAYS}", invalid_params=[FIELD_TABLE_LIST_FILE])
+
+
+def resolve_table_list_file(value: str) -> tuple[list[TableRef], str]:
+    """The tables `table_list_file` names and where they came from ("s3", "local_file" or "inline").
+
+    The original service read a path on its own disk. Here: an s3:// URI of an allowed bucket, a value holding
+    a newline or a comma (the list itself), or, on the local stack only, a `.txt` path under the configured
+    directory. Anything else raises (400, or 413/415 as for an upload) before a task exists.
+    """
+    label = f"the table list {value!r}"
+    if value.lower().startswith("s3://"):
+        return _parse_table_list_bytes(_read_s3_table_list(value), FIELD_TABLE_LIST_FILE, label), "s3"
+    if "\n" in value or "," in value:
+        return _require_tables(tablelist.parse_table_list(value), FIELD_TABLE_LIST_FILE), "inline"
+    if _URI_SCHEME.match(value):
+        raise _unresolvable(f"{value!r} is a URI the service does not read (only s3:// is)")
+    return _parse_table_list_bytes(_read_local_table_list(value), FIELD_TABLE_LIST_FILE, label), "local_file"
+
+
+def _read_s3_table_list(uri: str) -> bytes:
+    settings = get_settings()
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise _unresolvable(f"{uri!r} is not an s3://bucket/key URI")
+    allowed = (settings.bucket, *settings.table_list_buckets)
+    if bucket not in allowed:
+        raise _unresolvable(f"{uri!r}: the service reads table lists only from the buckets {', '.join(allowed)} "
+                            "(the task bucket and DATA_PIPELINE_TABLE_LIST_BUCKETS)")
+    _check_table_list_name(key, FIELD_TABLE_LIST_FILE, f" ({uri!r} is not a .txt file). {TABLE_LIST_WAYS}")
+    try:
+        found = get_s3().get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _S3_NOT_READABLE or 400 <= http_status < 500:  # the URI's fault, not the service's
+            raise _unresolvable(f"{uri!r} could not be read ({code})") from None
+        raise DataPipelineError(f"could not read {uri} from S3 ({code or type(exc).__name__})") from exc
+    body = found["Body"]
+    try:
+        limit = _check_table_list_size(int(found.get("ContentLength") or 0), FIELD_TABLE_LIST_FILE)
+        return body.read(limit + 1)  # never more than the limit (+1 to see it was exceeded)
+    finally:
+        body.close()
+
+
+def _read_local_table_list(value: str) -> bytes:
+    settings = get_settings()
+    if not settings.local_stack:
+        raise _unresolvable(f"{value!r} is neither an s3:// URI nor a list of names (files on the server's own "
+                            "disk are read only by the local stack)")
+    base = Path(settings.table_list_dir or os.getcwd())
+    try:
+        root = base.resolve(strict=True)
+        target = (root / value).resolve()  # symlinks and .. resolved; an absolute value replaces root
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _unresolvable(f"{value!r} is not a readable path ({type(exc).__name__})") from None
+    if not target.is_relative_to(root):
+        raise _unresolvable(f"{value!r} is outside the table-list directory {root}")
+    hint = f" ({value!r} is not a .txt file). {TABLE_LIST_WAYS}"
+    _check_table_list_name(value, FIELD_TABLE_LIST_FILE, hint)
+    _check_table_list_name(target.name, FIELD_TABLE_LIST_FILE, hint)  # a link named .txt to another file
+    try:
+        if not target.is_file():
+            raise _unresolvable(f"{value!r}: no such file in the table-list directory {root}")
+        limit = _check_table_list_size(target.stat().st_size, FIELD_TABLE_LIST_FILE)
+        with target.open("rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise _unresolvable(f"{value!r} could not be read ({exc.strerror or type(exc).__name__})") from None
 
 
 # ---- reads --------------------------------------------------------------------------------------------
@@ -266,19 +357,36 @@ def _writable_task(task_id: str) -> dict[str, Any]:
     return task
 
 
-def upload_table_list(task_id: str, filename: str, data: bytes) -> dict[str, Any]:
-    """A `.txt` upload, UTF-8, at most settings.max_upload_bytes."""
-    limit = get_settings().max_upload_bytes
+def _check_table_list_name(filename: str, field: str, hint: str = "") -> None:
     if not filename.lower().endswith(".txt"):
-        raise UnsupportedMediaType("only .txt table lists are accepted", invalid_params=["file"])
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the table list is larger than the limit of {limit} bytes", invalid_params=["file"])
+        raise UnsupportedMediaType(f"only .txt table lists are accepted{hint}", invalid_params=[field])
+
+
+def _check_table_list_size(size: int, field: str) -> int:
+    limit = get_settings().max_upload_bytes
+    if size > limit:
+        raise PayloadTooLarge(f"the table list is larger than the limit of {limit} bytes", invalid_params=[field])
+    return limit
+
+
+def _parse_table_list_bytes(data: bytes, field: str, label: str = "the table list") -> list[TableRef]:
+    """The upload rules shared by every way of giving a file: UTF-8 (BOM allowed), at least one table."""
+    _check_table_list_size(len(data), field)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValidationError("the table list must be UTF-8 text", invalid_params=["file"]) from None
+        raise ValidationError(f"{label} must be UTF-8 text", invalid_params=[field]) from None
+    refs = tablelist.parse_table_list(text)
+    if not refs:
+        raise ValidationError(f"{label} contains no tables", invalid_params=[field])
+    return refs
+
+
+def upload_table_list(task_id: str, filename: str, data: bytes) -> dict[str, Any]:
+    """A `.txt` upload, UTF-8, at most settings.max_upload_bytes."""
+    _check_table_list_name(filename, "file")
+    refs = _parse_table_list_bytes(data, "file")
     _writable_task(task_id)
-    refs = _require_tables(tablelist.parse_table_list(text), "file")
     return {"task_id": task_id, **_info_view(store_table_list(task_id, refs, source="upload"))}
 
 
