@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from chalice import Blueprint
 
-from chalicelib.api import database_service, file_service, log_service, task_service
+from chalicelib.api import database_service, file_service, log_service, table_list_service, task_service
 from chalicelib.api.envelope import handle_errors, success
 from chalicelib.api.multipart import read_file_field
 from chalicelib.api.requests import parse_json_object
@@ -82,19 +82,19 @@ def download_vector_backup(task_id, filename):
 def upload_table_list(task_id):
     request = api_bp.current_request
     upload = read_file_field(request.headers.get("content-type"), request.raw_body or b"")
-    return success(task_service.upload_table_list(task_id, upload.filename, upload.data), "Table list uploaded")
+    return success(table_list_service.upload_table_list(task_id, upload.filename, upload.data), "Table list uploaded")
 
 
 @api_bp.route(TASK + "/table-list-info", methods=["GET"])
 @handle_errors
 def table_list_info(task_id):
-    return success(task_service.table_list_info(task_id), "Table list info")
+    return success(table_list_service.table_list_info(task_id), "Table list info")
 
 
 @api_bp.route(TASK + "/table-list", methods=["POST"], content_types=ANY)
 @handle_errors
 def set_table_list(task_id):
-    return success(task_service.set_table_names(task_id, _body()), "Table list created")
+    return success(table_list_service.set_table_names(task_id, _body()), "Table list created")
 
 
 @api_bp.route(TASK + "/logs", methods=["GET"])
