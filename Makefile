@@ -45,15 +45,21 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-# The CloudFormation/SAM template and the Lambda zip: chalice package with infra/resources.json merged
-# (state machine definition inserted from infra/data_pipeline.asl.json), then cfn-lint and a size/content check.
+# The CloudFormation/SAM template and the Lambda zip. The dependencies are requirements.lock (the closure of
+# requirements.txt, every wheel hashed), installed with --require-hashes into a staged copy of the app
+# (out/build/vendor, no requirements.txt there, so chalice resolves nothing itself); chalice package zips it with
+# infra/resources.json merged (state machine definition inserted from infra/data_pipeline.asl.json); then
+# cfn-lint, a size/content check, and the lock check (stale lock, or a zip shipping other versions: fail).
 package: $(STAMP)
 	rm -rf $(PACKAGE_OUT)
+	$(BIN)/python -m infra.lockfile stage $(PACKAGE_OUT)/build
 	$(BIN)/python -m infra.template merge-template $(PACKAGE_OUT)/merge/resources.json
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
-		$(BIN)/chalice package --merge-template $(PACKAGE_OUT)/merge/resources.json $(PACKAGE_OUT)/sam
+		$(BIN)/chalice --project-dir $(PACKAGE_OUT)/build package \
+		--merge-template $(CURDIR)/$(PACKAGE_OUT)/merge/resources.json $(CURDIR)/$(PACKAGE_OUT)/sam
 	$(BIN)/cfn-lint $(PACKAGE_OUT)/sam/sam.json
 	$(BIN)/python -m infra.template check-zip $(PACKAGE_OUT)/sam/deployment.zip
+	$(BIN)/python -m infra.lockfile check --zip $(PACKAGE_OUT)/sam/deployment.zip
 
 clean:
 	rm -rf $(PACKAGE_OUT) .pytest_cache .ruff_cache .chalice/deployments
