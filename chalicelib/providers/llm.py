@@ -28,7 +28,9 @@ from chalicelib.pipeline.models import (
     RepairRequest,
     TableDoc,
     TableMeta,
+    TableRef,
     Theme,
+    quote_ident,
 )
 from chalicelib.providers.openai_client import shared_openai_client
 
@@ -57,6 +59,7 @@ class LLMProvider(Protocol):
     """What the pipeline asks of a language model. Implementations: OpenAIProvider, HeuristicProvider."""
 
     name: str
+    kind: str  # "llm" (a language model wrote it) or "heuristic" (rules over the schema)
     usage: LLMUsage
 
     def suggest_table_comments(self, meta: TableMeta, samples: list[dict], business_context: str) -> CommentSuggestion:
@@ -143,7 +146,7 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             head += f"  -- {doc.table_comment or meta.comment}"
         lines = [head]
         for col in meta.columns:
-            line = f"  {col.name} {col.data_type}"
+            line = f"  {quote_ident(col.name)} {col.data_type}"  # quoted as SQL over it must write it
             if col.is_primary_key or col.name in meta.primary_key:
                 line += " primary key"
             elif not col.nullable:
@@ -160,8 +163,8 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             lines.append(line)
         for fk in meta.foreign_keys:
             lines.append(
-                f"  foreign key ({', '.join(fk.columns)}) references {fk.ref_schema}.{fk.ref_table}"
-                f" ({', '.join(fk.ref_columns)})"
+                f"  foreign key ({', '.join(map(quote_ident, fk.columns))}) references "
+                f"{TableRef(fk.ref_schema, fk.ref_table).sql_name} ({', '.join(map(quote_ident, fk.ref_columns))})"
             )
         lines.append(");")
         blocks.append("\n".join(lines))
@@ -472,6 +475,8 @@ class OpenAIProvider:
 
     `usage.calls` counts every request sent (failed attempts included); `usage.retries` the repeated ones.
     """
+
+    kind = "llm"
 
     def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None,
                  backoff_base: float = BACKOFF_BASE_SECONDS, sleep: Callable[[float], None] = time.sleep):
