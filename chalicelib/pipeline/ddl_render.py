@@ -81,10 +81,16 @@ def describe_table(doc: TableDoc, business_context: str | None = None) -> str:
     labels = _DESCRIBE_LABELS[chinese]
     meta = doc.meta
     context = _one_line(business_context)
-    lead = _one_line(doc.table_comment) or labels["table"].format(_table_title(meta.ref))
+    kind = _KIND_LABELS[chinese].get(meta.kind)
+    if doc.table_comment:
+        lead = _one_line(doc.table_comment)
+    elif kind:  # never called a table when it is not one
+        lead = f"{_table_title(meta.ref)} {kind}" if chinese else f"{kind.capitalize()} {_table_title(meta.ref)}"
+    else:
+        lead = labels["table"].format(_table_title(meta.ref))
     parts = [labels["context"].format(lead, context) if context else lead]
-    if meta.kind in _KIND_LABELS[chinese]:
-        parts.append(_KIND_LABELS[chinese][meta.kind])
+    if kind and doc.table_comment:
+        parts.append(kind)
     if meta.primary_key:
         parts.append(labels["pk"].format(_idents(meta.primary_key)))
     if meta.foreign_keys:
