@@ -260,6 +260,48 @@ def test_samples_enums_and_heuristic_sql_run_on_quoted_names(hostile_db):
         conn.close()
 
 
+def test_a_view_is_never_run_to_count_and_is_sampled_under_a_timeout(hostile_db, monkeypatch, caplog):
+    conn = connect(hostile_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        # Running this view raises; running the other takes 30 s per row.
+        cur.execute("create function explode() returns int language plpgsql as "
+                    "$$ begin raise exception 'the view was run'; end $$")
+        cur.execute("create view explosive as select explode() as x")
+        cur.execute("create view slow as select g from generate_series(1, 3) g cross join pg_sleep(30) p")
+    try:
+        names = parse_table_names(["explosive", "slow"])
+        found, problems = introspect_tables(conn, names, exact_count_threshold=1000)
+        assert not problems  # introspection never ran either view (no count(*) of a view)
+        assert all(m.kind == "view" and not m.row_count_exact for m in found.values())
+        monkeypatch.setattr(ddl, "VIEW_READ_TIMEOUT_MS", 300)
+        slow = found[names[1]]
+        import time
+
+        started = time.monotonic()
+        assert ddl.sample_rows(conn, slow, 20) == []  # stopped by the timeout, said so in the log
+        assert time.monotonic() - started < 5
+        assert any("statement timeout" in r.getMessage() and getattr(r, "table", "") == "public.slow"
+                   for r in caplog.records)
+        with conn.cursor() as cur:
+            cur.execute("show statement_timeout")
+            assert cur.fetchone()[0] == "0"  # the session's own setting is back
+        assert "create view public.slow as select" in ddl.render_ddl(
+            ddl.build_table_doc(conn, slow, _NoComments(), ""), "")
+    finally:
+        conn.close()
+
+
+class _NoComments:
+    name = "none"
+    kind = "heuristic"
+
+    def suggest_table_comments(self, meta, samples, business_context):
+        from chalicelib.pipeline.models import CommentSuggestion
+
+        return CommentSuggestion(table_comment=None, enum_candidates=[c.name for c in meta.columns])
+
+
 # -- a task: table list -> ddl_generation on the local stack ------------------------------------------------------
 
 TASKS = "/api/v0/data_pipeline/tasks"
@@ -294,6 +336,10 @@ def test_a_task_documents_every_hostile_table_and_reports_the_ambiguous_one(pipe
     documented = [TableRef.from_dict(d["meta"]["ref"]) for d in _docs(pipeline, task_id)]
     expected = {ref for ref in (_ref(n) for n in listed + VIEWS) if ref.name not in ("Dup", "dup")}
     assert sorted(documented) == sorted(expected) and result["tables_succeeded"] == len(expected)
+    # The names the status shows are accepted back as a table list, naming the same tables.
+    shown = list(result["seconds_per_table"]) + list(status["progress"]["ddl_generation"]["tables"])
+    assert {_ref(n) for n in shown} == expected | {TableRef("public", "Dup")}  # public.Dup as written: `Dup`
+    pipeline.request("POST", f"{TASKS}/{task_id}/table-list", {"table_names": shown}, expect=200)
     assert result["has_llm_comments"] is False and "llm" not in result["comment_sources"]
     assert result["comment_sources"].get("database", 0) >= 1 and result["comment_sources"].get("heuristic", 0) >= 1
 
