@@ -376,3 +376,25 @@ def _docs(pipeline, task_id: str) -> list[dict]:
     from chalicelib.stores.files import FileStore
 
     return json.loads(FileStore().get_text(task_id, DOCS_BUNDLE))
+
+
+@pytest.mark.slow
+def test_the_complete_workflow_runs_on_the_hostile_schema(pipeline, hostile_db):
+    import json
+
+    tables = ['"SalesOrder"', '"OrderLine"', "public.2019", '"order"', '"Sales".customers', "ods.customers",
+              '"my table"', 'public."we""ird"', "empty_table", '"V_Orders"', "mv_totals"]
+    task_id, status = pipeline.run(tables, business_context="订单分析", db_connection=hostile_db,
+                                   execute={"execution_mode": "complete"})
+    assert status["status"] == "completed", (status.get("error_message"), status["step_status"])
+    assert status["results"]["ddl_generation"]["tables_succeeded"] == len(tables)
+    pairs = json.loads(pipeline.file_text(task_id, status["results"]["qa_generation"]["pair_file"]))
+    assert pairs
+    with psycopg2.connect(hostile_db) as conn, conn.cursor() as cur:
+        for pair in pairs:
+            cur.execute("explain " + pair["sql"])
+    metadata = pipeline.file_text(task_id, "metadata.txt")
+    with psycopg2.connect(hostile_db) as conn, conn.cursor() as cur:
+        cur.execute("create schema meta_replay; set search_path = meta_replay")
+        cur.execute(metadata)  # executable as written, quoted table names inside its arrays included
+        conn.rollback()

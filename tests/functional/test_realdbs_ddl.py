@@ -3,6 +3,7 @@ is listed and documented through the database tools API, its DDL re-executes in 
 column, and its MD names every column as SQL must write it."""
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -97,5 +98,31 @@ def test_quoted_camel_case_and_key_word_columns_are_quoted(client, pg_url):
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("select count(*) from public.\"2019\"")
             assert happiness["table_info"]["row_count"] == cur.fetchone()[0]
+    finally:
+        drop_database(pg_url, name)
+
+
+@pytest.mark.slow
+def test_complete_workflow_on_the_quoted_sample_databases(pipeline, pg_url):
+    """periodic_table (quoted CamelCase and key-word columns) and happiness_index ("2019") in one database: the
+    complete workflow under the heuristic provider documents both, and every SQL it keeps passes EXPLAIN."""
+    name = f"real_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_url, name)
+    try:
+        load_dump(url, REALDBS / "periodic_table.sql")
+        load_dump(url, REALDBS / "happiness_index.sql")
+        task_id, status = pipeline.run(["public.periodic_table", "public.2019"], business_context="world statistics",
+                                       db_connection=url, execute={"execution_mode": "complete"})
+        assert status["status"] == "completed", (status.get("error_message"), status["step_status"])
+        assert status["results"]["ddl_generation"]["tables_succeeded"] == 2
+        files = pipeline.files(task_id)
+        assert {"periodic_table.ddl", "2019.ddl", "2019_detail.md"} <= set(files)
+        pairs = json.loads(pipeline.file_text(task_id, status["results"]["qa_generation"]["pair_file"]))
+        assert pairs
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            for pair in pairs:
+                cur.execute("explain " + pair["sql"])
+        loaded = status["results"]["training_load"]
+        assert loaded["ddl"] + loaded.get("skipped_existing", 0) >= 2 and loaded["total_rows"]["sql"] >= 1
     finally:
         drop_database(pg_url, name)
