@@ -34,7 +34,8 @@ def list_database_tables(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
-    """DDL and/or Markdown of one table, with comments from the database or the configured LLM."""
+    """DDL and/or Markdown of one table (or view), with comments from the database or the configured provider;
+    `generation_info` says which source wrote the comments kept (`has_llm_comments` only for a real LLM)."""
     settings = get_settings()
     url = _connection_url(body)
     table = rq.get_str(body, "table", required=True, max_length=300)
@@ -54,7 +55,7 @@ def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
             raise NotFound(str(problem) if problem else f"table {refs[0].text} not found", invalid_params=["table"])
         doc = ddl.build_table_doc(conn, found[refs[0]], llm, business_context, sample_limit=settings.sample_rows,
                                   enum_max_distinct=settings.enum_max_distinct)
-    sources = list(doc.comment_sources.values())
+    sources = ddl.count_comment_sources(doc)
     return {
         "ddl": ddl.render_ddl(doc, business_context) if output in ("ddl", "both") else None,
         "md": ddl.render_md(doc, business_context) if output in ("md", "both") else None,
@@ -62,7 +63,7 @@ def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
         "fields": ddl.fields(doc),
         "generation_info": {"business_context": business_context, "output_type": output,
                             "has_llm_comments": "llm" in sources,
-                            "comment_sources": {source: sources.count(source) for source in dict.fromkeys(sources)},
+                            "comment_sources": sources,
                             "llm_provider": getattr(llm, "name", None), "comment_provider": ddl.provider_kind(llm),
                             "database": db.database_name(url)},
     }

@@ -236,6 +236,12 @@ def provider_kind(provider: Any) -> str:
     return "heuristic" if getattr(provider, "kind", "llm") == "heuristic" else "llm"
 
 
+def count_comment_sources(doc: TableDoc) -> dict[str, int]:
+    """How many kept comments each source wrote: `{"database": 2, "heuristic": 5}` (sources in first-seen order)."""
+    sources = list(doc.comment_sources.values())
+    return {source: sources.count(source) for source in dict.fromkeys(sources)}
+
+
 def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str = "llm"
                    ) -> tuple[str | None, dict[str, str], dict[str, str], list[str]]:
     """(table_comment, column_comments, comment_sources, enum candidates): database comments win.

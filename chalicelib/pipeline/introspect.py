@@ -1,8 +1,9 @@
 """Bulk catalog introspection: columns, keys, comments and row counts of many tables in a few queries.
 
 The number of catalog queries does not depend on how many tables are asked for (arrays of names are passed
-with `unnest`); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`
-(500 tables per statement), so 1,000 tables take at most five statements.
+with `unnest`); the first one also resolves the written names (chalicelib.pipeline.names: exact, then folded,
+ambiguity reported); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`
+(500 tables per statement), so 1,000 tables take at most five statements. Views are never counted.
 """
 from __future__ import annotations
 

@@ -101,10 +101,17 @@ def is_select_sql(sql: str) -> bool:
     return bool(_SQL_START.match(sql or ""))
 
 
+def _unquote(part: str) -> str:
+    """`"we""ird"` -> `we"ird` (a quoted identifier as PostgreSQL reads it); other text as it is."""
+    if len(part) >= 2 and part[0] == part[-1] == '"':
+        return part[1:-1].replace('""', '"')
+    return part.strip('"')
+
+
 def find_doc(name: str, docs: list[TableDoc]) -> TableDoc | None:
     """The doc a (possibly quoted, possibly schema-less) table name refers to, or None."""
     cleaned = name.strip().strip(";").strip()
-    parts = [p.strip().strip('"') for p in re.split(r'\.(?=(?:[^"]*"[^"]*")*[^"]*$)', cleaned)]
+    parts = [_unquote(p.strip()) for p in re.split(r'\.(?=(?:[^"]*"[^"]*")*[^"]*$)', cleaned)]
     if len(parts) == 2:
         schema, table = parts
         exact = [d for d in docs if d.meta.ref.schema == schema and d.meta.ref.name == table]

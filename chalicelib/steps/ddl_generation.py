@@ -124,9 +124,8 @@ def _generate_table(run: StepRun, connections: _Connections, meta: TableMeta, ll
              f"{stem}_detail.md": ddl.render_md(doc, run.business_context)}
     for name, text in files.items():
         run.files.put_text(name, text)
-    sources = list(doc.comment_sources.values())
     return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3),
-            "comment_sources": {source: sources.count(source) for source in dict.fromkeys(sources)},
+            "comment_sources": ddl.count_comment_sources(doc),
             "doc": doc.to_dict(), "files": files}
 
 

@@ -165,6 +165,19 @@ def test_file_stems_never_collide_and_are_file_safe():
     assert TableRef("public", "SalesOrder").file_stem.startswith("SalesOrder-")
 
 
+def test_every_shown_name_finds_its_table_again_among_the_docs():
+    """Theme tables (the LLM's or the heuristic's) are matched back to docs by the names shown."""
+    from chalicelib.pipeline.models import TableDoc
+    from chalicelib.providers.llm import find_doc
+
+    refs = [TableRef("public", 'we"ird'), TableRef("public", 'x"'), TableRef("public", "SalesOrder"),
+            TableRef("Sales", "customers"), TableRef("ods", "customers"), TableRef("public", "my table"),
+            TableRef("public", "2019"), TableRef("a.b", "c")]
+    docs = [TableDoc(TableMeta(ref, None, "table", [], [], [], 0, False), None, {}, {}, {}, []) for ref in refs]
+    for doc in docs:
+        assert find_doc(doc.meta.ref.display_name, docs) is doc, doc.meta.ref
+
+
 # -- the database tools: list -> ddl round trip -------------------------------------------------------------------
 
 
