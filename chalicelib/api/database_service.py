@@ -6,7 +6,7 @@ from typing import Any
 
 from chalicelib.api import requests as rq
 from chalicelib.config import get_settings
-from chalicelib.errors import InvalidConnectionString, NotFound, ValidationError
+from chalicelib.errors import InvalidConnectionString, InvalidTableName, NotFound, ValidationError
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.providers.llm import get_llm_provider
 
@@ -34,7 +34,8 @@ def list_database_tables(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
-    """DDL and/or Markdown of one table, with comments from the database or the configured LLM."""
+    """DDL and/or Markdown of one table (or view), with comments from the database or the configured provider;
+    `generation_info` says which source wrote the comments kept (`has_llm_comments` only for a real LLM)."""
     settings = get_settings()
     url = _connection_url(body)
     table = rq.get_str(body, "table", required=True, max_length=300)
@@ -45,17 +46,24 @@ def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("table must name exactly one table", invalid_params=["table"])
     llm = get_llm_provider(settings)
     with closing(db.connect(url)) as conn:
-        found, missing = introspect.introspect_tables(conn, refs, exact_count_threshold=settings.exact_count_threshold)
+        found, problems = introspect.introspect_tables(conn, refs,
+                                                       exact_count_threshold=settings.exact_count_threshold)
         if refs[0] not in found:
-            raise NotFound(missing.get(refs[0]) or f"table {refs[0].display_name} not found", invalid_params=["table"])
+            problem = problems.get(refs[0])
+            if problem is not None and problem.kind == "ambiguous":
+                raise InvalidTableName(str(problem), invalid_params=["table"])
+            raise NotFound(str(problem) if problem else f"table {refs[0].text} not found", invalid_params=["table"])
         doc = ddl.build_table_doc(conn, found[refs[0]], llm, business_context, sample_limit=settings.sample_rows,
                                   enum_max_distinct=settings.enum_max_distinct)
+    sources = ddl.count_comment_sources(doc)
     return {
         "ddl": ddl.render_ddl(doc, business_context) if output in ("ddl", "both") else None,
         "md": ddl.render_md(doc, business_context) if output in ("md", "both") else None,
         "table_info": ddl.table_info(doc),
         "fields": ddl.fields(doc),
         "generation_info": {"business_context": business_context, "output_type": output,
-                            "has_llm_comments": "llm" in doc.comment_sources.values(),
-                            "llm_provider": getattr(llm, "name", None), "database": db.database_name(url)},
+                            "has_llm_comments": "llm" in sources,
+                            "comment_sources": sources,
+                            "llm_provider": getattr(llm, "name", None), "comment_provider": ddl.provider_kind(llm),
+                            "database": db.database_name(url)},
     }

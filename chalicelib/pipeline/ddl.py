@@ -1,19 +1,31 @@
-"""ddl_generation for one table: sample rows, merge comments, confirm enums, render `.ddl` and `_detail.md`."""
+"""ddl_generation for one table: sample rows, merge comments (recording who wrote each), confirm enums.
+
+Rendering (`.ddl`, `_detail.md`, the API views) is in chalicelib.pipeline.ddl_render, re-exported here.
+"""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
-import re
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal
 from typing import Any, Protocol
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import TRANSACTION_STATUS_INERROR
 
-from chalicelib.pipeline.models import CommentSuggestion, TableDoc, TableMeta, quote_ident
+from chalicelib.pipeline.ddl_render import (  # noqa: F401  (the module's public rendering API)
+    describe_table,
+    fields,
+    is_chinese,
+    render_ddl,
+    render_md,
+    short_type,
+    table_info,
+)
+from chalicelib.pipeline.models import CommentSuggestion, TableDoc, TableMeta
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +33,17 @@ MAX_VALUE_CHARS = 100
 # Tables estimated above this many rows are sampled with TABLESAMPLE and enum checks read a bounded prefix.
 LARGE_TABLE_ROWS = 100_000
 ENUM_SCAN_ROWS = 200_000
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+# Reading a view (or a foreign table) runs its query: every read of one is bounded in rows and in time.
+VIEW_READ_TIMEOUT_MS = 5_000
 # Types whose values have no equality or are not meaningful as categories.
 _NO_ENUM_TYPES = {"json", "xml", "bytea", "point", "polygon", "line", "lseg", "box", "path", "circle", "tsvector",
                   "vector", "jsonb"}
 
 
 class CommentSuggester(Protocol):
-    """The part of the LLM provider protocol (chalicelib.providers.llm.LLMProvider) this module uses."""
+    """The part of the LLM provider protocol (chalicelib.providers.llm.LLMProvider) this module uses.
+
+    `kind` ("llm" or "heuristic") says who writes the comments; a provider without one is taken as an LLM."""
 
     def suggest_table_comments(
         self, meta: TableMeta, samples: list[dict], business_context: str
@@ -73,13 +88,63 @@ def _select_list(meta: TableMeta) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(c.name) for c in meta.columns)
 
 
+def _runs_a_query(meta: TableMeta) -> bool:
+    """Reading a view runs its query, reading a foreign table reaches another server: bound those reads."""
+    return meta.kind in ("view", "foreign")
+
+
+@contextmanager
+def _time_bound(conn: psycopg2.extensions.connection, meta: TableMeta) -> Iterator[None]:
+    """For a view or foreign table, a session statement_timeout of VIEW_READ_TIMEOUT_MS around the reads (the
+    previous value restored after them, whether the connection autocommits or not); tables are not bounded."""
+    if not _runs_a_query(meta):
+        yield
+        return
+    previous = _set_statement_timeout(conn, str(VIEW_READ_TIMEOUT_MS))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            if conn.info.transaction_status == TRANSACTION_STATUS_INERROR:
+                conn.rollback()
+            _set_statement_timeout(conn, previous)
+
+
+def _set_statement_timeout(conn: psycopg2.extensions.connection, value: str) -> str:
+    """Set the session's statement_timeout, committed (a later rollback of a failed read must not undo it);
+    returns the previous value. Only settings and reads happen on these connections: the commit writes nothing."""
+    with conn.cursor() as cur:
+        cur.execute("select current_setting('statement_timeout'), set_config('statement_timeout', %s, false)",
+                    (value,))
+        previous = cur.fetchone()[0]
+    if not conn.autocommit:
+        conn.commit()
+    return previous
+
+
 # --------------------------------------------------------------------------------------------- sampling
 
 
 def sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: int) -> list[dict]:
-    """Up to `limit` rows, values rendered as strings (None kept). Big tables are sampled with TABLESAMPLE."""
+    """Up to `limit` rows, values rendered as strings (None kept). Big tables are sampled with TABLESAMPLE.
+
+    A view or foreign table is read with LIMIT under a statement timeout: when its query takes longer, the
+    doc has no samples (logged as a warning), never a long scan."""
     if limit <= 0 or not meta.columns:
         return []
+    if not _runs_a_query(meta):
+        return _sample_rows(conn, meta, limit)
+    try:
+        with _time_bound(conn, meta):
+            return _sample_rows(conn, meta, limit)
+    except psycopg2.errors.QueryCanceled as exc:
+        logger.warning("sampling stopped by the statement timeout; no sample rows",
+                       extra={"table": meta.ref.sql_name, "kind": meta.kind, "timeout_ms": VIEW_READ_TIMEOUT_MS,
+                              "error": str(exc).strip()})
+        return []
+
+
+def _sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: int) -> list[dict]:
     table = sql.SQL(meta.ref.sql_name)
     rows: list[tuple] = []
     if meta.row_count > LARGE_TABLE_ROWS and meta.kind in ("table", "partitioned"):
@@ -90,7 +155,7 @@ def sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: in
         except psycopg2.Error as exc:
             if not conn.autocommit:
                 conn.rollback()
-            logger.info("tablesample failed, using a plain limit", extra={"table": meta.ref.display_name,
+            logger.info("tablesample failed, using a plain limit", extra={"table": meta.ref.sql_name,
                                                                           "error": str(exc).strip()})
             rows = []
     if len(rows) < limit:
@@ -107,8 +172,16 @@ def confirm_enums(
 ) -> dict[str, list[str]]:
     """Candidate columns that really hold at most `max_distinct` distinct non-null values, with those values.
 
-    Big tables are checked on a bounded prefix of rows, never with a full scan.
+    Big tables, views and foreign tables are checked on a bounded prefix of rows, never with a full scan; a view
+    or foreign table also under a statement timeout (a column whose check is stopped is not confirmed).
     """
+    with _time_bound(conn, meta):
+        return _confirm_enums(conn, meta, candidates, max_distinct)
+
+
+def _confirm_enums(
+    conn: psycopg2.extensions.connection, meta: TableMeta, candidates: list[str], max_distinct: int
+) -> dict[str, list[str]]:
     confirmed: dict[str, list[str]] = {}
     table = sql.SQL(meta.ref.sql_name)
     for name in dict.fromkeys(candidates):
@@ -127,7 +200,7 @@ def confirm_enums(
         except psycopg2.Error as exc:
             if not conn.autocommit:
                 conn.rollback()
-            logger.warning("enum check failed", extra={"table": meta.ref.display_name, "column": name,
+            logger.warning("enum check failed", extra={"table": meta.ref.sql_name, "column": name,
                                                        "error": str(exc).strip()})
             continue
         if not values or len(values) > max_distinct:
@@ -158,23 +231,37 @@ def _match_columns(meta: TableMeta, names: list[str]) -> tuple[dict[str, str], l
     return matched, unknown
 
 
-def merge_comments(meta: TableMeta, suggestion: CommentSuggestion) -> tuple[str | None, dict[str, str],
-                                                                            dict[str, str], list[str]]:
-    """(table_comment, column_comments, comment_sources, enum candidates): database comments win."""
+def provider_kind(provider: Any) -> str:
+    """"heuristic" or "llm": who writes the comments a provider suggests (its `kind`; "llm" when it has none)."""
+    return "heuristic" if getattr(provider, "kind", "llm") == "heuristic" else "llm"
+
+
+def count_comment_sources(doc: TableDoc) -> dict[str, int]:
+    """How many kept comments each source wrote: `{"database": 2, "heuristic": 5}` (sources in first-seen order)."""
+    sources = list(doc.comment_sources.values())
+    return {source: sources.count(source) for source in dict.fromkeys(sources)}
+
+
+def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str = "llm"
+                   ) -> tuple[str | None, dict[str, str], dict[str, str], list[str]]:
+    """(table_comment, column_comments, comment_sources, enum candidates): database comments win.
+
+    `source` ("llm" or "heuristic") is who made the suggestion; each kept comment's source is "database" when
+    the database already had it, else `source`."""
     sources: dict[str, str] = {}
     table_comment = meta.comment
     if table_comment:
-        sources[""] = "db"
+        sources[""] = "database"
     elif isinstance(suggestion.table_comment, str) and suggestion.table_comment.strip():
         table_comment = _one_line(suggestion.table_comment)
-        sources[""] = "llm"
+        sources[""] = source
 
     suggested = {k: v for k, v in (suggestion.column_comments or {}).items()
                  if isinstance(v, str) and v.strip()}
     matched, unknown = _match_columns(meta, list(suggested))
     if unknown:
-        logger.warning("LLM commented columns that do not exist; dropped",
-                       extra={"table": meta.ref.display_name, "columns": unknown})
+        logger.warning(f"the {source} provider commented columns that do not exist; dropped",
+                       extra={"table": meta.ref.sql_name, "provider": source, "columns": unknown})
     from_llm: dict[str, str] = {}
     for key, column in matched.items():
         # An exact-name suggestion beats a case-insensitive one for the same column.
@@ -185,15 +272,15 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion) -> tuple[str 
     for col in meta.columns:
         if col.comment:
             comments[col.name] = col.comment
-            sources[col.name] = "db"
+            sources[col.name] = "database"
         elif col.name in from_llm:
             comments[col.name] = from_llm[col.name]
-            sources[col.name] = "llm"
+            sources[col.name] = source
 
     enum_matched, enum_unknown = _match_columns(meta, [str(c) for c in (suggestion.enum_candidates or [])])
     if enum_unknown:
-        logger.warning("LLM named enum columns that do not exist; dropped",
-                       extra={"table": meta.ref.display_name, "columns": enum_unknown})
+        logger.warning(f"the {source} provider named enum columns that do not exist; dropped",
+                       extra={"table": meta.ref.sql_name, "provider": source, "columns": enum_unknown})
     candidates = list(dict.fromkeys(enum_matched.values()))
     return table_comment, comments, sources, candidates
 
@@ -217,7 +304,7 @@ def build_table_doc(
     with use() as phase_conn:
         samples = sample_rows(phase_conn, meta, sample_limit)
     suggestion = llm.suggest_table_comments(meta, samples, business_context or "")
-    table_comment, comments, sources, candidates = merge_comments(meta, suggestion)
+    table_comment, comments, sources, candidates = merge_comments(meta, suggestion, provider_kind(llm))
     enums: dict[str, list[str]] = {}
     for col in meta.columns:
         if col.type_kind == "enum" and col.enum_values:
@@ -236,215 +323,3 @@ def build_table_doc(
         enums=enums,
         samples=samples,
     )
-
-
-# --------------------------------------------------------------------------------------------- rendering
-
-_SHORT_TYPES = [
-    (re.compile(r"^character varying"), "varchar"),
-    (re.compile(r"^character(?=\(|$|\[)"), "char"),
-    (re.compile(r"^timestamp(\(\d+\))? without time zone"), r"timestamp\1"),
-    (re.compile(r"^timestamp(\(\d+\))? with time zone"), r"timestamptz\1"),
-    (re.compile(r"^time(\(\d+\))? without time zone"), r"time\1"),
-    (re.compile(r"^time(\(\d+\))? with time zone"), r"timetz\1"),
-]
-_SERIAL = {"integer": "serial", "bigint": "bigserial", "smallint": "smallserial"}
-
-
-def short_type(data_type: str) -> str:
-    """format_type() output in the short spelling people write (`character varying(32)` -> `varchar(32)`)."""
-    for pattern, repl in _SHORT_TYPES:
-        data_type = pattern.sub(repl, data_type)
-    return data_type
-
-
-def is_chinese(*texts: str | None) -> bool:
-    """True when any text contains CJK characters (the output language follows the business context)."""
-    return any(t and _CJK.search(t) for t in texts)
-
-
-def _doc_is_chinese(doc: TableDoc, business_context: str | None) -> bool:
-    if business_context is not None and business_context.strip():
-        return is_chinese(business_context)
-    return is_chinese(doc.table_comment, *doc.column_comments.values())
-
-
-def _column_type_and_default(col) -> tuple[str, str | None]:
-    """Type and default as written in DDL. `nextval(...)` defaults become serial types (no sequence needed)."""
-    if col.default and col.default.startswith("nextval(") and col.data_type in _SERIAL:
-        return _SERIAL[col.data_type], None
-    return short_type(col.data_type), col.default
-
-
-def _fk_text(fk, chinese: bool) -> str:
-    cols = ", ".join(fk.columns)
-    target = f"{fk.ref_schema}.{fk.ref_table}({', '.join(fk.ref_columns)})"
-    return f"{cols} 关联 {target}" if chinese else f"{cols} references {target}"
-
-
-_DESCRIBE_LABELS = {
-    True: {"table": "{} 表", "context": "{}（{}）", "pk": "主键 {}", "fk": "外键 {}", "fk_sep": "；",
-           "enums": "枚举字段 {}", "enum_sep": "、", "rows_exact": "共 {} 行", "rows_est": "约 {} 行",
-           "sep": "，", "end": "。"},
-    False: {"table": "Table {}", "context": "{} ({})", "pk": "primary key {}", "fk": "foreign keys {}",
-            "fk_sep": "; ", "enums": "enum columns {}", "enum_sep": ", ", "rows_exact": "{} rows",
-            "rows_est": "about {} rows", "sep": "; ", "end": "."},
-}
-
-
-def describe_table(doc: TableDoc, business_context: str | None = None) -> str:
-    """One-line description: the table comment plus keys, relations, enum columns and size."""
-    chinese = _doc_is_chinese(doc, business_context)
-    labels = _DESCRIBE_LABELS[chinese]
-    meta = doc.meta
-    context = _one_line(business_context)
-    lead = _one_line(doc.table_comment) or labels["table"].format(meta.ref.name)
-    parts = [labels["context"].format(lead, context) if context else lead]
-    if meta.primary_key:
-        parts.append(labels["pk"].format(", ".join(meta.primary_key)))
-    if meta.foreign_keys:
-        parts.append(labels["fk"].format(labels["fk_sep"].join(_fk_text(fk, chinese) for fk in meta.foreign_keys)))
-    if doc.enums:
-        parts.append(labels["enums"].format(labels["enum_sep"].join(doc.enums)))
-    parts.append(labels["rows_exact" if meta.row_count_exact else "rows_est"].format(meta.row_count))
-    return labels["sep"].join(parts) + labels["end"]
-
-
-def _column_note(doc: TableDoc, name: str, chinese: bool) -> str:
-    comment = _one_line(doc.column_comments.get(name))
-    values = doc.enums.get(name)
-    if values:
-        joined = ("、" if chinese else ", ").join(_one_line(v) for v in values)
-        extra = f"可选值：{joined}" if chinese else f"values: {joined}"
-        comment = f"{comment}，{extra}" if comment and chinese else f"{comment}; {extra}" if comment else extra
-    return comment
-
-
-def render_ddl(doc: TableDoc, business_context: str | None = None) -> str:
-    """Header comment lines and a `create table` PostgreSQL can execute as written.
-
-    Foreign keys are listed in the header, not emitted as constraints (the referenced table may not exist where
-    the DDL is replayed). The header language follows `business_context` (or the comments when it is not given).
-    """
-    chinese = _doc_is_chinese(doc, business_context)
-    meta = doc.meta
-    name_label, desc_label = ("中文名", "描述") if chinese else ("Name", "Description")
-    lines = [
-        f"-- {name_label}: {_one_line(doc.table_comment) or meta.ref.name}",
-        f"-- {desc_label}: {describe_table(doc, business_context)}",
-    ]
-    for fk in meta.foreign_keys:
-        lines.append(f"-- {'外键' if chinese else 'Foreign key'}: {_fk_text(fk, chinese)}")
-    lines.append(f"create table {meta.ref.sql_name} (")
-    body: list[tuple[str, str]] = []
-    for col in meta.columns:
-        col_type, default = _column_type_and_default(col)
-        text = f"  {quote_ident(col.name)} {col_type}"
-        if not col.nullable:
-            text += " not null"
-        if default is not None:
-            text += f" default {default}"
-        body.append((text, _column_note(doc, col.name, chinese)))
-    if meta.primary_key:
-        body.append((f"  primary key ({', '.join(quote_ident(c) for c in meta.primary_key)})", ""))
-    for i, (text, note) in enumerate(body):
-        comma = "," if i < len(body) - 1 else ""
-        lines.append(f"{text}{comma}  -- {note}" if note else f"{text}{comma}")
-    lines.append(");")
-    return "\n".join(lines) + "\n"
-
-
-def _md_examples(doc: TableDoc, name: str, count: int = 2) -> list[str]:
-    seen: list[str] = []
-    for row in doc.samples:
-        value = row.get(name)
-        if value is None:
-            continue
-        text = _one_line(str(value))
-        if len(text) > 30:
-            text = text[:29] + "…"
-        if text and text not in seen:
-            seen.append(text)
-        if len(seen) >= count:
-            break
-    return seen
-
-
-def render_md(doc: TableDoc, business_context: str | None = None) -> str:
-    """The `{table}_detail.md` data dictionary (SPEC §4): heading, description, field list, notes."""
-    chinese = _doc_is_chinese(doc, business_context)
-    meta = doc.meta
-    title = meta.ref.name if meta.ref.schema == "public" else meta.ref.display_name
-    comment = _one_line(doc.table_comment)
-    if chinese:
-        heading = f"## {title}（{comment}）" if comment else f"## {title}"
-    else:
-        heading = f"## {title} ({comment})" if comment else f"## {title}"
-    lines = [heading, describe_table(doc, business_context), "", "字段列表：" if chinese else "Fields:"]
-    for col in meta.columns:
-        col_type, _ = _column_type_and_default(col)
-        line = f"- {col.name} ({col_type})"
-        note = _one_line(doc.column_comments.get(col.name))
-        if note:
-            line += f" - {note}"
-        flags = []
-        if col.is_primary_key:
-            flags.append("主键" if chinese else "primary key")
-        if not col.nullable:
-            flags.append("非空" if chinese else "not null")
-        if flags:
-            line += f" [{', '.join(flags)}]"
-        examples = _md_examples(doc, col.name)
-        if examples:
-            line += f" [{'示例' if chinese else 'examples'}: {', '.join(examples)}]"
-        lines.append(line)
-    notes: list[str] = []
-    if meta.primary_key:
-        notes.append(f"- {'主键' if chinese else 'Primary key'}: {', '.join(meta.primary_key)}")
-    for fk in meta.foreign_keys:
-        notes.append(f"- {'外键' if chinese else 'Foreign key'}: {_fk_text(fk, chinese)}")
-    for name, values in doc.enums.items():
-        if chinese:
-            notes.append(f"- {name} 为枚举字段，可选值：{'、'.join(_one_line(v) for v in values)}")
-        else:
-            notes.append(f"- {name} is an enum column, values: {', '.join(_one_line(v) for v in values)}")
-    if notes:
-        lines += ["", "字段补充说明：" if chinese else "Notes:", *notes]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------- API views
-
-
-def _base_type(col) -> str:
-    """Type name without length/precision (`varchar`, `numeric`, `integer[]`)."""
-    col_type, _ = _column_type_and_default(col)
-    return re.sub(r"\(\d+(,\d+)?\)", "", col_type)
-
-
-def table_info(doc: TableDoc) -> dict[str, Any]:
-    """`table_info` of POST /database/table/ddl (SPEC §3.4)."""
-    meta = doc.meta
-    return {
-        "table_name": meta.ref.name,
-        "schema_name": meta.ref.schema,
-        "full_name": meta.ref.display_name,
-        "comment": doc.table_comment,
-        "field_count": len(meta.columns),
-        "row_count": meta.row_count,
-    }
-
-
-def fields(doc: TableDoc) -> list[dict[str, Any]]:
-    """`fields` of POST /database/table/ddl (SPEC §3.4)."""
-    return [
-        {
-            "column_name": col.name,
-            "data_type": _base_type(col),
-            "max_length": col.max_length,
-            "is_nullable": col.nullable,
-            "is_primary_key": col.is_primary_key,
-            "comment": doc.column_comments.get(col.name),
-        }
-        for col in doc.meta.columns
-    ]

@@ -1,8 +1,9 @@
 """Bulk catalog introspection: columns, keys, comments and row counts of many tables in a few queries.
 
 The number of catalog queries does not depend on how many tables are asked for (arrays of names are passed
-with `unnest`); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`
-(500 tables per statement), so 1,000 tables take at most five statements.
+with `unnest`); the first one also resolves the written names (chalicelib.pipeline.names: exact, then folded,
+ambiguity reported); exact `count(*)` runs only for tables whose estimate is small, batched with `union all`
+(500 tables per statement), so 1,000 tables take at most five statements. Views are never counted.
 """
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from psycopg2 import sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from chalicelib.pipeline.models import ColumnMeta, ForeignKey, TableMeta, TableRef
+from chalicelib.pipeline.names import (
+    TableName,
+    TableProblem,
+    ambiguous_problem,
+    as_table_name,
+    forbidden_problem,
+    missing_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +35,36 @@ _BYTES_PER_ROW_GUESS = 64
 # Tables counted per `union all` statement: 1,000 small tables cost two statements.
 _COUNT_BATCH = 500
 
+# One statement resolves every written name (chalicelib.pipeline.names: each part's exact spelling and, for an
+# unquoted part, its folding) and reads the stats of the relations that resolved to exactly one match; names
+# that match nothing look for relations differing only in case (only those: a one-time filter per name).
 # Row estimates: pg_class.reltuples; for a never-analyzed relation (reltuples < 0) the way the planner guesses,
 # pages x tuples per page from the declared column widths (24-byte tuple header + 4-byte line pointer,
 # 32 bytes for a variable-length column), so no per-table EXPLAIN is needed.
 _RESOLVE_SQL = """
+with r as (
+    select * from unnest(%(schema_exact)s::text[], %(schema_folded)s::text[], %(name_exact)s::text[],
+                         %(name_folded)s::text[]) with ordinality as r(schema_exact, schema_folded, name_exact,
+                                                                       name_folded, ord)
+), matched as (
+    select r.ord, count(c.oid) as matches, min(c.oid) as oid,
+           array_agg(n.nspname::text order by n.nspname, c.relname) as schemas,
+           array_agg(c.relname::text order by n.nspname, c.relname) as names
+      from r
+      join pg_namespace n on n.nspname = any(array[r.schema_exact, r.schema_folded])
+      join pg_class c on c.relnamespace = n.oid and c.relname = any(array[r.name_exact, r.name_folded])
+                     and c.relkind = any(%(kinds)s::"char"[])
+     group by r.ord
+)
 select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
        case when c.oid is null then null else has_table_privilege(c.oid, 'SELECT') end,
-       n.oid is not null, st.est, st.unknown, st.size_bytes
-  from unnest(%s::text[], %s::text[]) with ordinality as r(schema_name, table_name, ord)
-  left join pg_namespace n on n.nspname = r.schema_name
-  left join pg_class c on c.relnamespace = n.oid and c.relname = r.table_name and c.relkind = any(%s::"char"[])
+       exists (select 1 from pg_namespace n where n.nspname = any(array[r.schema_exact, r.schema_folded])),
+       st.est, st.unknown, st.size_bytes,
+       coalesce(m.matches, 0), m.schemas, m.names, lookalike.schemas, lookalike.names,
+       case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end
+  from r
+  left join matched m on m.ord = r.ord
+  left join pg_class c on c.oid = m.oid and m.matches = 1
   left join lateral (
         select 28 + coalesce(sum(case when t.typlen > 0 then t.typlen else 32 end), 0) as width
           from pg_attribute a
@@ -53,6 +82,14 @@ select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
          where (l.oid = c.oid and c.relkind <> 'p')
             or l.oid in (select t.relid from pg_partition_tree(c.oid) t where t.isleaf)
        ) st on c.oid is not null
+  left join lateral (
+        select array_agg(n2.nspname::text order by n2.nspname, c2.relname) as schemas,
+               array_agg(c2.relname::text order by n2.nspname, c2.relname) as names
+          from pg_class c2
+          join pg_namespace n2 on n2.oid = c2.relnamespace
+         where m.ord is null and lower(c2.relname) = lower(r.name_exact)
+           and lower(n2.nspname) = lower(r.schema_exact) and c2.relkind = any(%(kinds)s::"char"[])
+       ) lookalike on true
  order by r.ord
 """
 
@@ -145,52 +182,71 @@ def _column_from_row(row: tuple[Any, ...], ordinal: int) -> ColumnMeta:
     )
 
 
-def _missing_message(ref: TableRef, schema_exists: bool) -> str:
-    if not schema_exists:
-        return f'table "{ref.display_name}" does not exist (schema "{ref.schema}" not found)'
-    return f'table "{ref.display_name}" does not exist'
-
-
 def introspect_tables(
-    conn: psycopg2.extensions.connection, refs: list[TableRef], *, exact_count_threshold: int
-) -> tuple[dict[TableRef, TableMeta], dict[TableRef, str]]:
-    """Metadata of every table in `refs` with a constant number of catalog queries.
+    conn: psycopg2.extensions.connection, names: list[TableName | TableRef], *, exact_count_threshold: int
+) -> tuple[dict[TableName | TableRef, TableMeta], dict[TableName | TableRef, TableProblem]]:
+    """Metadata of every named relation with a constant number of catalog queries.
 
-    Returns (found, errors): errors maps a missing or unreadable table to a clear message.
-    When no transaction was open on `conn` before the call, the read transaction(s) it opens are ended
-    (rolled back: nothing was written), so no lock on the inspected tables outlives the call.
+    `names` are written names (TableName, resolved by chalicelib.pipeline.names' rule) or catalog names
+    (TableRef, taken literally). Returns (found, problems), both keyed by the items given: found[item].ref is
+    the catalog's exact name; problems maps a missing, ambiguous or unreadable name to a TableProblem (a
+    message with a `kind`). When no transaction was open on `conn` before the call, the read transaction(s) it
+    opens are ended (rolled back: nothing was written), so no lock on the inspected tables outlives the call.
     """
     own_transaction = not conn.autocommit and conn.info.transaction_status == TRANSACTION_STATUS_IDLE
     try:
-        return _introspect(conn, refs, exact_count_threshold, own_transaction)
+        return _introspect(conn, names, exact_count_threshold, own_transaction)
     finally:
         if own_transaction and not conn.closed:
             conn.rollback()
 
 
+def _resolve_params(names: list[TableName]) -> dict[str, Any]:
+    schema_exact, schema_folded, name_exact, name_folded = [], [], [], []
+    for name in names:
+        exact, folded = name.schema_candidates()
+        schema_exact.append(exact)
+        schema_folded.append(folded)
+        exact, folded = name.name_candidates()
+        name_exact.append(exact)
+        name_folded.append(folded)
+    return {"schema_exact": schema_exact, "schema_folded": schema_folded, "name_exact": name_exact,
+            "name_folded": name_folded, "kinds": list(_DOCUMENTED_KINDS)}
+
+
+def _refs(schemas: list[str] | None, names: list[str] | None) -> list[TableRef]:
+    return [TableRef(s, n) for s, n in zip(schemas or [], names or [], strict=True)]
+
+
 def _introspect(
-    conn: psycopg2.extensions.connection, refs: list[TableRef], exact_count_threshold: int, own_transaction: bool
-) -> tuple[dict[TableRef, TableMeta], dict[TableRef, str]]:
-    found: dict[TableRef, TableMeta] = {}
-    errors: dict[TableRef, str] = {}
-    if not refs:
+    conn: psycopg2.extensions.connection, items: list[TableName | TableRef], exact_count_threshold: int,
+    own_transaction: bool
+) -> tuple[dict[TableName | TableRef, TableMeta], dict[TableName | TableRef, TableProblem]]:
+    found: dict[TableName | TableRef, TableMeta] = {}
+    errors: dict[TableName | TableRef, TableProblem] = {}
+    items = list(dict.fromkeys(items))
+    if not items:
         return found, errors
-    refs = list(dict.fromkeys(refs))
+    written = [as_table_name(item) for item in items]
     with conn.cursor() as cur:
-        cur.execute(
-            _RESOLVE_SQL,
-            ([r.schema for r in refs], [r.name for r in refs], list(_DOCUMENTED_KINDS)),
-        )
-        resolved: dict[int, tuple[TableRef, str, str | None, dict[str, Any]]] = {}
-        for ord_, oid, relkind, comment, can_select, schema_exists, est, unknown, size_bytes in cur.fetchall():
-            ref = refs[ord_ - 1]
-            if oid is None:
-                errors[ref] = _missing_message(ref, schema_exists)
+        cur.execute(_RESOLVE_SQL, _resolve_params(written))
+        # oid -> (the items naming it, catalog name, relkind, comment, stats, view definition)
+        resolved: dict[int, tuple[list[TableName | TableRef], TableRef, str, str | None, dict[str, Any], str | None]]
+        resolved = {}
+        for (ord_, oid, relkind, comment, can_select, schema_exists, est, unknown, size_bytes, matches,
+             schemas, names, similar_schemas, similar_names, definition) in cur.fetchall():
+            item, name = items[ord_ - 1], written[ord_ - 1]
+            if matches > 1:
+                errors[item] = ambiguous_problem(name, _refs(schemas, names))
+            elif oid is None:
+                errors[item] = missing_problem(name, schema_exists, _refs(similar_schemas, similar_names))
             elif not can_select:
-                errors[ref] = f'permission denied: cannot read table "{ref.display_name}"'
+                errors[item] = forbidden_problem(TableRef(schemas[0], names[0]))
+            elif oid in resolved:  # two spellings of one relation (`SalesOrder` and `"SalesOrder"`)
+                resolved[oid][0].append(item)
             else:
                 stats = {"est": int(est or 0), "unknown": bool(unknown), "size_bytes": int(size_bytes or 0)}
-                resolved[oid] = (ref, relkind, comment, stats)
+                resolved[oid] = ([item], TableRef(schemas[0], names[0]), relkind, comment, stats, definition)
         if not resolved:
             return found, errors
         oids = list(resolved)
@@ -210,15 +266,15 @@ def _introspect(
             else:
                 foreign[relid].append(ForeignKey(conname, list(cols), ref_schema, ref_table, list(ref_cols)))
 
-    counts = _row_counts(conn, {oid: (v[0], v[1], v[3]) for oid, v in resolved.items()}, exact_count_threshold,
+    counts = _row_counts(conn, {oid: (v[1], v[2], v[4]) for oid, v in resolved.items()}, exact_count_threshold,
                          own_transaction)
-    for oid, (ref, relkind, comment, _stats) in resolved.items():
+    for oid, (named_by, ref, relkind, comment, _stats, definition) in resolved.items():
         pk = primary.get(oid, [])
         cols = columns[oid]
         for col in cols:
             col.is_primary_key = col.name in pk
         row_count, exact = counts[oid]
-        found[ref] = TableMeta(
+        meta = TableMeta(
             ref=ref,
             comment=comment if comment and comment.strip() else None,
             kind=_KIND_NAMES.get(relkind, "table"),
@@ -227,7 +283,10 @@ def _introspect(
             foreign_keys=foreign[oid],
             row_count=row_count,
             row_count_exact=exact,
+            definition=definition,
         )
+        for item in named_by:
+            found[item] = meta
     return found, errors
 
 
@@ -245,7 +304,7 @@ def _row_counts(
     result: dict[int, tuple[int, bool]] = {}
     to_count: list[int] = []
     for oid, (_ref, relkind, stats) in tables.items():
-        if relkind in ("v", "f"):  # counting would run the view / scan the remote table
+        if relkind in ("v", "f"):  # counting would run the view / scan the remote table: never done
             result[oid] = (0, False)
             continue
         result[oid] = (stats["est"], False)
@@ -283,7 +342,8 @@ def _like_pattern(pattern: str) -> str:
 
 
 def list_tables(conn: psycopg2.extensions.connection, schemas: list[str], pattern: str | None) -> list[str]:
-    """`schema.table` names of ordinary and partitioned tables (partitions excluded), sorted.
+    """`schema.table` names of ordinary and partitioned tables (partitions excluded), sorted, each quoted where
+    PostgreSQL needs it (`public."SalesOrder"`), so that every name listed is accepted back as it is.
 
     `schemas` empty means every non-system schema; `pattern` uses `*` as wildcard, case-insensitive.
     """
@@ -292,4 +352,4 @@ def list_tables(conn: psycopg2.extensions.connection, schemas: list[str], patter
     with conn.cursor() as cur:
         cur.execute(_LIST_SQL, (list(_SYSTEM_SCHEMAS), schemas, schemas, like, like))
         rows = cur.fetchall()
-    return [TableRef(s, n).display_name for s, n in sorted(rows)]
+    return [TableRef(s, n).sql_name for s, n in sorted(rows)]

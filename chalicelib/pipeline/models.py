@@ -5,54 +5,76 @@ other through S3 work files.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _SIMPLE_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
 
-# PostgreSQL reserved key words that must be quoted when used as identifiers.
-_RESERVED = frozenset(
-    """all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate
-    collation column concurrently constraint create cross current_catalog current_date current_role current_schema
-    current_time current_timestamp current_user default deferrable desc distinct do else end except false fetch for
-    foreign freeze from full grant group having ilike in initially inner intersect into is isnull join lateral leading
-    left like limit localtime localtimestamp natural not notnull null offset on only or order outer overlaps placing
-    primary references returning right select session_user similar some symmetric system_user table tablesample then
-    to trailing true union unique user using variadic verbose when where window with""".split()
+# PostgreSQL 16's key words that are not "unreserved" (pg_get_keywords() catcode R, C or T): PostgreSQL's own
+# quote_ident() quotes them, and so do we.
+_KEYWORDS = frozenset(
+    """all analyse analyze and any array as asc asymmetric authorization between bigint binary bit boolean both case
+    cast char character check coalesce collate collation column concurrently constraint create cross current_catalog
+    current_date current_role current_schema current_time current_timestamp current_user dec decimal default
+    deferrable desc distinct do else end except exists extract false fetch float for foreign freeze from full grant
+    greatest group grouping having ilike in initially inner inout int integer intersect interval into is isnull join
+    json_array json_arrayagg json_object json_objectagg lateral leading least left like limit localtime
+    localtimestamp national natural nchar none normalize not notnull null nullif numeric offset on only or order out
+    outer overlaps overlay placing position precision primary real references returning right row select
+    session_user setof similar smallint some substring symmetric system_user table tablesample then time timestamp
+    to trailing treat trim true union unique user using values varchar variadic verbose when where window with
+    xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize
+    xmltable""".split()
 )
+# A file stem part that needs no disambiguation: lower case letters and digits, single inner underscores.
+_READABLE_STEM_PART = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_STEM_HASH_CHARS = 10
+_STEM_MAX_CHARS = 60
 
 
 def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL's quote_ident() does: only when needed."""
-    if _SIMPLE_IDENT.match(name) and name not in _RESERVED:
+    """Quote an identifier the way PostgreSQL's quote_ident() does: only when needed (upper case, a leading digit,
+    characters other than a-z 0-9 _ $, a key word)."""
+    if _SIMPLE_IDENT.match(name) and name not in _KEYWORDS:
         return name
     return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True, order=True)
 class TableRef:
-    """A table exactly as PostgreSQL names it (case preserved; `schema` defaults to public)."""
+    """A relation exactly as the catalog names it (case preserved; `schema` defaults to public)."""
 
     schema: str
     name: str
 
     @property
-    def display_name(self) -> str:
-        """`schema.table`, unquoted, as users write it in table lists."""
-        return f"{self.schema}.{self.name}"
-
-    @property
     def sql_name(self) -> str:
-        """Safe to interpolate into SQL: each part quoted where needed."""
+        """`schema.table`, each part quoted where PostgreSQL needs it: safe in SQL, and read back literally by the
+        table-list parser (`public.bss_company`, `public."SalesOrder"`, `public."2019"`)."""
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
     @property
+    def display_name(self) -> str:
+        """The name the API shows and logs: the same as `sql_name`, so that any name shown can be given back."""
+        return self.sql_name
+
+    @property
     def file_stem(self) -> str:
-        """File name stem: the bare name in `public`, `schema__name` elsewhere (never collides)."""
-        stem = self.name if self.schema == "public" else f"{self.schema}__{self.name}"
-        # Keep names portable and inside the task prefix.
-        return re.sub(r"[^\w.\-]", "_", stem)
+        """File name stem, distinct for distinct relations, even on a case-insensitive file system.
+
+        `name` in public and `schema__name` elsewhere when every part is lower case letters and digits with single
+        inner underscores (`bss_company`, `ods__orders`); any other name gets a file-safe approximation plus a
+        hash of the exact name (`SalesOrder-1f3a…`): a `-` never occurs in the plain form, so the two never meet.
+        """
+        if _READABLE_STEM_PART.match(self.name) and (
+                self.schema == "public" or _READABLE_STEM_PART.match(self.schema)):
+            return self.name if self.schema == "public" else f"{self.schema}__{self.name}"
+        text = self.name if self.schema == "public" else f"{self.schema}__{self.name}"
+        readable = re.sub(r"[^\w]+", "_", text).strip("_")[:_STEM_MAX_CHARS] or "table"
+        digest = hashlib.sha256(f"{self.schema}\x00{self.name}".encode()).hexdigest()[:_STEM_HASH_CHARS]
+        return f"{readable}-{digest}"
 
     def to_dict(self) -> dict[str, str]:
         return {"schema": self.schema, "name": self.name}
@@ -104,12 +126,17 @@ class ForeignKey:
 class TableMeta:
     ref: TableRef
     comment: str | None
-    kind: str  # "table" | "partitioned"
+    kind: str  # "table" | "partitioned" | "view" | "materialized_view" | "foreign"
     columns: list[ColumnMeta]
     primary_key: list[str]
     foreign_keys: list[ForeignKey]
     row_count: int
     row_count_exact: bool
+    definition: str | None = None  # a view's or materialized view's query (pg_get_viewdef)
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind in ("view", "materialized_view")
 
     def column(self, name: str) -> ColumnMeta | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -124,6 +151,7 @@ class TableMeta:
             "foreign_keys": [f.to_dict() for f in self.foreign_keys],
             "row_count": self.row_count,
             "row_count_exact": self.row_count_exact,
+            "definition": self.definition,
         }
 
     @classmethod
@@ -137,6 +165,7 @@ class TableMeta:
             foreign_keys=[ForeignKey.from_dict(f) for f in data.get("foreign_keys", [])],
             row_count=int(data.get("row_count", 0)),
             row_count_exact=bool(data.get("row_count_exact", False)),
+            definition=data.get("definition"),
         )
 
 
@@ -149,6 +178,10 @@ class CommentSuggestion:
     enum_candidates: list[str] = field(default_factory=list)
 
 
+COMMENT_SOURCES = ("database", "llm", "heuristic")
+_LEGACY_SOURCES = {"db": "database"}  # work files written before the sources were named exactly
+
+
 @dataclass
 class TableDoc:
     """One table after ddl_generation: metadata plus final comments, confirmed enums and samples."""
@@ -156,7 +189,8 @@ class TableDoc:
     meta: TableMeta
     table_comment: str | None
     column_comments: dict[str, str]
-    comment_sources: dict[str, str]  # column name (or "" for the table) -> "db" | "llm"
+    # column name (or "" for the table) -> COMMENT_SOURCES: who wrote the comment that was kept
+    comment_sources: dict[str, str]
     enums: dict[str, list[str]]  # confirmed enum-like column -> its real distinct values
     samples: list[dict[str, Any]]  # up to N sample rows, values rendered as strings (None kept)
 
@@ -176,7 +210,7 @@ class TableDoc:
             meta=TableMeta.from_dict(data["meta"]),
             table_comment=data.get("table_comment"),
             column_comments=dict(data.get("column_comments", {})),
-            comment_sources=dict(data.get("comment_sources", {})),
+            comment_sources={k: _LEGACY_SOURCES.get(v, v) for k, v in data.get("comment_sources", {}).items()},
             enums={k: list(v) for k, v in data.get("enums", {}).items()},
             samples=list(data.get("samples", [])),
         )

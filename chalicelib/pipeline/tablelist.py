@@ -1,7 +1,8 @@
-"""Parse and validate table lists (uploaded `.txt` files or JSON lists) into `TableRef`s.
+"""Parse and validate table lists (uploaded `.txt` files or JSON lists) into `TableName`s.
 
-Identifiers follow PostgreSQL's rules: unquoted names are folded to lower case and must look like
-`[A-Za-z_][A-Za-z0-9_$]*`; double-quoted names are kept exactly (`""` escapes a quote); at most 63 bytes.
+Double-quoted parts are kept exactly (`""` escapes a quote); unquoted parts are ASCII letters, digits, `_` and
+`$` and remember that they were unquoted, so that resolution (chalicelib.pipeline.names) can match the catalog
+exactly first and by PostgreSQL's folding second. At most 63 bytes per part.
 """
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ import re
 
 from chalicelib.errors import InvalidTableName, ValidationError
 from chalicelib.pipeline.models import TableRef
+from chalicelib.pipeline.names import DEFAULT_SCHEMA, TableName
 
 MAX_TABLES = 1000
 MAX_IDENT_BYTES = 63
-DEFAULT_SCHEMA = "public"
 
-_UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+# ASCII only (other characters are written quoted, as the API shows them), but a leading digit is accepted:
+# `public.2019` then must match the catalog exactly (see chalicelib.pipeline.names).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_$]+")
 
 
 class _EntryError(Exception):
     """Why one entry is not a valid table name (wrapped into InvalidTableName with its position)."""
 
 
-def _parse_part(text: str, pos: int) -> tuple[str, int]:
-    """Read one identifier starting at `pos`; return (name, position after it)."""
+def _parse_part(text: str, pos: int) -> tuple[str, bool, int]:
+    """Read one identifier starting at `pos`; return (name, quoted, position after it)."""
     if pos >= len(text):
         raise _EntryError("a name part is empty")
     if text[pos] == '"':
@@ -46,22 +49,24 @@ def _parse_part(text: str, pos: int) -> tuple[str, int]:
             raise _EntryError("a quoted identifier is empty")
         if "\x00" in name:
             raise _EntryError("identifiers cannot contain NUL characters")
+        quoted = True
     else:
         match = _UNQUOTED.match(text, pos)
         if not match:
             bad = text[pos]
             raise _EntryError(
-                f"unexpected character {bad!r}; unquoted names must start with a letter or underscore and contain "
-                "only letters, digits, _ and $ (quote other names with double quotes)"
+                f"unexpected character {bad!r}; unquoted names contain only ASCII letters, digits, _ and $ "
+                "(quote other names with double quotes, e.g. \"服务区\")"
             )
-        name = match.group(0).lower()
+        name = match.group(0)
+        quoted = False
         i = match.end()
     if len(name.encode("utf-8")) > MAX_IDENT_BYTES:
         raise _EntryError(f"identifier {name!r} is longer than {MAX_IDENT_BYTES} bytes")
-    return name, i
+    return name, quoted, i
 
 
-def parse_table_name(entry: str) -> TableRef:
+def parse_table_name(entry: str) -> TableName:
     """One `schema.table`, bare `table` (schema public) or quoted name. Raises InvalidTableName."""
     try:
         return _parse_entry(entry.strip())
@@ -69,14 +74,14 @@ def parse_table_name(entry: str) -> TableRef:
         raise InvalidTableName(f"invalid table name {entry.strip()!r}: {exc}") from None
 
 
-def _parse_entry(text: str) -> TableRef:
+def _parse_entry(text: str) -> TableName:
     if not text:
         raise _EntryError("the name is empty")
-    parts: list[str] = []
+    parts: list[tuple[str, bool]] = []
     pos = 0
     while True:
-        name, pos = _parse_part(text, pos)
-        parts.append(name)
+        name, quoted, pos = _parse_part(text, pos)
+        parts.append((name, quoted))
         if pos == len(text):
             break
         if text[pos] != ".":
@@ -85,8 +90,8 @@ def _parse_entry(text: str) -> TableRef:
     if len(parts) > 2:
         raise _EntryError("expected `schema.table` or `table` (database-qualified names are not supported)")
     if len(parts) == 1:
-        return TableRef(DEFAULT_SCHEMA, parts[0])
-    return TableRef(parts[0], parts[1])
+        return TableName.parsed(DEFAULT_SCHEMA, True, *parts[0])
+    return TableName.parsed(*parts[0], *parts[1])
 
 
 def _split_line(line: str) -> list[str]:
@@ -112,8 +117,8 @@ def _split_line(line: str) -> list[str]:
     return [e.strip() for e in entries if e.strip()]
 
 
-def _dedupe(refs: list[TableRef]) -> list[TableRef]:
-    seen: set[TableRef] = set()
+def _dedupe(refs: list[TableName]) -> list[TableName]:
+    seen: set[TableName] = set()
     out = []
     for ref in refs:
         if ref not in seen:
@@ -124,12 +129,12 @@ def _dedupe(refs: list[TableRef]) -> list[TableRef]:
     return out
 
 
-def parse_table_list(text: str) -> list[TableRef]:
+def parse_table_list(text: str) -> list[TableName]:
     """Tables from a table-list file: one per line or comma-separated; comments and blank lines ignored.
 
     Returns them in order, duplicates removed. An empty list is returned as is (the caller decides).
     """
-    refs: list[TableRef] = []
+    refs: list[TableName] = []
     for line_no, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         for entry in _split_line(raw):
             try:
@@ -142,9 +147,9 @@ def parse_table_list(text: str) -> list[TableRef]:
     return _dedupe(refs)
 
 
-def parse_table_names(names: list[str]) -> list[TableRef]:
+def parse_table_names(names: list[str]) -> list[TableName]:
     """Tables from a JSON list (`table_names`): same rules, one name per item; blank items ignored."""
-    refs: list[TableRef] = []
+    refs: list[TableName] = []
     for index, name in enumerate(names, start=1):
         if not isinstance(name, str):
             raise InvalidTableName(f"table name #{index} must be a string, got {type(name).__name__}",
@@ -160,6 +165,7 @@ def parse_table_names(names: list[str]) -> list[TableRef]:
     return _dedupe(refs)
 
 
-def render_table_list(refs: list[TableRef]) -> str:
-    """Canonical table-list text: one `schema.table` per line, quoted where PostgreSQL needs it."""
+def render_table_list(refs: list[TableName | TableRef]) -> str:
+    """Canonical table-list text, one `schema.table` per line: names as written (a TableRef, a catalog name,
+    quoted where PostgreSQL needs it); parsing it gives the same names back."""
     return "".join(f"{ref.sql_name}\n" for ref in refs)

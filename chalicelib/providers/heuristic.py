@@ -516,6 +516,7 @@ class HeuristicProvider:
     """Deterministic stand-in for an LLM (no network, no randomness). Not intelligent: see the module docstring."""
 
     name = HEURISTIC_NAME
+    kind = "heuristic"  # what wrote its comments (TableDoc.comment_sources); never reported as an LLM
 
     def __init__(self) -> None:
         self.usage = LLMUsage(provider=self.name)

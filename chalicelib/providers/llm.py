@@ -28,7 +28,9 @@ from chalicelib.pipeline.models import (
     RepairRequest,
     TableDoc,
     TableMeta,
+    TableRef,
     Theme,
+    quote_ident,
 )
 from chalicelib.providers.openai_client import shared_openai_client
 
@@ -57,6 +59,7 @@ class LLMProvider(Protocol):
     """What the pipeline asks of a language model. Implementations: OpenAIProvider, HeuristicProvider."""
 
     name: str
+    kind: str  # "llm" (a language model wrote it) or "heuristic" (rules over the schema)
     usage: LLMUsage
 
     def suggest_table_comments(self, meta: TableMeta, samples: list[dict], business_context: str) -> CommentSuggestion:
@@ -98,10 +101,17 @@ def is_select_sql(sql: str) -> bool:
     return bool(_SQL_START.match(sql or ""))
 
 
+def _unquote(part: str) -> str:
+    """`"we""ird"` -> `we"ird` (a quoted identifier as PostgreSQL reads it); other text as it is."""
+    if len(part) >= 2 and part[0] == part[-1] == '"':
+        return part[1:-1].replace('""', '"')
+    return part.strip('"')
+
+
 def find_doc(name: str, docs: list[TableDoc]) -> TableDoc | None:
     """The doc a (possibly quoted, possibly schema-less) table name refers to, or None."""
     cleaned = name.strip().strip(";").strip()
-    parts = [p.strip().strip('"') for p in re.split(r'\.(?=(?:[^"]*"[^"]*")*[^"]*$)', cleaned)]
+    parts = [_unquote(p.strip()) for p in re.split(r'\.(?=(?:[^"]*"[^"]*")*[^"]*$)', cleaned)]
     if len(parts) == 2:
         schema, table = parts
         exact = [d for d in docs if d.meta.ref.schema == schema and d.meta.ref.name == table]
@@ -143,7 +153,7 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             head += f"  -- {doc.table_comment or meta.comment}"
         lines = [head]
         for col in meta.columns:
-            line = f"  {col.name} {col.data_type}"
+            line = f"  {quote_ident(col.name)} {col.data_type}"  # quoted as SQL over it must write it
             if col.is_primary_key or col.name in meta.primary_key:
                 line += " primary key"
             elif not col.nullable:
@@ -160,8 +170,8 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             lines.append(line)
         for fk in meta.foreign_keys:
             lines.append(
-                f"  foreign key ({', '.join(fk.columns)}) references {fk.ref_schema}.{fk.ref_table}"
-                f" ({', '.join(fk.ref_columns)})"
+                f"  foreign key ({', '.join(map(quote_ident, fk.columns))}) references "
+                f"{TableRef(fk.ref_schema, fk.ref_table).sql_name} ({', '.join(map(quote_ident, fk.ref_columns))})"
             )
         lines.append(");")
         blocks.append("\n".join(lines))
@@ -472,6 +482,8 @@ class OpenAIProvider:
 
     `usage.calls` counts every request sent (failed attempts included); `usage.retries` the repeated ones.
     """
+
+    kind = "llm"
 
     def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None,
                  backoff_base: float = BACKOFF_BASE_SECONDS, sleep: Callable[[float], None] = time.sleep):

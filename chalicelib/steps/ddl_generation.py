@@ -51,24 +51,34 @@ def _clear_previous_outputs(run: StepRun) -> None:
 @steps_bp.lambda_function(name="step_ddl_plan")
 def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
-        refs = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
-        run.log.info(f"Introspecting {len(refs)} tables")
+        names = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
+        run.log.info(f"Introspecting {len(names)} tables")
         conn = db.connect(run.db_url)
         try:
             found, missing = introspect.introspect_tables(
-                conn, refs, exact_count_threshold=run.settings.exact_count_threshold
+                conn, names, exact_count_threshold=run.settings.exact_count_threshold
             )
         finally:
             conn.close()
-        for ref, reason in missing.items():
-            run.log.error(f"Table {ref.display_name} skipped: {reason}")
-        if not found:
-            raise StepFailed(f"none of the {len(refs)} listed tables could be introspected")
+        # Written names resolved to catalog names; two spellings of one table are documented once.
+        metas: dict[TableRef, TableMeta] = {}
+        for name in names:
+            if name in found:
+                meta = found[name]
+                if meta.ref in metas:
+                    run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: documented once")
+                metas.setdefault(meta.ref, meta)
+        skipped = {name.text: str(reason) for name, reason in missing.items()}
+        for name, reason in skipped.items():
+            run.log.error(f"Table {name} skipped: {reason}")
+        if not metas:
+            raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
+                             + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
         _clear_previous_outputs(run)
-        ordered = [ref for ref in refs if ref in found]
+        ordered = list(metas)
         run.files.put_text(
             SCHEMA_FILE,
-            json.dumps({ref.display_name: found[ref].to_dict() for ref in ordered}, ensure_ascii=False),
+            json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered}, ensure_ascii=False),
         )
         size = max(1, run.settings.ddl_batch_size)
         batches = [[ref.to_dict() for ref in ordered[i : i + size]] for i in range(0, len(ordered), size)]
@@ -78,22 +88,23 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run_bounded(
             lambda i: run.files.put_text(
                 f"{BATCH_SCHEMAS}{i:04d}.json",
-                json.dumps({ref.display_name: found[ref].to_dict() for ref in ordered[i * size : (i + 1) * size]},
+                json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered[i * size : (i + 1) * size]},
                            ensure_ascii=False),
             ),
             list(range(len(batches))),
             DOC_READ_WORKERS,
         )
         run.tasks.update_progress(run.task_id, STEP,
-                                  {"total": len(refs), "done": 0, "failed": len(missing), "tables": {}})
+                                  {"total": len(ordered) + len(skipped), "done": 0, "failed": len(skipped),
+                                   "tables": {}})
         run.tasks.record_items_progress(
             run.task_id, STEP, "tables",
-            {ref.display_name: ({"ok": False, "error": reason}, False) for ref, reason in missing.items()},
+            {name: ({"ok": False, "error": reason}, False) for name, reason in skipped.items()},
             counted=False,  # already in `failed` above
         )
         return {
             "batches": [{"index": i, "tables": batch} for i, batch in enumerate(batches)],
-            "missing": {ref.display_name: reason for ref, reason in missing.items()},
+            "missing": skipped,
         }
 
 
@@ -114,7 +125,17 @@ def _generate_table(run: StepRun, connections: _Connections, meta: TableMeta, ll
     for name, text in files.items():
         run.files.put_text(name, text)
     return {"table": meta.ref.display_name, "ok": True, "seconds": round(time.monotonic() - started, 3),
+            "comment_sources": ddl.count_comment_sources(doc),
             "doc": doc.to_dict(), "files": files}
+
+
+def _provider_label(llm: Any) -> str:
+    """`heuristic provider "heuristic (no LLM configured)"` / `llm provider "openai-compatible:gpt-4o"`."""
+    return f'{ddl.provider_kind(llm)} provider "{getattr(llm, "name", "?")}"'
+
+
+def _sources_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {source}" for source, count in counts.items()) or "none"
 
 
 def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
@@ -131,10 +152,11 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
             result = _generate_table(run, connections, TableMeta.from_dict(schema[name]), llm)
         except Exception as exc:  # recorded per table; the step decides in merge
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            run.log.error(f"Table {name} failed: {reason}")
+            run.log.error(f"Table {name} failed ({_provider_label(llm)}): {reason}")
             result = {"table": name, "ok": False, "error": reason, "seconds": round(time.monotonic() - started, 3)}
         else:
-            run.log.info(f"Table {name} done in {result['seconds']} s")
+            run.log.info(f"Table {name} done in {result['seconds']} s; comments kept: "
+                         f"{_sources_text(result['comment_sources'])} ({_provider_label(llm)})")
         return result
 
 
@@ -270,6 +292,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not refs:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
+        run.log.info(f"Commenting {len(refs)} tables with the {_provider_label(llm)}")
         connections = _Connections(run.db_url, DB_CONNECTIONS_PER_BATCH)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
@@ -357,9 +380,16 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "files_written": 2 * len(ok),
             "seconds_per_table": {item["table"]: item["seconds"] for item in ok},
         }
+        sources: dict[str, int] = {}
+        for item in ok:
+            for source, count in (item.get("comment_sources") or {}).items():
+                sources[source] = sources.get(source, 0) + count
+        providers = sorted({u.get("provider") for u in usages if u.get("provider")})
+        result.update(comment_sources=sources, has_llm_comments=sources.get("llm", 0) > 0, comment_providers=providers)
         if failed:
             run.log.warning(f"ddl_generation finished with {len(failed)} failed tables: {', '.join(failed)}")
-        run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files")
+        run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files; comments kept: "
+                     f"{_sources_text(sources)} (provider: {', '.join(providers) or 'none'})")
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"tables_succeeded": len(ok), "tables_failed": len(failed)}
 

@@ -66,3 +66,38 @@ def test_database_tool_errors(client, business_db):
     down = post_json(client, f"{BASE}/tables", {"db_connection": "postgresql://u:topsecret@127.0.0.1:1/db"})
     assert down.status_code == 500 and down.json_body["error"]["code"] == "DATABASE_CONNECTION_ERROR"
     assert "topsecret" not in down.body.decode()
+
+
+# -- honest provenance (issue 8, finding 7) -----------------------------------------------------------------------
+
+
+def test_heuristic_comments_are_not_reported_as_llm(client, business_db):
+    data = post_json(client, f"{BASE}/table/ddl", {"db_connection": business_db, "table": "public.bss_company",
+                                                  "business_context": "高速公路服务区管理系统"}).json_body["data"]
+    info = data["generation_info"]
+    assert info["has_llm_comments"] is False and info["comment_provider"] == "heuristic"
+    assert info["llm_provider"].startswith("heuristic")
+    # id has a database comment; company_name gets the heuristic's dictionary meaning.
+    assert info["comment_sources"] == {"database": 2, "heuristic": 1}
+    assert data["fields"][1]["comment"] == "公司名称"
+
+
+def test_llm_comments_are_reported_as_llm_with_the_real_openai_client(client, business_db, llm_stub, monkeypatch):
+    import json
+
+    monkeypatch.setenv("LLM_BASE_URL", llm_stub.base_url)
+    monkeypatch.setenv("LLM_API_KEY", "sk-stub")
+    monkeypatch.setenv("LLM_MODEL", "stub-model")
+    llm_stub.script(json.dumps({"table_comment": "LLM 写的表注释", "columns": {"id": "LLM 编号",
+                                                                       "company_name": "LLM 公司名"},
+                                "enum_candidates": []}, ensure_ascii=False))
+    data = post_json(client, f"{BASE}/table/ddl", {"db_connection": business_db, "table": "bss_company",
+                                                  "business_context": "高速公路服务区管理系统"}).json_body["data"]
+    assert len(llm_stub.chat_requests) == 1
+    info = data["generation_info"]
+    assert info["has_llm_comments"] is True and info["comment_provider"] == "llm"
+    assert info["llm_provider"] == "openai-compatible:stub-model"
+    # The database's own comments win and stay "database"; only company_name was written by the model.
+    assert info["comment_sources"] == {"database": 2, "llm": 1}
+    assert data["table_info"]["comment"] == "存储高速公路管理公司信息"
+    assert {f["column_name"]: f["comment"] for f in data["fields"]} == {"id": "主键ID", "company_name": "LLM 公司名"}

@@ -110,10 +110,10 @@ def test_build_table_doc_merges_comments_and_confirms_enums(conn, caplog):
     doc, llm = _order_items_doc(conn)
     assert llm.calls == [(ORDER_ITEMS, 5, "电商订单系统")]  # exactly one LLM call per table
     assert doc.table_comment == "订单明细 （每行一个商品）"
-    assert doc.comment_sources[""] == "llm"
+    assert doc.comment_sources[""] == "llm"  # FakeLLM has no `kind`: taken as an LLM
     assert doc.column_comments == {"ItemId": "明细ID", "status": "订单状态", "price": "Unit price", "sku": "商品编码",
                                    "Select": "关键字列"}
-    assert doc.comment_sources["price"] == "db" and doc.comment_sources["ItemId"] == "llm"
+    assert doc.comment_sources["price"] == "database" and doc.comment_sources["ItemId"] == "llm"
     assert "note" not in doc.column_comments and "customer_id" not in doc.column_comments
     assert any("ghost_column" in str(getattr(r, "columns", "")) for r in caplog.records)
     # PostgreSQL enum: all labels, even one never used; LLM candidate confirmed with its real values;
@@ -131,7 +131,7 @@ def test_database_comments_win_over_llm(conn):
     llm = FakeLLM({CUSTOMERS: CommentSuggestion(table_comment="LLM table", column_comments={"name": "LLM name",
                                                                                            "id": "客户ID"})})
     doc = ddl.build_table_doc(conn, meta, llm, "电商")
-    assert doc.table_comment == "客户信息" and doc.comment_sources[""] == "db"
+    assert doc.table_comment == "客户信息" and doc.comment_sources[""] == "database"
     assert doc.column_comments == {"id": "客户ID", "name": "客户\n姓名"}
     assert doc.enums == {}
 
@@ -168,8 +168,8 @@ def test_rendered_ddl_is_executable_and_recreates_the_columns(conn):
     text = texts[ORDER_ITEMS]
     lines = text.splitlines()
     assert lines[0] == "-- 中文名: 订单明细"
-    assert lines[1].startswith("-- 描述: 订单明细（电商订单系统），主键 ItemId")
-    assert "-- 外键: customer_id 关联 Sales.customers(id)" in lines
+    assert lines[1].startswith('-- 描述: 订单明细（电商订单系统），主键 "ItemId"')
+    assert '-- 外键: customer_id 关联 "Sales".customers(id)' in lines
     assert 'create table "Sales"."OrderItems" (' in lines
     assert '  "ItemId" bigint not null,' in lines
     assert "  status \"Sales\".mood not null default 'new'::\"Sales\".mood,  -- 可选值：new、paid、shipped" in lines
@@ -223,18 +223,18 @@ def test_render_md_chinese(conn):
     doc, _ = _order_items_doc(conn)
     md = ddl.render_md(doc, "电商订单系统")
     lines = md.splitlines()
-    assert lines[0] == "## Sales.OrderItems（订单明细 （每行一个商品））"
-    assert lines[1].startswith("订单明细 （每行一个商品）（电商订单系统），主键 ItemId")
+    assert lines[0] == '## "Sales"."OrderItems"（订单明细 （每行一个商品））'
+    assert lines[1].startswith('订单明细 （每行一个商品）（电商订单系统），主键 "ItemId"')
     assert "字段列表：" in lines
-    assert "- ItemId (bigint) - 明细ID [主键, 非空] [示例: 1, 2]" in lines
+    assert '- "ItemId" (bigint) - 明细ID [主键, 非空] [示例: 1, 2]' in lines
     assert "- status (\"Sales\".mood) - 订单状态 [非空] [示例: paid, new]" in lines
     assert "- price (numeric(12,2)) - Unit price [示例: 1.50, 3.00]" in lines
     assert any(line.startswith("- note (text) [示例: note 1, note 2]") for line in lines)
     assert "字段补充说明：" in lines
     notes = lines[lines.index("字段补充说明：") + 1:]
     assert notes == [
-        "- 主键: ItemId",
-        "- 外键: customer_id 关联 Sales.customers(id)",
+        '- 主键: "ItemId"',
+        '- 外键: customer_id 关联 "Sales".customers(id)',
         "- status 为枚举字段，可选值：new、paid、shipped",
         "- sku 为枚举字段，可选值：SKU0、SKU1、SKU2、SKU3",
     ]
@@ -264,8 +264,8 @@ def test_render_md_english_and_public_heading(conn):
 def test_table_info_and_fields(conn):
     doc, _ = _order_items_doc(conn)
     assert ddl.table_info(doc) == {
-        "table_name": "OrderItems", "schema_name": "Sales", "full_name": "Sales.OrderItems",
-        "comment": "订单明细 （每行一个商品）", "field_count": 10, "row_count": 30,
+        "table_name": "OrderItems", "schema_name": "Sales", "full_name": '"Sales"."OrderItems"',
+        "table_type": "table", "comment": "订单明细 （每行一个商品）", "field_count": 10, "row_count": 30,
     }
     by_name = {f["column_name"]: f for f in ddl.fields(doc)}
     assert by_name["sku"] == {"column_name": "sku", "data_type": "varchar", "max_length": 20, "is_nullable": True,

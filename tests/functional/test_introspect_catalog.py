@@ -158,10 +158,13 @@ def test_missing_tables_are_reported_not_raised(shop_conn):
     found, errors = introspect_tables(shop_conn, refs, exact_count_threshold=1000)
     assert list(found) == [TableRef("Sales", "OrderItems")]
     assert errors == {
-        TableRef("public", "nope"): 'table "public.nope" does not exist',
-        TableRef("nowhere", "x"): 'table "nowhere.x" does not exist (schema "nowhere" not found)',
-        TableRef("sales", "orderitems"): 'table "sales.orderitems" does not exist (schema "sales" not found)',
+        TableRef("public", "nope"): "table public.nope does not exist",
+        TableRef("nowhere", "x"): "table nowhere.x does not exist (schema nowhere not found)",
+        # A TableRef is a catalog name, taken literally; the one differing only in case is named.
+        TableRef("sales", "orderitems"): 'table sales.orderitems does not exist (schema sales not found); '
+                                         'names differing only in case: "Sales"."OrderItems"',
     }
+    assert {problem.kind for problem in errors.values()} == {"missing"}
     assert introspect_tables(shop_conn, [], exact_count_threshold=10) == ({}, {})
 
 
@@ -203,12 +206,13 @@ def test_list_tables_pattern_schemas_and_escaping(shop_conn):
     with shop_conn.cursor() as cur:
         cur.execute('create table bss_a (id int); create table bssxa (id int); create table "BSS_Upper" (id int)')
         cur.execute('create view bss_view as select 1 as x')
-    assert list_tables(shop_conn, ["public"], "bss_*") == ["public.BSS_Upper", "public.bss_a"]
-    assert list_tables(shop_conn, ["public"], "bss*") == ["public.BSS_Upper", "public.bss_a", "public.bssxa"]
-    assert list_tables(shop_conn, ["Sales"], None) == ["Sales.OrderItems", "Sales.customers"]
-    assert list_tables(shop_conn, ["public", "Sales"], "*ers") == ["Sales.customers"]
+    # Names come back quoted where PostgreSQL needs it, so that each is accepted back as it is.
+    assert list_tables(shop_conn, ["public"], "bss_*") == ['public."BSS_Upper"', "public.bss_a"]
+    assert list_tables(shop_conn, ["public"], "bss*") == ['public."BSS_Upper"', "public.bss_a", "public.bssxa"]
+    assert list_tables(shop_conn, ["Sales"], None) == ['"Sales"."OrderItems"', '"Sales".customers']
+    assert list_tables(shop_conn, ["public", "Sales"], "*ers") == ['"Sales".customers']
     everything = list_tables(shop_conn, [], None)
-    assert "Sales.customers" in everything and "public.events" in everything
+    assert '"Sales".customers' in everything and "public.events" in everything
     assert not any(t.startswith(("pg_catalog.", "information_schema.")) for t in everything)
     assert "public.events_2024" not in everything
     assert list_tables(shop_conn, ["public"], "100%") == []

@@ -65,7 +65,7 @@ def test_extract_themes_keeps_only_real_tables():
     assert themes[0].related_tables == ["public.bss_service_area", "public.bss_company"]
     assert themes[0].description == "服务区 营收"
     # The bare "carflow" matches the only CarFlow case-insensitively.
-    assert themes[1].related_tables == ["ods.bss_company", "public.CarFlow"]
+    assert themes[1].related_tables == ["ods.bss_company", 'public."CarFlow"']  # quoted as shown everywhere
     assert provider.calls == [("themes", 3)]
 
 

@@ -1,11 +1,16 @@
-"""Table-list parsing: PostgreSQL identifier rules, comments, separators, duplicates, clear errors."""
+"""Table-list parsing: names remember how they were written, comments, separators, duplicates, clear errors."""
 from __future__ import annotations
 
 import pytest
 
 from chalicelib.errors import InvalidTableName, ValidationError
 from chalicelib.pipeline.models import TableRef
+from chalicelib.pipeline.names import TableName, fold_identifier
 from chalicelib.pipeline.tablelist import MAX_TABLES, parse_table_list, parse_table_names, render_table_list
+
+
+def literal(schema: str, name: str) -> TableName:
+    return TableName(schema, name)
 
 
 def test_lines_commas_comments_and_blank_lines():
@@ -18,47 +23,65 @@ public.bss_service_area, ods.orders ,  bss_branch   # trailing comment
 bss_car_day_count -- trailing dash comment
 """
     assert parse_table_list(text) == [
-        TableRef("public", "bss_company"),
-        TableRef("public", "bss_service_area"),
-        TableRef("ods", "orders"),
-        TableRef("public", "bss_branch"),
-        TableRef("public", "bss_car_day_count"),
+        literal("public", "bss_company"),
+        literal("public", "bss_service_area"),
+        literal("ods", "orders"),
+        literal("public", "bss_branch"),
+        # Unquoted upper case is kept as written; resolution tries it exactly, then folded (bss_company).
+        TableName("Public", "BSS_Company", fold_schema=True, fold_name=True),
+        literal("public", "bss_car_day_count"),
     ]
 
 
 def test_quoted_identifiers_keep_case_and_special_characters():
     refs = parse_table_list('"Sales"."OrderItems"\n"Sales".customers, "my table", "a""b"."x,y"\nsales.orderitems\n')
     assert refs == [
-        TableRef("Sales", "OrderItems"),
-        TableRef("Sales", "customers"),
-        TableRef("public", "my table"),
-        TableRef('a"b', "x,y"),
-        TableRef("sales", "orderitems"),
+        literal("Sales", "OrderItems"),
+        literal("Sales", "customers"),
+        literal("public", "my table"),
+        literal('a"b', "x,y"),
+        literal("sales", "orderitems"),
     ]
 
 
 def test_quoted_hash_and_dashes_are_not_comments():
-    assert parse_table_list('"a#b"."c--d"') == [TableRef("a#b", "c--d")]
+    assert parse_table_list('"a#b"."c--d"') == [literal("a#b", "c--d")]
 
 
-def test_unquoted_names_fold_to_lower_case_and_allow_dollar():
-    assert parse_table_list("Foo.Bar$1\n_x") == [TableRef("foo", "bar$1"), TableRef("public", "_x")]
+def test_unquoted_names_remember_they_may_fold_and_allow_dollar():
+    assert parse_table_list("Foo.Bar$1\n_x") == [TableName("Foo", "Bar$1", True, True), literal("public", "_x")]
+    # Folding is PostgreSQL's: ASCII letters only.
+    assert fold_identifier("SalesÉtat") == "salesÉtat"
+
+
+def test_names_postgresql_accepts_only_quoted_are_literal():
+    # A leading digit: accepted, but only an exact catalog match will do (no folding), rendered quoted.
+    assert parse_table_list("public.2019, 2019A") == [literal("public", "2019"), literal("public", "2019A")]
+    assert render_table_list(parse_table_list("public.2019, 2019A")) == 'public."2019"\npublic."2019A"\n'
+    assert parse_table_list('"表名"') == [literal("public", "表名")]  # non-ASCII names are written quoted
+
+
+def test_quoted_and_unquoted_spellings_differ_until_resolution():
+    unquoted, quoted, lower = parse_table_list('SalesOrder\n"SalesOrder"\nsalesorder')
+    assert unquoted.name_candidates() == ["SalesOrder", "salesorder"]
+    assert quoted.name_candidates() == ["SalesOrder", None] and lower.name_candidates() == ["salesorder", None]
+    # A quoted name PostgreSQL would not need to quote is the same name as its unquoted spelling.
+    assert parse_table_list('"public"."bss_company"') == parse_table_list("bss_company")
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("ok_table\n1abc", "'1abc' on line 2"),
+        ("ok_table\nbad-name", "'bad-name' on line 2"),
         ("a.b.c", "'a.b.c' on line 1"),
-        ("bad-name", "'bad-name' on line 1"),
         ('"unterminated', "unterminated"),
         ('""', "empty"),
         ("schema.", "empty"),
         ("tab le", "'tab le'"),
         ("x" * 64, "longer than 63 bytes"),
         ('"' + "é" * 32 + '"', "longer than 63 bytes"),
-        ("表名", "'表名'"),
         ("a; drop table x", "'a; drop table x'"),
+        ("表名", "'表名'"),
     ],
 )
 def test_invalid_names_are_rejected_with_entry_and_line(text, fragment):
@@ -70,8 +93,8 @@ def test_invalid_names_are_rejected_with_entry_and_line(text, fragment):
 
 
 def test_max_length_is_counted_in_bytes():
-    assert parse_table_list("x" * 63) == [TableRef("public", "x" * 63)]
-    assert parse_table_list('"' + "é" * 31 + '"') == [TableRef("public", "é" * 31)]
+    assert parse_table_list("x" * 63) == [literal("public", "x" * 63)]
+    assert parse_table_list('"' + "é" * 31 + '"') == [literal("public", "é" * 31)]
 
 
 def test_empty_text_gives_empty_list():
@@ -87,9 +110,9 @@ def test_too_many_tables():
 
 def test_table_names_list():
     assert parse_table_names(["bss_company", " ods.Orders ", '"Sales"."OrderItems"', "", "bss_company"]) == [
-        TableRef("public", "bss_company"),
-        TableRef("ods", "orders"),
-        TableRef("Sales", "OrderItems"),
+        literal("public", "bss_company"),
+        TableName("ods", "Orders", fold_name=True),
+        literal("Sales", "OrderItems"),
     ]
     with pytest.raises(InvalidTableName, match=r"'x\.y\.z' \(item 2\)"):
         parse_table_names(["ok", "x.y.z"])
@@ -97,9 +120,20 @@ def test_table_names_list():
         parse_table_names(["ok", 3])  # type: ignore[list-item]
 
 
-def test_render_round_trips():
+def test_render_round_trips_written_and_catalog_names():
+    written = parse_table_list('bss_company\nSales.OrderItems\n"Sales"."OrderItems"\npublic."user"\n"a""b"."x,y"\n'
+                               'public.2019\n"Group"."Year"')
+    text = render_table_list(written)
+    assert text.splitlines() == ["public.bss_company", "Sales.OrderItems", '"Sales"."OrderItems"', 'public."user"',
+                                 '"a""b"."x,y"', 'public."2019"', '"Group"."Year"']
+    assert parse_table_list(text) == written
+    # Catalog names render quoted where PostgreSQL needs it and read back literally.
     refs = [TableRef("public", "bss_company"), TableRef("Sales", "OrderItems"), TableRef("public", "user"),
-            TableRef('a"b', "x,y")]
-    text = render_table_list(refs)
-    assert text.splitlines()[:3] == ["public.bss_company", '"Sales"."OrderItems"', 'public."user"']
-    assert parse_table_list(text) == refs
+            TableRef('a"b', "x,y"), TableRef("public", "2019"), TableRef("public", "Natural")]
+    assert [TableName.exact(r) for r in refs] == parse_table_list(render_table_list(refs))
+    assert render_table_list(refs).splitlines()[:3] == ["public.bss_company", '"Sales"."OrderItems"', 'public."user"']
+
+
+def test_names_round_trip_through_their_dict_form():
+    for name in parse_table_list('SalesOrder, "SalesOrder", Ods.Orders, public.2019'):
+        assert TableName.from_dict(name.to_dict()) == name
