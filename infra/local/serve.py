@@ -75,9 +75,7 @@ def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int =
     server = None
     try:
         stack.start()
-        logger.info("AWS services (moto): %s", stack.endpoint_url)
-        logger.info("business database: %s", _masked(stack.db_url))
-        logger.info("vector database: %s", _masked(stack.pgvector_url))
+        print(startup_banner(stack), flush=True)
         server = start_api_server(stack, host, port)
         print(f"data_pipeline API ready on {api_base_url(server)}", flush=True)
         while server.thread.is_alive():
@@ -90,14 +88,13 @@ def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int =
         stack.stop()
 
 
-def _masked(url: str | None) -> str:
-    if not url:
-        return "(none)"
-    try:
-        from chalicelib.pipeline.db import mask_url
-    except ImportError:
-        return url.split("@", 1)[-1]
-    return mask_url(url)
+def startup_banner(stack: LocalStack) -> str:
+    """What `make serve` prints first: where the business data, the vectors and the local state are (passwords
+    masked), and whether each came from the environment or is embedded."""
+    lines = ["data_pipeline local stack", f"  AWS services (moto): {stack.endpoint_url}"]
+    if stack.databases is not None:
+        lines += ["  " + line for line in stack.databases.describe()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

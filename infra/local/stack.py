@@ -30,6 +30,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -66,6 +67,59 @@ def database_url(server_url: str, dbname: str) -> str:
     """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
     parts = urlsplit(server_url)
     return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """One database the local stack points the product at, and where that choice came from."""
+
+    url: str | None
+    source: str  # "DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL", an "embedded (...)" label, or "none"
+
+    @property
+    def from_environment(self) -> bool:
+        return self.source in ("DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL")
+
+
+@dataclass(frozen=True)
+class Databases:
+    business: DatabaseTarget
+    vectors: DatabaseTarget
+
+    def describe(self) -> list[str]:
+        """Human-readable lines, passwords masked: what `make serve` prints at start."""
+        from chalicelib.pipeline.db import mask_url
+
+        def line(label: str, target: DatabaseTarget, missing: str) -> str:
+            if not target.url:
+                return f"{label}: {missing}"
+            origin = f"from {target.source}" if target.from_environment else target.source
+            return f"{label}: {mask_url(target.url)}  [{origin}]"
+
+        return [line("business data", self.business, "none (no demo database; each task must give db_connection)"),
+                line("vectors      ", self.vectors, "none")]
+
+
+def resolve_databases(env_db: str | None, env_vectors: str | None, demo_url: str | None,
+                      embedded_vectors_url: str | None, embedded_label: str = "embedded") -> Databases:
+    """The local stack's rule (chalicelib/config.py applies the same one to each task):
+    business data: DATA_PIPELINE_DB_URL, else the embedded demo database (a task's db_connection wins at run
+    time); vectors: PGVECTOR_DB_URL, else DATA_PIPELINE_DB_URL, else the embedded `vector_store` database."""
+    if env_db:
+        business = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
+    elif demo_url:
+        business = DatabaseTarget(demo_url, embedded_label)
+    else:
+        business = DatabaseTarget(None, "none")
+    if env_vectors:
+        vectors = DatabaseTarget(env_vectors, "PGVECTOR_DB_URL")
+    elif env_db:
+        vectors = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
+    elif embedded_vectors_url:
+        vectors = DatabaseTarget(embedded_vectors_url, embedded_label)
+    else:
+        vectors = DatabaseTarget(None, "none")
+    return Databases(business, vectors)
 
 
 def _free_port() -> int:
@@ -266,8 +320,9 @@ class LocalStack:
     """moto server + in-process Lambda dispatch + PostgreSQL, with the process environment pointing at them.
 
     root: where `.local/pgdata` lives when no PostgreSQL is given (the repository by default).
-    server_url: an existing PostgreSQL server (any database URL on it); the demo and vector databases are
-        created there. Without it and without DATA_PIPELINE_DB_URL, pgserver is started under root.
+    server_url: an existing PostgreSQL server (any database URL on it) standing in for the embedded one: the
+        demo and vector databases are created there. Without it, pgserver is started under root. Either is
+        used only for what DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL leave unset (`resolve_databases`).
     app_factory: returns the Chalice app whose handlers run the Lambda functions (default: app.py).
     function_names / definition_text: the Lambda functions to create and the ASL (default: the project's
         step functions and infra/data_pipeline.asl.json); placeholders are `placeholder_for(name)`.
@@ -291,6 +346,7 @@ class LocalStack:
         bucket: str = "data-pipeline-local",
         table_name: str = "data-pipeline-tasks",
         lambda_workers: int = 0,
+        persist: bool = True,
     ) -> None:
         self.root = Path(root)
         self.server_url = server_url
@@ -303,10 +359,13 @@ class LocalStack:
         self.table_name = table_name
         self.dispatcher = LambdaDispatcher(app_factory, _lambda_timeouts())
         self.lambda_workers = lambda_workers
+        self.persist = persist
         self.port: int | None = None
         self.state_machine_arn: str | None = None
         self.db_url: str | None = None
         self.pgvector_url: str | None = None
+        self.databases: Databases | None = None
+        self.embedded_label = "embedded"
         self.timings: dict[str, float] = {}
         self._moto: Any = None
         self._pg: Any = None
@@ -447,25 +506,34 @@ class LocalStack:
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 
     def _start_postgres(self) -> None:
+        """Business data and vectors where the environment says (`resolve_databases`); the embedded server
+        (pgserver under root, or `server_url`) is started only for what the environment leaves unset."""
         if not self.use_postgres:
             return
-        external = os.environ.get("DATA_PIPELINE_DB_URL", "").strip()
-        if external and not self.server_url:
-            self.db_url = external
-            self.pgvector_url = os.environ.get("PGVECTOR_DB_URL", "").strip() or external
-            logger.info("using PostgreSQL from DATA_PIPELINE_DB_URL")
-            return
-        server_url = self.server_url
-        if server_url is None:
-            import pgserver
+        env_db = (os.environ.get("DATA_PIPELINE_DB_URL") or "").strip() or None
+        env_vectors = (os.environ.get("PGVECTOR_DB_URL") or "").strip() or None
+        needs_server = (env_db is None and self.load_demo) or (env_db is None and env_vectors is None)
+        server_url = self._embedded_server_url() if needs_server else None
+        demo_url = self._ensure_demo_database(server_url) if server_url and env_db is None and self.load_demo \
+            else None
+        vector_url = self._ensure_database(server_url, VECTOR_DATABASE) if server_url and env_db is None \
+            and env_vectors is None else None
+        self.databases = resolve_databases(env_db, env_vectors, demo_url, vector_url, self.embedded_label)
+        self.db_url = self.databases.business.url
+        self.pgvector_url = self.databases.vectors.url
 
-            pgdata = self.root / ".local" / "pgdata"
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
-            server_url = self._pg.get_uri()
-            logger.info("embedded PostgreSQL running in %s", pgdata)
-        self.db_url = self._ensure_demo_database(server_url) if self.load_demo else None
-        self.pgvector_url = self._ensure_database(server_url, VECTOR_DATABASE)
+    def _embedded_server_url(self) -> str:
+        if self.server_url is not None:
+            self.embedded_label = "embedded (the stack's PostgreSQL server)"
+            return self.server_url
+        import pgserver
+
+        pgdata = self.root / ".local" / "pgdata"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+        self.embedded_label = f"embedded (pgserver in {pgdata})"
+        logger.info("embedded PostgreSQL running in %s", pgdata)
+        return self._pg.get_uri()
 
     @staticmethod
     def _admin(server_url: str) -> Any:
