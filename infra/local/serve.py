@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from infra.local.lambdas import DEFAULT_WORKERS
@@ -70,8 +71,9 @@ def api_base_url(server: Any) -> str:
     return f"http://{server.host}:{server.port}{API_BASE_PATH}"
 
 
-def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int = DEFAULT_WORKERS) -> None:
-    stack = LocalStack(load_demo=load_demo, lambda_workers=lambda_workers)
+def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int = DEFAULT_WORKERS,
+          root: Path = ROOT) -> None:
+    stack = LocalStack(root, load_demo=load_demo, lambda_workers=lambda_workers)
     server = None
     try:
         stack.start()
@@ -94,6 +96,12 @@ def startup_banner(stack: LocalStack) -> str:
     lines = ["data_pipeline local stack", f"  AWS services (moto): {stack.endpoint_url}"]
     if stack.databases is not None:
         lines += ["  " + line for line in stack.databases.describe()]
+    if stack.persist:
+        restored = stack.restored
+        lines.append(f"  local state: {stack.state_dir}  [{restored.get('objects', 0)} files, "
+                     f"{restored.get('items', 0)} task items restored]")
+        if stack.interrupted:
+            lines.append(f"  interrupted while the server was down, now failed: {', '.join(stack.interrupted)}")
     return "\n".join(lines)
 
 
@@ -102,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT") or 8084))
     parser.add_argument("--no-demo", action="store_true", help="do not create/load the highway_demo database")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="folder whose .local/ holds the embedded PostgreSQL and the persisted local state "
+                             "(default: the repository)")
     parser.add_argument("--lambda-workers", type=int, default=DEFAULT_WORKERS,
                         help=f"worker processes running the step Lambdas (default {DEFAULT_WORKERS}; 0: in this "
                              "process)")
@@ -111,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line otherwise
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    serve(args.host, args.port, load_demo=not args.no_demo, lambda_workers=args.lambda_workers)
+    serve(args.host, args.port, load_demo=not args.no_demo, lambda_workers=args.lambda_workers, root=args.root)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 moto runs as a server in this process (S3, DynamoDB, IAM, Lambda, Step Functions executing the real
 state machine from infra/data_pipeline.asl.json) and PostgreSQL with pgvector comes from pgserver (or from
-DATA_PIPELINE_DB_URL). The dev-only glue of the project is here:
+DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL). S3 and DynamoDB state persists under `.local/state` (persistence.py).
+The dev-only glue of the project is here:
 - moto's Lambda backend is patched so that a Task state invokes the Chalice handler of the same name, in
   this process or in warm worker processes (infra/local/lambdas.py);
 - moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, WorkerPool, run_handler
+from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import (
     RESOURCES_PATH,
     STEP_FUNCTION_NAMES,
@@ -330,6 +332,9 @@ class LocalStack:
     use_postgres: False for a stack without PostgreSQL (state machine and AWS resources only).
     lambda_workers: run the Lambda invocations in this many warm worker processes (infra/local/lambdas.py)
         instead of in this process; the app factory must then be a module-level function.
+    persist: keep the bucket's objects and the task table's items in `root/.local/state` across restarts
+        (infra/local/persistence.py); tasks left in_progress by a stopped server are failed "interrupted".
+        False: moto's memory only, nothing written.
     """
 
     def __init__(
@@ -374,6 +379,9 @@ class LocalStack:
         self._saved_config: dict[str, Any] = {}
         self._undo_patches: list[Callable[[], None]] = []
         self._saved_gc: tuple[int, int, int] | None = None
+        self._journal: Journal | None = None
+        self.restored: dict[str, int] = {}
+        self.interrupted: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -389,6 +397,10 @@ class LocalStack:
             self._set_environment()
             self._create_resources()
             self.timings["moto"] = time.monotonic() - started
+            if self.persist:
+                started = time.monotonic()
+                self._restore_state()
+                self.timings["restore"] = time.monotonic() - started
             if self.lambda_workers:
                 started = time.monotonic()
                 self.dispatcher.use_workers(self.lambda_workers)  # they inherit the environment set above
@@ -416,6 +428,11 @@ class LocalStack:
             gc.unfreeze()
             self._saved_gc = None
         self.dispatcher.stop_workers()
+        if self._journal is not None:
+            if self._moto is not None and self._moto.journaling is not None:
+                self._moto.journaling.journal = None
+            self._journal.close()
+            self._journal = None
         if self._moto is not None:
             self._reset_moto()
             self._moto.stop()
@@ -614,7 +631,6 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
-        from moto.server import ThreadedMotoServer
 
         if getattr(LambdaSimpleBackend.invoke, "_data_pipeline_dispatch", False):
             raise RuntimeError("another LocalStack is running in this process")
@@ -640,7 +656,7 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self.port = _free_port()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._moto = journaling_moto_server(self.bucket, self.table_name, "127.0.0.1", self.port)
         self._moto.start()
         self._reset_moto()  # moto's backends are process-wide: start from nothing
 
@@ -682,6 +698,24 @@ class LocalStack:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the persisted S3 objects and DynamoDB items live (git-ignored `.local/`)."""
+        return self.root / ".local" / "state"
+
+    def _restore_state(self) -> None:
+        """Replay the journal of earlier runs into the fresh moto, journal every write from now on, and fail
+        the tasks whose execution was lost with the previous server (infra/local/persistence.py)."""
+        journal = Journal(self.state_dir)
+        journal.lock()
+        self._journal = journal
+        self.restored = restore(journal, self._moto.journaling.app, self.bucket, self.table_name)
+        journal.open()
+        self._moto.journaling.journal = journal
+        self.interrupted = fail_interrupted_tasks(self.sfn) if self.restored["items"] else []
+        logger.info("local state in %s: %d objects, %d items", self.state_dir, self.restored["objects"],
+                    self.restored["items"])
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")
