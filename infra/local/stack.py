@@ -7,10 +7,9 @@ The dev-only glue of the project is here:
 - moto's Lambda backend is patched so that a Task state invokes the Chalice handler of the same name, in
   this process or in warm worker processes (infra/local/lambdas.py);
 - moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
-  are atomic per item as in real DynamoDB;
-- three patches take CPU out of moto's request path without changing what it answers: the backend lookup
-  per host is memoised, plain DynamoDB results skip the generic serializer, the Step Functions executor
-  reuses its Lambda client.
+  are atomic per item as in real DynamoDB, and three patches take CPU out of moto's request path without
+  changing what it answers (infra/local/moto_patches.py);
+- which database holds the business data and which the vectors (infra/local/databases.py).
 
     with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
         stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
@@ -31,12 +30,26 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget: re-exported)
+    DEMO_DATABASE,
+    VECTOR_DATABASE,
+    Databases,
+    DatabaseTarget,
+    database_url,
+    ensure_database,
+    ensure_demo_database,
+    resolve_databases,
+)
 from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, WorkerPool, run_handler
+from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes_atomic: re-exported)
+    fast_moto_dynamodb_results,
+    make_moto_dynamodb_writes_atomic,
+    memoize_moto_host_lookup,
+    reuse_moto_lambda_clients,
+)
 from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import (
     RESOURCES_PATH,
@@ -50,12 +63,8 @@ from infra.template import (
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_DATABASE = "highway_demo"
-VECTOR_DATABASE = "vector_store"
 STATE_MACHINE_NAME = "data-pipeline"
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
-# Written on the demo database once its load finished; a database without it is reloaded from scratch.
-DEMO_LOADED_MARKER = "data_pipeline demo database: loaded"
 
 
 def load_repo_app() -> Any:
@@ -65,195 +74,10 @@ def load_repo_app() -> Any:
     return importlib.import_module("app").app
 
 
-def database_url(server_url: str, dbname: str) -> str:
-    """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    """One database the local stack points the product at, and where that choice came from."""
-
-    url: str | None
-    source: str  # "DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL", an "embedded (...)" label, or "none"
-
-    @property
-    def from_environment(self) -> bool:
-        return self.source in ("DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL")
-
-
-@dataclass(frozen=True)
-class Databases:
-    business: DatabaseTarget
-    vectors: DatabaseTarget
-
-    def describe(self) -> list[str]:
-        """Human-readable lines, passwords masked: what `make serve` prints at start."""
-        from chalicelib.pipeline.db import mask_url
-
-        def line(label: str, target: DatabaseTarget, missing: str) -> str:
-            if not target.url:
-                return f"{label}: {missing}"
-            origin = f"from {target.source}" if target.from_environment else target.source
-            return f"{label}: {mask_url(target.url)}  [{origin}]"
-
-        return [line("business data", self.business, "none (no demo database; each task must give db_connection)"),
-                line("vectors      ", self.vectors, "none")]
-
-
-def resolve_databases(env_db: str | None, env_vectors: str | None, demo_url: str | None,
-                      embedded_vectors_url: str | None, embedded_label: str = "embedded") -> Databases:
-    """The local stack's rule (chalicelib/config.py applies the same one to each task):
-    business data: DATA_PIPELINE_DB_URL, else the embedded demo database (a task's db_connection wins at run
-    time); vectors: PGVECTOR_DB_URL, else DATA_PIPELINE_DB_URL, else the embedded `vector_store` database."""
-    if env_db:
-        business = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
-    elif demo_url:
-        business = DatabaseTarget(demo_url, embedded_label)
-    else:
-        business = DatabaseTarget(None, "none")
-    if env_vectors:
-        vectors = DatabaseTarget(env_vectors, "PGVECTOR_DB_URL")
-    elif env_db:
-        vectors = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
-    elif embedded_vectors_url:
-        vectors = DatabaseTarget(embedded_vectors_url, embedded_label)
-    else:
-        vectors = DatabaseTarget(None, "none")
-    return Databases(business, vectors)
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], None]:
-    """moto checks a ConditionExpression and then writes without a lock; real DynamoDB does both atomically.
-
-    Serialising moto's DynamoDB requests (parse, backend call and the serialisation of the answer, one request
-    at a time) gives the local server and the tests the guarantee the code relies on in AWS (claims, id
-    allocation), and no answer is serialised while another request updates the same item. The moto server
-    runs under one GIL anyway, so this costs it little concurrency. Requests still go through botocore and
-    moto's request parsing.
-    With a pytest `monkeypatch` the patch is undone by it; otherwise call the returned function to undo.
-    Applying it twice does nothing the second time.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-    if getattr(original, "_data_pipeline_atomic", False):
-        return lambda: None
-    lock = threading.RLock()
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    call_action._data_pipeline_atomic = True  # type: ignore[attr-defined]
-    if monkeypatch is not None:
-        monkeypatch.setattr(DynamoHandler, "call_action", call_action)
-        return lambda: None
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
-
-    return undo
-
-
-def memoize_moto_host_lookup() -> Callable[[], None]:
-    """moto's server finds the backend of every request by scanning hundreds of URL patterns (and listing its
-    own modules on disk) under one lock: a fifth of the local stack's CPU. The answer depends only on the host,
-    so it is remembered per host. Call the returned function to undo."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    original = DomainDispatcherApplication.get_backend_for_host
-    if getattr(original, "_data_pipeline_memo", False):
-        return lambda: None
-    cache: dict[str | None, Any] = {}
-
-    def get_backend_for_host(self: Any, host: str | None) -> Any:
-        if host not in cache:
-            cache[host] = original(self, host)
-        return cache[host]
-
-    get_backend_for_host._data_pipeline_memo = True  # type: ignore[attr-defined]
-    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DomainDispatcherApplication.get_backend_for_host = original  # type: ignore[method-assign]
-
-    return undo
-
-
-def reuse_moto_lambda_clients() -> Callable[[], None]:
-    """moto's Step Functions executor builds a new boto3 Lambda client for every Task state it runs (tens of
-    milliseconds of CPU each, on the server's GIL). botocore clients are thread-safe, so one per region and
-    endpoint is kept. Call the returned function to undo."""
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-
-    original = lambda_eval_utils.boto_client_for
-    if getattr(original, "_data_pipeline_reuse", False):
-        return lambda: None
-    cache: dict[tuple[Any, ...], Any] = {}
-    lock = threading.Lock()
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        if state_credentials is not None:
-            return original(region, service, state_credentials)
-        from moto.core.models import botocore_stubber
-        from moto.settings import moto_server_port
-
-        key = (region, service, botocore_stubber.enabled, moto_server_port())
-        with lock:
-            if key not in cache:
-                cache[key] = original(region, service)
-            return cache[key]
-
-    boto_client_for._data_pipeline_reuse = True  # type: ignore[attr-defined]
-    lambda_eval_utils.boto_client_for = boto_client_for
-
-    def undo() -> None:
-        lambda_eval_utils.boto_client_for = original
-
-    return undo
-
-
-def fast_moto_dynamodb_results() -> Callable[[], None]:
-    """moto turns every DynamoDB answer into JSON with a generic, shape-driven serializer that walks each
-    attribute of each item: tens of milliseconds per GetItem of a task with per-table progress, the largest CPU
-    cost of a local run. DynamoDB's wire format is the item itself (`{"S": …}`, numbers as strings), so plain
-    results are dumped as they are; anything JSON cannot hold as is (bytes of a binary attribute, datetimes of
-    table descriptions) still goes through moto's serializer. Call the returned function to undo."""
-    from moto.dynamodb.responses import DynamoResult
-
-    original = DynamoResult.execute_result
-    if getattr(original, "_data_pipeline_fast", False):
-        return lambda: None
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"not plain JSON: {type(value).__name__}")
-
-    def execute_result(self: Any, context: Any) -> Any:
-        if isinstance(self.result, dict):
-            try:
-                body = json.dumps(self.result, separators=(",", ":"), default=refuse)
-            except TypeError:
-                pass
-            else:
-                return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
-        return original(self, context)
-
-    execute_result._data_pipeline_fast = True  # type: ignore[attr-defined]
-    DynamoResult.execute_result = execute_result  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DynamoResult.execute_result = original  # type: ignore[method-assign]
-
-    return undo
 
 
 def _lambda_timeouts() -> dict[str, int]:
@@ -529,12 +353,13 @@ class LocalStack:
             return
         env_db = (os.environ.get("DATA_PIPELINE_DB_URL") or "").strip() or None
         env_vectors = (os.environ.get("PGVECTOR_DB_URL") or "").strip() or None
-        needs_server = (env_db is None and self.load_demo) or (env_db is None and env_vectors is None)
+        needs_server = env_db is None and (self.load_demo or env_vectors is None)
         server_url = self._embedded_server_url() if needs_server else None
-        demo_url = self._ensure_demo_database(server_url) if server_url and env_db is None and self.load_demo \
-            else None
-        vector_url = self._ensure_database(server_url, VECTOR_DATABASE) if server_url and env_db is None \
-            and env_vectors is None else None
+        demo_url = vector_url = None
+        if server_url and self.load_demo:
+            demo_url = ensure_demo_database(server_url, self.demo_database)
+        if server_url and env_vectors is None:
+            vector_url = ensure_database(server_url, VECTOR_DATABASE)
         self.databases = resolve_databases(env_db, env_vectors, demo_url, vector_url, self.embedded_label)
         self.db_url = self.databases.business.url
         self.pgvector_url = self.databases.vectors.url
@@ -551,80 +376,6 @@ class LocalStack:
         self.embedded_label = f"embedded (pgserver in {pgdata})"
         logger.info("embedded PostgreSQL running in %s", pgdata)
         return self._pg.get_uri()
-
-    @staticmethod
-    def _admin(server_url: str) -> Any:
-        import psycopg2
-
-        conn = psycopg2.connect(database_url(server_url, "postgres"))
-        conn.autocommit = True
-        return conn
-
-    def _ensure_database(self, server_url: str, dbname: str) -> str:
-        from psycopg2 import sql
-
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("select 1 from pg_database where datname = %s", (dbname,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-        finally:
-            conn.close()
-        url = database_url(server_url, dbname)
-        self._execute(url, "create extension if not exists vector")
-        return url
-
-    def _ensure_demo_database(self, server_url: str) -> str:
-        from psycopg2 import sql
-
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
-                    (self.demo_database,),
-                )
-                row = cur.fetchone()
-                if row is not None and row[0] == DEMO_LOADED_MARKER:
-                    logger.info("demo database %s already loaded", self.demo_database)
-                    return database_url(server_url, self.demo_database)
-                name = sql.Identifier(self.demo_database)
-                if row is not None:  # a load that did not finish: start again
-                    cur.execute(sql.SQL("drop database {} with (force)").format(name))
-                cur.execute(sql.SQL("create database {}").format(name))
-        finally:
-            conn.close()
-        url = database_url(server_url, self.demo_database)
-        self._execute(url, "create extension if not exists vector")
-        started = time.monotonic()
-        from infra.local.demo_db import load_demo_database
-
-        load_demo_database(url)
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    sql.SQL("comment on database {} is {}").format(
-                        sql.Identifier(self.demo_database), sql.Literal(DEMO_LOADED_MARKER)
-                    )
-                )
-        finally:
-            conn.close()
-        logger.info("demo database %s loaded in %.1f s", self.demo_database, time.monotonic() - started)
-        return url
-
-    @staticmethod
-    def _execute(url: str, statement: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-        finally:
-            conn.close()
 
     # -- moto ------------------------------------------------------------------------------------------------
 

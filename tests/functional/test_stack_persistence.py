@@ -167,6 +167,10 @@ class _Server:
         os.kill(self.process.pid, signal.SIGKILL)  # the server only: its Lambda worker is orphaned, as in real life
         self.process.wait(timeout=30)
 
+    def interrupt(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(timeout=60) == 0
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -221,5 +225,15 @@ def test_a_task_running_when_the_server_is_killed_is_failed_interrupted_and_runs
         api.data("POST", f"/data_pipeline/tasks/{task_id}/execute", {"execution_mode": "complete"}, expect=202)
         final = api.wait(task_id, timeout=240)
         assert final["status"] == "completed", final.get("error_message")
+        files = api.data("GET", f"/data_pipeline/tasks/{task_id}/files")
+        second.interrupt()  # Ctrl-C
     finally:
         second.stop()
+
+    third = _Server(tmp_path, env)
+    try:
+        api = HttpApi(third.base_url)
+        assert api.status(task_id) == final
+        assert api.data("GET", f"/data_pipeline/tasks/{task_id}/files") == files
+    finally:
+        third.stop()
