@@ -43,15 +43,22 @@ def apply_stage_environment(stage: str = "dev") -> Any:
 def start_api_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0, *, stage: str = "dev") -> Any:
     """Chalice's local dev server for the stack's app, serving in a daemon thread; returns the LocalDevServer.
 
-    The stack must be started. Port 0 picks a free port (read it back from `server.server.server_port`).
-    Stop with `stop_api_server(server)`.
+    Unknown paths and methods a route lacks are answered in the envelope, as API Gateway answers them with
+    the gateway responses of the deployed API (infra/local/gateway.py). The stack must be started. Port 0
+    picks a free port (read it back from `server.server.server_port`). Stop with `stop_api_server(server)`.
     """
-    from chalice.local import create_local_server
+    from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
+
+    from infra.local.gateway import EnvelopeRequestHandler
 
     config = apply_stage_environment(stage)
     app = stack.app
     app_class = app.__class__
-    server = create_local_server(app, config, host, port)  # swaps the app's class for Chalice's local one
+    # What chalice.local.create_local_server does, with our request handler: the app's class becomes
+    # Chalice's local one (undone by stop_api_server).
+    CustomLocalChalice.__bases__ = (LocalChalice, app_class)
+    app.__class__ = CustomLocalChalice
+    server = LocalDevServer(app, config, host, port, handler_cls=EnvelopeRequestHandler)
     server.app_class = app_class
     server.port = server.server.server_port
     thread = threading.Thread(target=server.server.serve_forever, name="chalice-local", daemon=True)
