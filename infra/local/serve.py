@@ -1,11 +1,13 @@
 """`python -m infra.local.serve`: the whole product on this machine.
 
 Starts LocalStack (moto + step Lambdas in warm worker processes + PostgreSQL with the demo database) and
-Chalice's local dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything.
+Chalice's local dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything. It prints first where
+the business data and the vectors are (passwords masked, each from the environment or embedded) and where
+the local state is: tasks, files and logs persist in `<root>/.local/state` across restarts, kill -9 included.
 
 Environment: API_PORT (default 8084), DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL (use an existing PostgreSQL
-instead of the embedded one), LLM_* and EMBEDDING_* (providers; without them the heuristic LLM and the
-bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL.
+instead of the embedded one, for the business data / the vectors), LLM_* and EMBEDDING_* (providers; without
+them the heuristic LLM and the bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL.
 """
 from __future__ import annotations
 
