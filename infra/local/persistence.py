@@ -164,10 +164,16 @@ class JournalingApp:
             finally:
                 if hasattr(result, "close"):
                     result.close()
-            if status and status[-1][:1] == "2" and self.journal is not None:
+            journal = self.journal
+            if status and status[-1][:1] == "2" and journal is not None:
                 for record in records():
-                    self.journal.append(record)
+                    journal.append(record)
         return chunks
+
+    def detach(self) -> None:
+        """Stop journaling; a write being journaled right now finishes first."""
+        with self._lock:
+            self.journal = None
 
     def _s3_keys(self, environ: dict[str, Any]) -> Callable[[], list[str]] | None:
         """For an S3 write to the bucket: a function giving the object keys it touches (read after the write);

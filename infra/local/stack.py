@@ -254,7 +254,7 @@ class LocalStack:
         self.dispatcher.stop_workers()
         if self._journal is not None:
             if self._moto is not None and self._moto.journaling is not None:
-                self._moto.journaling.journal = None
+                self._moto.journaling.detach()
             self._journal.close()
             self._journal = None
         if self._moto is not None:
