@@ -145,7 +145,8 @@ class LambdaDispatcher:
 class LocalStack:
     """moto server + in-process Lambda dispatch + PostgreSQL, with the process environment pointing at them.
 
-    root: where `.local/pgdata` lives when no PostgreSQL is given (the repository by default).
+    root: where `.local/pgdata` (the embedded PostgreSQL, when one is needed) and `.local/state` (the persisted
+        S3 and DynamoDB state) live; the repository by default.
     server_url: an existing PostgreSQL server (any database URL on it) standing in for the embedded one: the
         demo and vector databases are created there. Without it, pgserver is started under root. Either is
         used only for what DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL leave unset (`resolve_databases`).
