@@ -102,6 +102,14 @@ class Settings:
     local_stack: bool = False
     table_list_dir: str | None = None
 
+    def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
+        """Where a task's business data is read: see `get_business_db_url`."""
+        return get_business_db_url(task_db_connection, self)
+
+    def vector_db_url_for(self, task_db_connection: str | None = None) -> str | None:
+        """Where a task's vectors are written: see `get_vector_db_url`."""
+        return get_vector_db_url(task_db_connection, self)
+
     @property
     def has_llm(self) -> bool:
         return bool(self.llm_base_url)
@@ -109,6 +117,32 @@ class Settings:
     @property
     def has_remote_embeddings(self) -> bool:
         return bool(self.embedding_base_url)
+
+
+def get_business_db_url(task_db_connection: str | None = None, settings: Settings | None = None) -> str | None:
+    """The business database of a task: its own `db_connection`, else DATA_PIPELINE_DB_URL.
+
+    The local stack sets DATA_PIPELINE_DB_URL to its embedded demo database when the user set nothing, so
+    locally the last resort is the demo database (infra/local/stack.py `resolve_databases`).
+    """
+    if task_db_connection and task_db_connection.strip():
+        return task_db_connection.strip()
+    return (settings or get_settings()).db_url
+
+
+def get_vector_db_url(task_db_connection: str | None = None, settings: Settings | None = None) -> str | None:
+    """The pgvector database of a task: PGVECTOR_DB_URL, else DATA_PIPELINE_DB_URL, else the task's own
+    `db_connection` (vectors beside the business data). The one rule every step and route uses.
+
+    The local stack sets PGVECTOR_DB_URL to its embedded `vector_store` database only when neither variable
+    was set by the user.
+    """
+    configured = (settings or get_settings()).pgvector_db_url  # PGVECTOR_DB_URL or DATA_PIPELINE_DB_URL
+    if configured:
+        return configured
+    if task_db_connection and task_db_connection.strip():
+        return task_db_connection.strip()
+    return None
 
 
 def get_settings() -> Settings:

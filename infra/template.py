@@ -5,11 +5,13 @@ them through `DefinitionSubstitutions` (the merge template built here from `infr
 stack through `render_definition`. Command line (used by the Makefile):
 
     python -m infra.template merge-template OUT.json   # resources.json + the ASL as `Definition`
+                                                       # + the API's gateway responses (infra/api_gateway.py)
     python -m infra.template check-zip out/deployment.zip
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import re
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from chalice.utils import to_cfn_resource_name
+
+from infra.api_gateway import rest_api_merge
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +103,19 @@ def build_merge_template() -> dict[str, Any]:
             f"only in resources.json {sorted(declared - used)}, only in the ASL {sorted(used - declared)}"
         )
     machine["Definition"] = json.loads(definition_text)
+    rest_api = template["Resources"].setdefault("RestAPI", {})
+    rest_api.setdefault("Properties", {}).setdefault("DefinitionBody", {}).update(
+        rest_api_merge(api_routes())["Properties"]["DefinitionBody"])
     return template
+
+
+def api_routes() -> dict[str, list[str]]:
+    """{path: methods} of the HTTP API, read from the Chalice app (app.py; nothing runs at import)."""
+    root = str(INFRA.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    app = importlib.import_module("app").app
+    return {path: sorted(views) for path, views in app.routes.items()}
 
 
 def check_deployment_zip(path: Path) -> list[str]:

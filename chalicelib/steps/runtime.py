@@ -127,7 +127,7 @@ class StepRun:
 
     @property
     def db_url(self) -> str:
-        url = self.task.get("db_connection") or self.settings.db_url
+        url = self.settings.business_db_url_for(self.task.get("db_connection"))
         if not url:
             raise DatabaseConnectionError(
                 "no database connection: the task has no db_connection and DATA_PIPELINE_DB_URL is not set"
@@ -136,7 +136,7 @@ class StepRun:
 
     @property
     def pgvector_url(self) -> str:
-        url = self.settings.pgvector_db_url
+        url = self.settings.vector_db_url_for(self.task.get("db_connection"))
         if not url:
             raise DatabaseConnectionError("no vector database: set PGVECTOR_DB_URL (or DATA_PIPELINE_DB_URL)")
         return url

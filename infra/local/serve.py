@@ -1,11 +1,13 @@
 """`python -m infra.local.serve`: the whole product on this machine.
 
 Starts LocalStack (moto + step Lambdas in warm worker processes + PostgreSQL with the demo database) and
-Chalice's local dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything.
+Chalice's local dev server for the HTTP API. One Ctrl-C (or SIGTERM) stops everything. It prints first where
+the business data and the vectors are (passwords masked, each from the environment or embedded) and where
+the local state is: tasks, files and logs persist in `<root>/.local/state` across restarts, kill -9 included.
 
 Environment: API_PORT (default 8084), DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL (use an existing PostgreSQL
-instead of the embedded one), LLM_* and EMBEDDING_* (providers; without them the heuristic LLM and the
-bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL.
+instead of the embedded one, for the business data / the vectors), LLM_* and EMBEDDING_* (providers; without
+them the heuristic LLM and the bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from infra.local.lambdas import DEFAULT_WORKERS
@@ -42,15 +45,22 @@ def apply_stage_environment(stage: str = "dev") -> Any:
 def start_api_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0, *, stage: str = "dev") -> Any:
     """Chalice's local dev server for the stack's app, serving in a daemon thread; returns the LocalDevServer.
 
-    The stack must be started. Port 0 picks a free port (read it back from `server.server.server_port`).
-    Stop with `stop_api_server(server)`.
+    Unknown paths and methods a route lacks are answered in the envelope, as API Gateway answers them with
+    the gateway responses of the deployed API (infra/local/gateway.py). The stack must be started. Port 0
+    picks a free port (read it back from `server.server.server_port`). Stop with `stop_api_server(server)`.
     """
-    from chalice.local import create_local_server
+    from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
+
+    from infra.local.gateway import EnvelopeRequestHandler
 
     config = apply_stage_environment(stage)
     app = stack.app
     app_class = app.__class__
-    server = create_local_server(app, config, host, port)  # swaps the app's class for Chalice's local one
+    # What chalice.local.create_local_server does, with our request handler: the app's class becomes
+    # Chalice's local one (undone by stop_api_server).
+    CustomLocalChalice.__bases__ = (LocalChalice, app_class)
+    app.__class__ = CustomLocalChalice
+    server = LocalDevServer(app, config, host, port, handler_cls=EnvelopeRequestHandler)
     server.app_class = app_class
     server.port = server.server.server_port
     thread = threading.Thread(target=server.server.serve_forever, name="chalice-local", daemon=True)
@@ -70,14 +80,13 @@ def api_base_url(server: Any) -> str:
     return f"http://{server.host}:{server.port}{API_BASE_PATH}"
 
 
-def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int = DEFAULT_WORKERS) -> None:
-    stack = LocalStack(load_demo=load_demo, lambda_workers=lambda_workers)
+def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int = DEFAULT_WORKERS,
+          root: Path = ROOT) -> None:
+    stack = LocalStack(root, load_demo=load_demo, lambda_workers=lambda_workers)
     server = None
     try:
         stack.start()
-        logger.info("AWS services (moto): %s", stack.endpoint_url)
-        logger.info("business database: %s", _masked(stack.db_url))
-        logger.info("vector database: %s", _masked(stack.pgvector_url))
+        print(startup_banner(stack), flush=True)
         server = start_api_server(stack, host, port)
         print(f"data_pipeline API ready on {api_base_url(server)}", flush=True)
         while server.thread.is_alive():
@@ -90,14 +99,19 @@ def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int =
         stack.stop()
 
 
-def _masked(url: str | None) -> str:
-    if not url:
-        return "(none)"
-    try:
-        from chalicelib.pipeline.db import mask_url
-    except ImportError:
-        return url.split("@", 1)[-1]
-    return mask_url(url)
+def startup_banner(stack: LocalStack) -> str:
+    """What `make serve` prints first: where the business data, the vectors and the local state are (passwords
+    masked), and whether each came from the environment or is embedded."""
+    lines = ["data_pipeline local stack", f"  AWS services (moto): {stack.endpoint_url}"]
+    if stack.databases is not None:
+        lines += ["  " + line for line in stack.databases.describe()]
+    if stack.persist:
+        restored = stack.restored
+        lines.append(f"  local state: {stack.state_dir}  [{restored.get('objects', 0)} files, "
+                     f"{restored.get('items', 0)} task items restored]")
+        if stack.interrupted:
+            lines.append(f"  interrupted while the server was down, now failed: {', '.join(stack.interrupted)}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT") or 8084))
     parser.add_argument("--no-demo", action="store_true", help="do not create/load the highway_demo database")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="folder whose .local/ holds the embedded PostgreSQL and the persisted local state "
+                             "(default: the repository)")
     parser.add_argument("--lambda-workers", type=int, default=DEFAULT_WORKERS,
                         help=f"worker processes running the step Lambdas (default {DEFAULT_WORKERS}; 0: in this "
                              "process)")
@@ -114,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # every pg_ctl command line otherwise
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    serve(args.host, args.port, load_demo=not args.no_demo, lambda_workers=args.lambda_workers)
+    serve(args.host, args.port, load_demo=not args.no_demo, lambda_workers=args.lambda_workers, root=args.root)
     return 0
 
 

@@ -2,14 +2,14 @@
 
 moto runs as a server in this process (S3, DynamoDB, IAM, Lambda, Step Functions executing the real
 state machine from infra/data_pipeline.asl.json) and PostgreSQL with pgvector comes from pgserver (or from
-DATA_PIPELINE_DB_URL). The dev-only glue of the project is here:
+DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL). S3 and DynamoDB state persists under `.local/state` (persistence.py).
+The dev-only glue of the project is here:
 - moto's Lambda backend is patched so that a Task state invokes the Chalice handler of the same name, in
   this process or in warm worker processes (infra/local/lambdas.py);
 - moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
-  are atomic per item as in real DynamoDB;
-- three patches take CPU out of moto's request path without changing what it answers: the backend lookup
-  per host is memoised, plain DynamoDB results skip the generic serializer, the Step Functions executor
-  reuses its Lambda client.
+  are atomic per item as in real DynamoDB, and three patches take CPU out of moto's request path without
+  changing what it answers (infra/local/moto_patches.py);
+- which database holds the business data and which the vectors (infra/local/databases.py).
 
     with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
         stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
@@ -32,9 +32,25 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget: re-exported)
+    DEMO_DATABASE,
+    VECTOR_DATABASE,
+    Databases,
+    DatabaseTarget,
+    database_url,
+    ensure_database,
+    ensure_demo_database,
+    resolve_databases,
+)
 from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, WorkerPool, run_handler
+from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes_atomic: re-exported)
+    fast_moto_dynamodb_results,
+    make_moto_dynamodb_writes_atomic,
+    memoize_moto_host_lookup,
+    reuse_moto_lambda_clients,
+)
+from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import (
     RESOURCES_PATH,
     STEP_FUNCTION_NAMES,
@@ -47,12 +63,8 @@ from infra.template import (
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_DATABASE = "highway_demo"
-VECTOR_DATABASE = "vector_store"
 STATE_MACHINE_NAME = "data-pipeline"
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
-# Written on the demo database once its load finished; a database without it is reloaded from scratch.
-DEMO_LOADED_MARKER = "data_pipeline demo database: loaded"
 
 
 def load_repo_app() -> Any:
@@ -62,142 +74,10 @@ def load_repo_app() -> Any:
     return importlib.import_module("app").app
 
 
-def database_url(server_url: str, dbname: str) -> str:
-    """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def make_moto_dynamodb_writes_atomic(monkeypatch: Any = None) -> Callable[[], None]:
-    """moto checks a ConditionExpression and then writes without a lock; real DynamoDB does both atomically.
-
-    Serialising moto's DynamoDB requests (parse, backend call and the serialisation of the answer, one request
-    at a time) gives the local server and the tests the guarantee the code relies on in AWS (claims, id
-    allocation), and no answer is serialised while another request updates the same item. The moto server
-    runs under one GIL anyway, so this costs it little concurrency. Requests still go through botocore and
-    moto's request parsing.
-    With a pytest `monkeypatch` the patch is undone by it; otherwise call the returned function to undo.
-    Applying it twice does nothing the second time.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-    if getattr(original, "_data_pipeline_atomic", False):
-        return lambda: None
-    lock = threading.RLock()
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    call_action._data_pipeline_atomic = True  # type: ignore[attr-defined]
-    if monkeypatch is not None:
-        monkeypatch.setattr(DynamoHandler, "call_action", call_action)
-        return lambda: None
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
-
-    return undo
-
-
-def memoize_moto_host_lookup() -> Callable[[], None]:
-    """moto's server finds the backend of every request by scanning hundreds of URL patterns (and listing its
-    own modules on disk) under one lock: a fifth of the local stack's CPU. The answer depends only on the host,
-    so it is remembered per host. Call the returned function to undo."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    original = DomainDispatcherApplication.get_backend_for_host
-    if getattr(original, "_data_pipeline_memo", False):
-        return lambda: None
-    cache: dict[str | None, Any] = {}
-
-    def get_backend_for_host(self: Any, host: str | None) -> Any:
-        if host not in cache:
-            cache[host] = original(self, host)
-        return cache[host]
-
-    get_backend_for_host._data_pipeline_memo = True  # type: ignore[attr-defined]
-    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DomainDispatcherApplication.get_backend_for_host = original  # type: ignore[method-assign]
-
-    return undo
-
-
-def reuse_moto_lambda_clients() -> Callable[[], None]:
-    """moto's Step Functions executor builds a new boto3 Lambda client for every Task state it runs (tens of
-    milliseconds of CPU each, on the server's GIL). botocore clients are thread-safe, so one per region and
-    endpoint is kept. Call the returned function to undo."""
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-
-    original = lambda_eval_utils.boto_client_for
-    if getattr(original, "_data_pipeline_reuse", False):
-        return lambda: None
-    cache: dict[tuple[Any, ...], Any] = {}
-    lock = threading.Lock()
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        if state_credentials is not None:
-            return original(region, service, state_credentials)
-        from moto.core.models import botocore_stubber
-        from moto.settings import moto_server_port
-
-        key = (region, service, botocore_stubber.enabled, moto_server_port())
-        with lock:
-            if key not in cache:
-                cache[key] = original(region, service)
-            return cache[key]
-
-    boto_client_for._data_pipeline_reuse = True  # type: ignore[attr-defined]
-    lambda_eval_utils.boto_client_for = boto_client_for
-
-    def undo() -> None:
-        lambda_eval_utils.boto_client_for = original
-
-    return undo
-
-
-def fast_moto_dynamodb_results() -> Callable[[], None]:
-    """moto turns every DynamoDB answer into JSON with a generic, shape-driven serializer that walks each
-    attribute of each item: tens of milliseconds per GetItem of a task with per-table progress, the largest CPU
-    cost of a local run. DynamoDB's wire format is the item itself (`{"S": …}`, numbers as strings), so plain
-    results are dumped as they are; anything JSON cannot hold as is (bytes of a binary attribute, datetimes of
-    table descriptions) still goes through moto's serializer. Call the returned function to undo."""
-    from moto.dynamodb.responses import DynamoResult
-
-    original = DynamoResult.execute_result
-    if getattr(original, "_data_pipeline_fast", False):
-        return lambda: None
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"not plain JSON: {type(value).__name__}")
-
-    def execute_result(self: Any, context: Any) -> Any:
-        if isinstance(self.result, dict):
-            try:
-                body = json.dumps(self.result, separators=(",", ":"), default=refuse)
-            except TypeError:
-                pass
-            else:
-                return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
-        return original(self, context)
-
-    execute_result._data_pipeline_fast = True  # type: ignore[attr-defined]
-    DynamoResult.execute_result = execute_result  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DynamoResult.execute_result = original  # type: ignore[method-assign]
-
-    return undo
 
 
 def _lambda_timeouts() -> dict[str, int]:
@@ -265,9 +145,11 @@ class LambdaDispatcher:
 class LocalStack:
     """moto server + in-process Lambda dispatch + PostgreSQL, with the process environment pointing at them.
 
-    root: where `.local/pgdata` lives when no PostgreSQL is given (the repository by default).
-    server_url: an existing PostgreSQL server (any database URL on it); the demo and vector databases are
-        created there. Without it and without DATA_PIPELINE_DB_URL, pgserver is started under root.
+    root: where `.local/pgdata` (the embedded PostgreSQL, when one is needed) and `.local/state` (the persisted
+        S3 and DynamoDB state) live; the repository by default.
+    server_url: an existing PostgreSQL server (any database URL on it) standing in for the embedded one: the
+        demo and vector databases are created there. Without it, pgserver is started under root. Either is
+        used only for what DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL leave unset (`resolve_databases`).
     app_factory: returns the Chalice app whose handlers run the Lambda functions (default: app.py).
     function_names / definition_text: the Lambda functions to create and the ASL (default: the project's
         step functions and infra/data_pipeline.asl.json); placeholders are `placeholder_for(name)`.
@@ -275,6 +157,9 @@ class LocalStack:
     use_postgres: False for a stack without PostgreSQL (state machine and AWS resources only).
     lambda_workers: run the Lambda invocations in this many warm worker processes (infra/local/lambdas.py)
         instead of in this process; the app factory must then be a module-level function.
+    persist: keep the bucket's objects and the task table's items in `root/.local/state` across restarts
+        (infra/local/persistence.py); tasks left in_progress by a stopped server are failed "interrupted".
+        False: moto's memory only, nothing written.
     """
 
     def __init__(
@@ -291,6 +176,7 @@ class LocalStack:
         bucket: str = "data-pipeline-local",
         table_name: str = "data-pipeline-tasks",
         lambda_workers: int = 0,
+        persist: bool = True,
     ) -> None:
         self.root = Path(root)
         self.server_url = server_url
@@ -303,10 +189,13 @@ class LocalStack:
         self.table_name = table_name
         self.dispatcher = LambdaDispatcher(app_factory, _lambda_timeouts())
         self.lambda_workers = lambda_workers
+        self.persist = persist
         self.port: int | None = None
         self.state_machine_arn: str | None = None
         self.db_url: str | None = None
         self.pgvector_url: str | None = None
+        self.databases: Databases | None = None
+        self.embedded_label = "embedded"
         self.timings: dict[str, float] = {}
         self._moto: Any = None
         self._pg: Any = None
@@ -315,6 +204,9 @@ class LocalStack:
         self._saved_config: dict[str, Any] = {}
         self._undo_patches: list[Callable[[], None]] = []
         self._saved_gc: tuple[int, int, int] | None = None
+        self._journal: Journal | None = None
+        self.restored: dict[str, int] = {}
+        self.interrupted: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -330,6 +222,10 @@ class LocalStack:
             self._set_environment()
             self._create_resources()
             self.timings["moto"] = time.monotonic() - started
+            if self.persist:
+                started = time.monotonic()
+                self._restore_state()
+                self.timings["restore"] = time.monotonic() - started
             if self.lambda_workers:
                 started = time.monotonic()
                 self.dispatcher.use_workers(self.lambda_workers)  # they inherit the environment set above
@@ -357,6 +253,11 @@ class LocalStack:
             gc.unfreeze()
             self._saved_gc = None
         self.dispatcher.stop_workers()
+        if self._journal is not None:
+            if self._moto is not None and self._moto.journaling is not None:
+                self._moto.journaling.detach()
+            self._journal.close()
+            self._journal = None
         if self._moto is not None:
             self._reset_moto()
             self._moto.stop()
@@ -447,106 +348,41 @@ class LocalStack:
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 
     def _start_postgres(self) -> None:
+        """Business data and vectors where the environment says (`resolve_databases`); the embedded server
+        (pgserver under root, or `server_url`) is started only for what the environment leaves unset."""
         if not self.use_postgres:
             return
-        external = os.environ.get("DATA_PIPELINE_DB_URL", "").strip()
-        if external and not self.server_url:
-            self.db_url = external
-            self.pgvector_url = os.environ.get("PGVECTOR_DB_URL", "").strip() or external
-            logger.info("using PostgreSQL from DATA_PIPELINE_DB_URL")
-            return
-        server_url = self.server_url
-        if server_url is None:
-            import pgserver
+        env_db = (os.environ.get("DATA_PIPELINE_DB_URL") or "").strip() or None
+        env_vectors = (os.environ.get("PGVECTOR_DB_URL") or "").strip() or None
+        needs_server = env_db is None and (self.load_demo or env_vectors is None)
+        server_url = self._embedded_server_url() if needs_server else None
+        demo_url = vector_url = None
+        if server_url and self.load_demo:
+            demo_url = ensure_demo_database(server_url, self.demo_database)
+        if server_url and env_vectors is None:
+            vector_url = ensure_database(server_url, VECTOR_DATABASE)
+        self.databases = resolve_databases(env_db, env_vectors, demo_url, vector_url, self.embedded_label)
+        self.db_url = self.databases.business.url
+        self.pgvector_url = self.databases.vectors.url
 
-            pgdata = self.root / ".local" / "pgdata"
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
-            server_url = self._pg.get_uri()
-            logger.info("embedded PostgreSQL running in %s", pgdata)
-        self.db_url = self._ensure_demo_database(server_url) if self.load_demo else None
-        self.pgvector_url = self._ensure_database(server_url, VECTOR_DATABASE)
+    def _embedded_server_url(self) -> str:
+        if self.server_url is not None:
+            self.embedded_label = "embedded (the stack's PostgreSQL server)"
+            return self.server_url
+        import pgserver
 
-    @staticmethod
-    def _admin(server_url: str) -> Any:
-        import psycopg2
-
-        conn = psycopg2.connect(database_url(server_url, "postgres"))
-        conn.autocommit = True
-        return conn
-
-    def _ensure_database(self, server_url: str, dbname: str) -> str:
-        from psycopg2 import sql
-
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("select 1 from pg_database where datname = %s", (dbname,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-        finally:
-            conn.close()
-        url = database_url(server_url, dbname)
-        self._execute(url, "create extension if not exists vector")
-        return url
-
-    def _ensure_demo_database(self, server_url: str) -> str:
-        from psycopg2 import sql
-
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
-                    (self.demo_database,),
-                )
-                row = cur.fetchone()
-                if row is not None and row[0] == DEMO_LOADED_MARKER:
-                    logger.info("demo database %s already loaded", self.demo_database)
-                    return database_url(server_url, self.demo_database)
-                name = sql.Identifier(self.demo_database)
-                if row is not None:  # a load that did not finish: start again
-                    cur.execute(sql.SQL("drop database {} with (force)").format(name))
-                cur.execute(sql.SQL("create database {}").format(name))
-        finally:
-            conn.close()
-        url = database_url(server_url, self.demo_database)
-        self._execute(url, "create extension if not exists vector")
-        started = time.monotonic()
-        from infra.local.demo_db import load_demo_database
-
-        load_demo_database(url)
-        conn = self._admin(server_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    sql.SQL("comment on database {} is {}").format(
-                        sql.Identifier(self.demo_database), sql.Literal(DEMO_LOADED_MARKER)
-                    )
-                )
-        finally:
-            conn.close()
-        logger.info("demo database %s loaded in %.1f s", self.demo_database, time.monotonic() - started)
-        return url
-
-    @staticmethod
-    def _execute(url: str, statement: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-        finally:
-            conn.close()
+        pgdata = self.root / ".local" / "pgdata"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+        self.embedded_label = f"embedded (pgserver in {pgdata})"
+        logger.info("embedded PostgreSQL running in %s", pgdata)
+        return self._pg.get_uri()
 
     # -- moto ------------------------------------------------------------------------------------------------
 
     def _start_moto(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.core.config import default_user_config
-        from moto.server import ThreadedMotoServer
 
         if getattr(LambdaSimpleBackend.invoke, "_data_pipeline_dispatch", False):
             raise RuntimeError("another LocalStack is running in this process")
@@ -572,7 +408,7 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self.port = _free_port()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._moto = journaling_moto_server(self.bucket, self.table_name, "127.0.0.1", self.port)
         self._moto.start()
         self._reset_moto()  # moto's backends are process-wide: start from nothing
 
@@ -614,6 +450,24 @@ class LocalStack:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the persisted S3 objects and DynamoDB items live (git-ignored `.local/`)."""
+        return self.root / ".local" / "state"
+
+    def _restore_state(self) -> None:
+        """Replay the journal of earlier runs into the fresh moto, journal every write from now on, and fail
+        the tasks whose execution was lost with the previous server (infra/local/persistence.py)."""
+        journal = Journal(self.state_dir)
+        journal.lock()
+        self._journal = journal
+        self.restored = restore(journal, self._moto.journaling.app, self.bucket, self.table_name)
+        journal.open()
+        self._moto.journaling.journal = journal
+        self.interrupted = fail_interrupted_tasks(self.sfn) if self.restored["items"] else []
+        logger.info("local state in %s: %d objects, %d items", self.state_dir, self.restored["objects"],
+                    self.restored["items"])
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")

@@ -176,3 +176,63 @@ def test_vector_routes_over_http(api):
     assert data["limit"] == 5 and isinstance(data["backups"], list)
     reply = api.call("POST", "/data_pipeline/vector/restore", {"task_id": "task_19990101_000000"}, expect=404)
     assert reply.json["error"]["code"] == "TASK_NOT_FOUND"
+
+
+def _raw(api, method: str, path: str, connection=None):
+    """One request over http.client (any method); `path` is absolute when it starts with /api or is /,
+    else relative to the API base. Returns (status, lower-cased headers, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    base = urlsplit(api.base_url)
+    conn = connection or http.client.HTTPConnection(base.hostname, base.port, timeout=30)
+    conn.request(method, path if path == "/" or path.startswith("/api") else base.path + path)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("TRACE", f"{TASKS}", "GET, POST"),
+    ("PATCH", f"{TASKS}/task_19990101_000000", "GET"),
+    ("DELETE", f"{TASKS}/task_19990101_000000", "GET"),
+    ("OPTIONS", f"{TASKS}", "GET, POST"),
+    ("PUT", f"{TASKS}/task_19990101_000000/execute", "POST"),
+    ("PROPFIND", f"{TASKS}", "GET, POST"),
+    ("M-SEARCH", f"{TASKS}", "GET, POST"),
+])
+def test_a_method_the_route_lacks_is_a_405_envelope(api, method, path, allowed):
+    """Issue 8, finding 8: TRACE used to get http.server's HTML 501, OPTIONS a bare 200."""
+    status, headers, body = _raw(api, method, path)
+    assert status == 405, body[:300]
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert headers["allow"] == allowed
+    envelope = json.loads(body)
+    assert envelope["success"] is False and envelope["code"] == 405
+    assert envelope["error"]["type"] == "MethodNotAllowed" and envelope["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert method in envelope["message"] and allowed in envelope["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "TRACE"])
+@pytest.mark.parametrize("path", ["/", "/api/v0", "/api/v0/nothing/here?x=1", "/api/v0/data_pipeline/tasks/a/b/c",
+                                  "/api/v0/%E6%9C%8D%E5%8A%A1"])
+def test_an_unknown_path_is_a_404_envelope(api, method, path):
+    status, headers, body = _raw(api, method, path)
+    assert status == 404, body[:300]
+    envelope = json.loads(body)
+    assert envelope["success"] is False and envelope["code"] == 404
+    assert envelope["error"]["type"] == "NotFound" and envelope["error"]["code"] == "NOT_FOUND"
+    assert method in envelope["message"] and path.split("?")[0] in envelope["message"]
+
+
+def test_head_gets_headers_only_and_the_connection_stays_usable(api):
+    import http.client
+    from urllib.parse import urlsplit
+
+    base = urlsplit(api.base_url)
+    conn = http.client.HTTPConnection(base.hostname, base.port, timeout=30)
+    status, headers, body = _raw(api, "HEAD", TASKS, conn)
+    assert status == 405 and body == b"" and int(headers["content-length"]) > 0
+    status, _, body = _raw(api, "GET", TASKS, conn)  # same connection: no stray body in front of this answer
+    assert status == 200 and json.loads(body)["success"] is True
+    conn.close()

@@ -55,3 +55,17 @@ def test_packaged_template_wires_functions_roles_and_machine(packaged):
 
 def test_deployment_package_is_lean(packaged):
     assert check_deployment_zip(packaged / "deployment.zip") == []
+
+
+def test_packaged_api_keeps_chalice_routes_and_adds_the_envelope_answers(packaged):
+    """The deep merge adds the gateway responses and one ANY mock per path beside Chalice's own methods."""
+    from infra.template import api_routes
+
+    body = json.loads((packaged / "sam.json").read_text(encoding="utf-8"))["Resources"]["RestAPI"]["Properties"][
+        "DefinitionBody"]
+    assert body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    for path, methods in api_routes().items():
+        operations = body["paths"][path]
+        assert {m.upper() for m in operations if not m.startswith("x-")} == set(methods), path
+        assert all(operations[m.lower()]["x-amazon-apigateway-integration"]["type"] == "aws_proxy" for m in methods)
+        assert operations["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]["type"] == "mock"

@@ -119,7 +119,7 @@ class ContractApp:
 @pytest.fixture(scope="module")
 def contract():
     contract = ContractApp()
-    with LocalStack(app_factory=contract.build, use_postgres=False) as stack:
+    with LocalStack(app_factory=contract.build, use_postgres=False, persist=False) as stack:
         yield stack, contract
 
 

@@ -96,7 +96,7 @@ TINY_MACHINE = {
 @pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "workers"])
 def tiny_stack(request):
     stack = LocalStack(app_factory=_tiny_app, function_names=TINY_FUNCTIONS, definition_text=json.dumps(TINY_MACHINE),
-                       use_postgres=False, lambda_workers=request.param)
+                       use_postgres=False, lambda_workers=request.param, persist=False)
     with stack:
         yield stack
 

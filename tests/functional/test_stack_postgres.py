@@ -17,7 +17,7 @@ def test_demo_database_is_created_once_and_reused(pg_url):
     pytest.importorskip("infra.local.demo_db")
     name = f"stack_demo_{uuid.uuid4().hex[:8]}"
     kwargs = {"server_url": pg_url, "demo_database": name, "app_factory": lambda: Chalice(app_name="pg"),
-              "function_names": [], "definition_text": json.dumps(PASS_MACHINE)}
+              "function_names": [], "definition_text": json.dumps(PASS_MACHINE), "persist": False}
     try:
         with LocalStack(**kwargs) as stack:
             assert stack.db_url == database_url(pg_url, name)

@@ -1,0 +1,153 @@
+"""The local stack's PostgreSQL: which database holds the business data and which the vectors
+(`resolve_databases`, the rule chalicelib/config.py applies per task), and the embedded server's databases
+(the generated demo database, the `vector_store` database).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger(__name__)
+
+DEMO_DATABASE = "highway_demo"
+VECTOR_DATABASE = "vector_store"
+# Written on the demo database once its load finished; a database without it is reloaded from scratch.
+DEMO_LOADED_MARKER = "data_pipeline demo database: loaded"
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The same server URL pointing at another database (pgserver URLs carry the socket in the query)."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """One database the local stack points the product at, and where that choice came from."""
+
+    url: str | None
+    source: str  # "DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL", an "embedded (...)" label, or "none"
+
+    @property
+    def from_environment(self) -> bool:
+        return self.source in ("DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL")
+
+
+@dataclass(frozen=True)
+class Databases:
+    business: DatabaseTarget
+    vectors: DatabaseTarget
+
+    def describe(self) -> list[str]:
+        """Human-readable lines, passwords masked: what `make serve` prints at start."""
+        from chalicelib.pipeline.db import mask_url
+
+        def line(label: str, target: DatabaseTarget, missing: str) -> str:
+            if not target.url:
+                return f"{label}: {missing}"
+            origin = f"from {target.source}" if target.from_environment else target.source
+            return f"{label}: {mask_url(target.url)}  [{origin}]"
+
+        return [line("business data", self.business, "none (no demo database; each task must give db_connection)"),
+                line("vectors      ", self.vectors, "none")]
+
+
+def resolve_databases(env_db: str | None, env_vectors: str | None, demo_url: str | None,
+                      embedded_vectors_url: str | None, embedded_label: str = "embedded") -> Databases:
+    """The local stack's rule (chalicelib/config.py applies the same one to each task):
+    business data: DATA_PIPELINE_DB_URL, else the embedded demo database (a task's db_connection wins at run
+    time); vectors: PGVECTOR_DB_URL, else DATA_PIPELINE_DB_URL, else the embedded `vector_store` database."""
+    if env_db:
+        business = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
+    elif demo_url:
+        business = DatabaseTarget(demo_url, embedded_label)
+    else:
+        business = DatabaseTarget(None, "none")
+    if env_vectors:
+        vectors = DatabaseTarget(env_vectors, "PGVECTOR_DB_URL")
+    elif env_db:
+        vectors = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
+    elif embedded_vectors_url:
+        vectors = DatabaseTarget(embedded_vectors_url, embedded_label)
+    else:
+        vectors = DatabaseTarget(None, "none")
+    return Databases(business, vectors)
+
+
+
+def _admin(server_url: str) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(database_url(server_url, "postgres"))
+    conn.autocommit = True
+    return conn
+
+def ensure_database(server_url: str, dbname: str) -> str:
+    """The database on that server (created when missing) with the vector extension; its URL."""
+    from psycopg2 import sql
+
+    conn = _admin(server_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (dbname,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+    finally:
+        conn.close()
+    url = database_url(server_url, dbname)
+    _execute(url, "create extension if not exists vector")
+    return url
+
+def ensure_demo_database(server_url: str, demo_database: str) -> str:
+    """The demo database on that server, generated on first use (then marked loaded and reused); its URL."""
+    from psycopg2 import sql
+
+    conn = _admin(server_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
+                (demo_database,),
+            )
+            row = cur.fetchone()
+            if row is not None and row[0] == DEMO_LOADED_MARKER:
+                logger.info("demo database %s already loaded", demo_database)
+                return database_url(server_url, demo_database)
+            name = sql.Identifier(demo_database)
+            if row is not None:  # a load that did not finish: start again
+                cur.execute(sql.SQL("drop database {} with (force)").format(name))
+            cur.execute(sql.SQL("create database {}").format(name))
+    finally:
+        conn.close()
+    url = database_url(server_url, demo_database)
+    _execute(url, "create extension if not exists vector")
+    started = time.monotonic()
+    from infra.local.demo_db import load_demo_database
+
+    load_demo_database(url)
+    conn = _admin(server_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("comment on database {} is {}").format(
+                    sql.Identifier(demo_database), sql.Literal(DEMO_LOADED_MARKER)
+                )
+            )
+    finally:
+        conn.close()
+    logger.info("demo database %s loaded in %.1f s", demo_database, time.monotonic() - started)
+    return url
+
+def _execute(url: str, statement: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
