@@ -90,7 +90,7 @@ def check_read_only(sql: str) -> str | None:
                 "(only SELECT, WITH, VALUES, TABLE allowed)")
     for key, value in _walk(tree):
         if key in _WRITES:
-            return f"data-modifying statement {_WRITES[key]} inside a WITH query is not allowed"
+            return f"data-modifying statement {_WRITES[key]} inside a WITH query"
         if key == "intoClause":
             return "SELECT … INTO creates a table; not allowed"
         if key == "LockingClause":
