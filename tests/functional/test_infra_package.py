@@ -1,8 +1,6 @@
-"""`chalice package` with the merge template produces a template cfn-lint accepts and a lean Lambda package.
-
-The first run fills chalice's dependency cache (.chalice/deployments, needs the package index once);
-later runs reuse it.
-"""
+"""What `make package` ships: the app staged with the hashed lock installed into vendor/
+(infra/lockfile.py `stage_project`), packaged by `chalice package` with the merge template, gives a template
+cfn-lint accepts and a lean Lambda package holding exactly the lock. Needs the package index (pip)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.lockfile import LOCK, check_zip, read_pins, stage_project
 from infra.template import STATE_MACHINE_RESOURCE, STEP_FUNCTION_NAMES, check_deployment_zip, logical_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +25,12 @@ def packaged(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("package")
     merge = out / "merge-template.json"
     subprocess.run([sys.executable, "-m", "infra.template", "merge-template", str(merge)], cwd=ROOT, check=True)
+    build = stage_project(out / "build")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_DEFAULT_REGION"] = "us-east-1"
     result = subprocess.run(
-        [str(BIN / "chalice"), "package", "--merge-template", str(merge), str(out / "sam")],
+        [str(BIN / "chalice"), "--project-dir", str(build), "package", "--merge-template", str(merge),
+         str(out / "sam")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -53,8 +54,22 @@ def test_packaged_template_wires_functions_roles_and_machine(packaged):
     assert "DefaultRole" not in resources
 
 
-def test_deployment_package_is_lean(packaged):
+def test_deployment_package_is_lean_and_ships_exactly_the_lock(packaged):
     assert check_deployment_zip(packaged / "deployment.zip") == []
+    assert check_zip(read_pins(LOCK), packaged / "deployment.zip") == []
+
+
+def test_the_api_reads_table_lists_only_from_the_buckets_it_is_given(packaged):
+    template = json.loads((packaged / "sam.json").read_text(encoding="utf-8"))
+    resources = template["Resources"]
+    variables = resources["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert variables["DATA_PIPELINE_TABLE_LIST_BUCKETS"] == {"Fn::Join": [",", {"Ref": "TableListBuckets"}]}
+    statements = resources["ApiHandlerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    extra = [s["Fn::If"] for s in statements if "Fn::If" in s and s["Fn::If"][1].get("Sid") == "TableListFiles"]
+    assert len(extra) == 1 and extra[0][0] == "HasTableListBuckets" and extra[0][2] == {"Ref": "AWS::NoValue"}
+    assert extra[0][1]["Action"] == "s3:GetObject"  # read only, and only *.txt objects of the named buckets
+    assert "/*.txt" in json.dumps(extra[0][1]["Resource"])
+    assert template["Parameters"]["TableListBuckets"]["Default"] == ""
 
 
 def test_packaged_api_keeps_chalice_routes_and_adds_the_envelope_answers(packaged):
