@@ -279,3 +279,65 @@ if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "worker":
         sys.exit(__doc__)
     sys.exit(worker_main(int(sys.argv[2]), sys.argv[3]))
+
+
+def lambda_timeouts() -> dict[str, int]:
+    """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
+    path = ROOT / ".chalice" / "config.json"
+    if not path.exists():
+        return {}
+    stage = json.loads(path.read_text(encoding="utf-8")).get("stages", {}).get("dev", {})
+    return {name: int(cfg.get("lambda_timeout", 60)) for name, cfg in stage.get("lambda_functions", {}).items()}
+
+
+class LambdaDispatcher:
+    """Runs a Lambda invocation received by moto with the Chalice handler registered under that name: in this
+    process, or in a pool of warm worker processes once `use_workers` was called."""
+
+    def __init__(self, app_factory: AppFactory, timeouts: dict[str, int] | None = None) -> None:
+        self._app_factory = app_factory
+        self._app: Any = None
+        self._lock = threading.Lock()
+        self.timeouts = timeouts or {}
+        self.workers: WorkerPool | None = None
+
+    @property
+    def app(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                self._app = self._app_factory()
+            return self._app
+
+    def use_workers(self, count: int) -> None:
+        """Start `count` worker processes; invocations go to them from now on."""
+        pool = WorkerPool(count, self._app_factory)
+        try:
+            pool.start()
+        except BaseException:
+            pool.stop()  # the workers that did start
+            raise
+        self.workers = pool
+
+    def stop_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
+
+    @staticmethod
+    def handler_name(function_name: str) -> str:
+        """`step_x`, `arn:aws:lambda:…:function:step_x` or `…:step_x:$LATEST` -> `step_x`."""
+        if ":function:" in function_name:
+            function_name = function_name.split(":function:", 1)[1]
+        return function_name.split(":", 1)[0]
+
+    def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        name = self.handler_name(function_name)
+        raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+        timeout = self.timeouts.get(name, 60)
+        if self.workers is not None:
+            payload, function_error = self.workers.invoke(name, raw, timeout)
+        else:
+            payload, function_error = run_handler(self.app, name, raw, timeout)
+        if function_error:
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return payload

@@ -134,3 +134,35 @@ def fast_moto_dynamodb_results() -> Callable[[], None]:
         DynamoResult.execute_result = original  # type: ignore[method-assign]
 
     return undo
+
+
+def dispatch_moto_lambda_invocations(invoke_handler: Callable[[str, Any, dict[str, str]], bytes]) -> Callable[[], None]:
+    """moto's Lambda invocations (use_docker off) run `invoke_handler(function_name, body, response_headers)`, and
+    its Step Functions executor runs state machines; returns the undo. One stack per process at a time."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.core.config import default_user_config
+
+    if getattr(LambdaSimpleBackend.invoke, "_data_pipeline_dispatch", False):
+        raise RuntimeError("another LocalStack is running in this process")
+    saved_config = {
+        "stepfunctions": dict(default_user_config.get("stepfunctions", {})),
+        "lambda": dict(default_user_config.get("lambda", {})),
+    }
+    default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+    default_user_config.setdefault("lambda", {})["use_docker"] = False
+    saved_invoke = LambdaSimpleBackend.invoke
+
+    def invoke(backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
+               response_headers: Any) -> bytes:
+        return invoke_handler(function_name, body, response_headers)
+
+    invoke._data_pipeline_dispatch = True  # type: ignore[attr-defined]
+    LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+
+    def undo() -> None:
+        LambdaSimpleBackend.invoke = saved_invoke  # type: ignore[method-assign]
+        for section, values in saved_config.items():
+            default_user_config[section] = values  # type: ignore[literal-required]
+
+    return undo
+

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import gc
 import importlib
-import io
 import json
 import logging
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from infra.local.aws_resources import create_aws_resources
 from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget: re-exported)
     DEMO_DATABASE,
     VECTOR_DATABASE,
@@ -43,27 +41,20 @@ from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget
     ensure_demo_database,
     resolve_databases,
 )
-from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, WorkerPool, run_handler
+from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, LambdaDispatcher, lambda_timeouts
 from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes_atomic: re-exported)
+    dispatch_moto_lambda_invocations,
     fast_moto_dynamodb_results,
     make_moto_dynamodb_writes_atomic,
     memoize_moto_host_lookup,
     reuse_moto_lambda_clients,
 )
 from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
-from infra.template import (
-    RESOURCES_PATH,
-    STEP_FUNCTION_NAMES,
-    find_placeholders,
-    load_definition_text,
-    placeholder_for,
-    render_definition,
-)
+from infra.template import STEP_FUNCTION_NAMES
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-STATE_MACHINE_NAME = "data-pipeline"
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
 
 
@@ -78,68 +69,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _lambda_timeouts() -> dict[str, int]:
-    """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
-    path = ROOT / ".chalice" / "config.json"
-    if not path.exists():
-        return {}
-    stage = json.loads(path.read_text(encoding="utf-8")).get("stages", {}).get("dev", {})
-    return {name: int(cfg.get("lambda_timeout", 60)) for name, cfg in stage.get("lambda_functions", {}).items()}
-
-
-class LambdaDispatcher:
-    """Runs a Lambda invocation received by moto with the Chalice handler registered under that name: in this
-    process, or in a pool of warm worker processes once `use_workers` was called."""
-
-    def __init__(self, app_factory: AppFactory, timeouts: dict[str, int] | None = None) -> None:
-        self._app_factory = app_factory
-        self._app: Any = None
-        self._lock = threading.Lock()
-        self.timeouts = timeouts or {}
-        self.workers: WorkerPool | None = None
-
-    @property
-    def app(self) -> Any:
-        with self._lock:
-            if self._app is None:
-                self._app = self._app_factory()
-            return self._app
-
-    def use_workers(self, count: int) -> None:
-        """Start `count` worker processes; invocations go to them from now on."""
-        pool = WorkerPool(count, self._app_factory)
-        try:
-            pool.start()
-        except BaseException:
-            pool.stop()  # the workers that did start
-            raise
-        self.workers = pool
-
-    def stop_workers(self) -> None:
-        if self.workers is not None:
-            self.workers.stop()
-            self.workers = None
-
-    @staticmethod
-    def handler_name(function_name: str) -> str:
-        """`step_x`, `arn:aws:lambda:…:function:step_x` or `…:step_x:$LATEST` -> `step_x`."""
-        if ":function:" in function_name:
-            function_name = function_name.split(":function:", 1)[1]
-        return function_name.split(":", 1)[0]
-
-    def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
-        name = self.handler_name(function_name)
-        raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
-        timeout = self.timeouts.get(name, 60)
-        if self.workers is not None:
-            payload, function_error = self.workers.invoke(name, raw, timeout)
-        else:
-            payload, function_error = run_handler(self.app, name, raw, timeout)
-        if function_error:
-            response_headers["x-amz-function-error"] = "Unhandled"
-        return payload
 
 
 class LocalStack:
@@ -187,7 +116,7 @@ class LocalStack:
         self.use_postgres = use_postgres
         self.bucket = bucket
         self.table_name = table_name
-        self.dispatcher = LambdaDispatcher(app_factory, _lambda_timeouts())
+        self.dispatcher = LambdaDispatcher(app_factory, lambda_timeouts())
         self.lambda_workers = lambda_workers
         self.persist = persist
         self.port: int | None = None
@@ -200,8 +129,6 @@ class LocalStack:
         self._moto: Any = None
         self._pg: Any = None
         self._saved_env: dict[str, str | None] = {}
-        self._saved_invoke: Any = None
-        self._saved_config: dict[str, Any] = {}
         self._undo_patches: list[Callable[[], None]] = []
         self._saved_gc: tuple[int, int, int] | None = None
         self._journal: Journal | None = None
@@ -381,29 +308,11 @@ class LocalStack:
     # -- moto ------------------------------------------------------------------------------------------------
 
     def _start_moto(self) -> None:
-        from moto.awslambda_simple.models import LambdaSimpleBackend
-        from moto.core.config import default_user_config
-
-        if getattr(LambdaSimpleBackend.invoke, "_data_pipeline_dispatch", False):
-            raise RuntimeError("another LocalStack is running in this process")
-        self._saved_config = {
-            "stepfunctions": dict(default_user_config.get("stepfunctions", {})),
-            "lambda": dict(default_user_config.get("lambda", {})),
-        }
-        default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
-        default_user_config.setdefault("lambda", {})["use_docker"] = False
-
-        dispatcher = self.dispatcher
-
-        def invoke(backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
-                   response_headers: Any) -> bytes:
-            return dispatcher.invoke(function_name, body, response_headers)
-
-        invoke._data_pipeline_dispatch = True  # type: ignore[attr-defined]
-        self._saved_invoke = LambdaSimpleBackend.invoke
-        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
-        self._undo_patches = [make_moto_dynamodb_writes_atomic(), memoize_moto_host_lookup(),
-                              fast_moto_dynamodb_results(), reuse_moto_lambda_clients()]
+        # Each undo is kept as soon as its patch is on, so a failed start (stop() runs them) leaves none behind.
+        self._undo_patches.append(dispatch_moto_lambda_invocations(self.dispatcher.invoke))
+        for patch in (make_moto_dynamodb_writes_atomic, memoize_moto_host_lookup, fast_moto_dynamodb_results,
+                      reuse_moto_lambda_clients):
+            self._undo_patches.append(patch())
         # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -422,16 +331,6 @@ class LocalStack:
     def _restore_lambda_backend(self) -> None:
         while self._undo_patches:
             self._undo_patches.pop()()
-        if self._saved_invoke is None:
-            return
-        from moto.awslambda_simple.models import LambdaSimpleBackend
-        from moto.core.config import default_user_config
-
-        LambdaSimpleBackend.invoke = self._saved_invoke  # type: ignore[method-assign]
-        self._saved_invoke = None
-        for section, values in self._saved_config.items():
-            default_user_config[section] = values  # type: ignore[literal-required]
-        self._saved_config = {}
 
     def _set_environment(self) -> None:
         # In-process handlers and boto3 read these; moto's Step Functions executor reaches Lambda through
@@ -470,58 +369,11 @@ class LocalStack:
                     self.restored["items"])
 
     def _create_resources(self) -> None:
-        s3 = self.client("s3")
-        s3.create_bucket(Bucket=self.bucket)
-        self._create_table()
-        iam = self.client("iam")
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}
-        role_arn = iam.create_role(RoleName="data-pipeline-local", AssumeRolePolicyDocument=json.dumps(trust))[
-            "Role"
-        ]["Arn"]
-        lam = self.client("lambda")
-        code = _tiny_zip()
-        for name in self.function_names:
-            # The code is never run: invocations are dispatched to the Chalice handler of that name.
-            lam.create_function(FunctionName=name, Runtime="python3.11", Role=role_arn, Handler="index.handler",
-                                Code={"ZipFile": code}, Timeout=self.dispatcher.timeouts.get(name, 60))
-        text = self.definition_text if self.definition_text is not None else load_definition_text()
-        substitutions = {placeholder_for(name): self.function_arn(name) for name in self.function_names}
-        unknown = find_placeholders(text) - set(substitutions)
-        if unknown:
-            raise KeyError(f"state machine placeholders without a function: {sorted(unknown)}")
-        machine = self.sfn.create_state_machine(
-            name=STATE_MACHINE_NAME, definition=render_definition(substitutions, text), roleArn=role_arn
-        )
-        self.state_machine_arn = machine["stateMachineArn"]
+        self.state_machine_arn = create_aws_resources(
+            self.client, endpoint_url=self.endpoint_url, bucket=self.bucket, table_name=self.table_name,
+            function_names=self.function_names, timeouts=self.dispatcher.timeouts,
+            definition_text=self.definition_text, function_arn=self.function_arn)
         self._set_env("DATA_PIPELINE_STATE_MACHINE_ARN", self.state_machine_arn)
-
-    def _create_table(self) -> None:
-        """The task table: the stores' own definition when available, else the CloudFormation one."""
-        import boto3
-
-        try:
-            tasks = importlib.import_module("chalicelib.stores.tasks")
-        except ImportError:
-            tasks = None
-        if tasks is not None and hasattr(tasks, "create_table"):
-            resource = boto3.resource("dynamodb", region_name=REGION, endpoint_url=self.endpoint_url,
-                                      aws_access_key_id="testing", aws_secret_access_key="testing")
-            tasks.create_table(resource, self.table_name)
-            return
-        properties = json.loads(RESOURCES_PATH.read_text(encoding="utf-8"))["Resources"]["TasksTable"]["Properties"]
-        self.client("dynamodb").create_table(
-            TableName=self.table_name,
-            **{key: properties[key] for key in ("BillingMode", "AttributeDefinitions", "KeySchema",
-                                                "GlobalSecondaryIndexes")},
-        )
-
-
-def _tiny_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("index.py", "def handler(event, context):\n    return event\n")
-    return buffer.getvalue()
 
 
 @contextmanager

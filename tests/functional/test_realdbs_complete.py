@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import psycopg2
@@ -21,6 +20,7 @@ import pytest
 from psycopg2 import sql
 
 from tests.conftest import create_database, drop_database
+from tests.functional.test_realdbs_ddl import load_dump
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,6 @@ DATABASES = {
 HOSTILE_EXTRA = ['public."BigOrders"', "ods.region_counts"]
 
 
-def load_sql_file(url: str, path: Path) -> None:
-    """psql, as a user loads a dump (COPY … FROM stdin included); stops at the first error."""
-    result = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-X", "-f", str(path)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
 @pytest.fixture(scope="module", params=sorted(DATABASES))
 def real_run(request, pg_url, pipeline_stack):
     """One complete run on every table of one database; yields what the checks below read."""
@@ -51,7 +44,7 @@ def real_run(request, pg_url, pipeline_stack):
     path, context = DATABASES[name]
     dbname = f"real_{name}"
     url = create_database(pg_url, dbname)
-    load_sql_file(url, path)
+    load_dump(url, path)
     client = PipelineClient(pipeline_stack)
     listed = client.request("POST", "/api/v0/database/tables", {"db_connection": url}, expect=200)["data"]["tables"]
     tables = listed + (HOSTILE_EXTRA if name == "hostile" else [])
