@@ -1,6 +1,6 @@
 """vector_load: 20,000 precomputed 384-d vectors into the LangChain PGVector layout.
 
-- project:  `chalicelib.pipeline.training.write_embeddings` (binary COPY, one transaction per batch of
+- project:  `chalicelib.pipeline.vector_copy.write_embeddings` (binary COPY, one transaction per batch of
             DEFAULT_WRITE_BATCH_SIZE rows, idempotent)
 - baseline: the original's way: one `INSERT` with the vector as a text literal, one commit per row
 - limit:    one raw binary COPY of all rows straight into the table, best of two (printed, not the baseline).
@@ -29,7 +29,7 @@ import psycopg2
 
 from benchmarks.common import report
 from benchmarks.pgtemp import bench_database
-from chalicelib.pipeline import training
+from chalicelib.pipeline import training, vector_copy
 
 DIMENSION = 384
 
@@ -107,7 +107,7 @@ def load_raw_copy(url: str, rows, vectors: np.ndarray) -> None:
 def load_project(url: str, rows, vectors: np.ndarray) -> int:
     conn = psycopg2.connect(url)
     try:
-        return len(training.write_embeddings(conn, rows, vectors, dimension=DIMENSION))
+        return len(vector_copy.write_embeddings(conn, rows, vectors, dimension=DIMENSION))
     finally:
         conn.close()
 

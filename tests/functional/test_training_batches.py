@@ -6,7 +6,7 @@ import psycopg2
 import pytest
 
 from chalicelib import errors
-from chalicelib.pipeline import training
+from chalicelib.pipeline import training, vector_copy
 from chalicelib.pipeline.models import QAPair
 
 
@@ -60,9 +60,9 @@ def test_write_embeddings_skips_existing_ids_inside_a_batch(scratch_db):
         collection = training._collection_ids(conn, ["sql"])["sql"]
         rows = [(f"id-{i}-sql", collection, f'{{"question": "q{i}"}}') for i in range(6)]
         vectors = np.arange(18, dtype=np.float32).reshape(6, 3) + 1
-        assert training.write_embeddings(conn, rows[:2], vectors[:2], dimension=3) == {"id-0-sql", "id-1-sql"}
+        assert vector_copy.write_embeddings(conn, rows[:2], vectors[:2], dimension=3) == {"id-0-sql", "id-1-sql"}
         # ids 0 and 1 exist: the direct COPY of that batch fails on them, the staging path inserts the rest.
-        inserted = training.write_embeddings(conn, rows, vectors, dimension=3, batch_size=4)
+        inserted = vector_copy.write_embeddings(conn, rows, vectors, dimension=3, batch_size=4)
         assert inserted == {f"id-{i}-sql" for i in range(2, 6)}
         assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
         with conn.cursor() as cur:
@@ -96,10 +96,10 @@ def test_bad_vectors_are_clear_errors(scratch_db):
         collection = training._collection_ids(conn, ["sql"])["sql"]
         rows = [("a-sql", collection, "a"), ("b-sql", collection, "b")]
         with pytest.raises(errors.EmbeddingError, match="dimensions"):
-            training.write_embeddings(conn, rows, [[1.0, 2.0, 3.0], [1.0, 2.0]], dimension=3)
+            vector_copy.write_embeddings(conn, rows, [[1.0, 2.0, 3.0], [1.0, 2.0]], dimension=3)
         with pytest.raises(errors.EmbeddingError, match="NaN"):
-            training.write_embeddings(conn, rows, [[1.0, 2.0, 3.0], [1.0, float("nan"), 3.0]], dimension=3)
+            vector_copy.write_embeddings(conn, rows, [[1.0, 2.0, 3.0], [1.0, float("nan"), 3.0]], dimension=3)
         with pytest.raises(errors.EmbeddingError, match="1 vectors for 2 texts"):
-            training.write_embeddings(conn, rows, [[1.0, 2.0, 3.0]], dimension=3)
+            vector_copy.write_embeddings(conn, rows, [[1.0, 2.0, 3.0]], dimension=3)
     finally:
         conn.close()
