@@ -148,11 +148,13 @@ def render_summary(report: ValidationReport, *, file_name: str, ts: str) -> str:
         for attempt in r.attempts:
             lines.append(f"  Round {attempt['round']}: {attempt['sql']}")
             lines.append(f"    -> {'valid' if attempt['error'] is None else attempt['error']}")
-        if r.repaired:
-            lines.append(f"  Result: repaired: {r.final_sql}")
-        else:
-            lines.append(f"  Result: still invalid: {r.error}")
+        lines.append(_outcome(r, "  Result: repaired: ", "  Result: still invalid: "))
     return "\n".join(lines) + "\n"
+
+
+def _outcome(result: PairResult, repaired: str, invalid: str) -> str:
+    """The repaired SQL or the last error, after the label that says which."""
+    return f"{repaired}{result.final_sql}" if result.repaired else f"{invalid}{result.error}"
 
 
 def render_modifications_log(report: ValidationReport, ts: str) -> str:
@@ -162,10 +164,5 @@ def render_modifications_log(report: ValidationReport, ts: str) -> str:
              f"(repaired {sum(r.repaired for r in changes)}, dropped {sum(r.dropped for r in changes)})", ""]
     for r in changes:
         lines.append(f"[{r.index + 1}] {r.question}")
-        lines.append(f"  old SQL: {r.original_sql}")
-        if r.repaired:
-            lines.append(f"  new SQL: {r.final_sql}")
-        else:
-            lines.append(f"  DROPPED: {r.error}")
-        lines.append("")
+        lines += [f"  old SQL: {r.original_sql}", _outcome(r, "  new SQL: ", "  DROPPED: "), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
