@@ -21,6 +21,7 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from chalicelib import errors
 from chalicelib.pipeline.db import connect
+from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import QAPair, RepairRequest, TableDoc
 from chalicelib.pipeline.sqltext import check_read_only, normalize_sql
 from chalicelib.pipeline.validation_report import PairResult, ValidationReport
@@ -120,10 +121,10 @@ class _Checker:
     """
 
     def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY):
-        self._url = db_url
         self._timeout_ms = timeout_ms
         self._concurrency = max(1, int(concurrency))
-        self._idle: list[Any] = []
+        # Autocommit sessions: nothing to roll back when a connection goes back to the pool.
+        self._pool = ConnectionPool(db_url, self._concurrency, connect=self._connect, reset=None)
         self._lock = threading.Lock()
         self._cache: dict[str, str | None] = {}
 
@@ -144,7 +145,7 @@ class _Checker:
         return [self._cache[s] for s in sqls]
 
     def _work(self, todo: list[str], positions: Any) -> None:
-        conn = self._acquire()
+        conn = None
         try:
             while True:
                 with self._lock:
@@ -159,17 +160,18 @@ class _Checker:
                     result, conn = self._explain(conn, sql)
                 self._cache[sql] = result
         finally:
-            self._release(conn)
+            if conn is not None:
+                self._pool.release(conn)
 
     def _explain(self, conn: Any, sql: str) -> tuple[str | None, Any]:
         for attempt in (1, 2):
             try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
+                if conn is None:
+                    conn = self._pool.get()
                 return _explain_on(conn, sql, None), conn
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                if conn is not None and not conn.closed:
-                    conn.close()
+                if conn is not None:
+                    self._pool.discard(conn)
                 conn = None
                 if attempt == 2:
                     raise errors.DatabaseConnectionError(
@@ -177,29 +179,13 @@ class _Checker:
                     ) from exc
         return None, conn  # unreachable
 
-    def _connect(self) -> Any:
-        conn = connect(self._url, application_name="data_pipeline_validation")
+    def _connect(self, url: str) -> Any:
+        conn = connect(url, application_name="data_pipeline_validation")
         _configure_session(conn, self._timeout_ms)
         return conn
 
-    def _acquire(self) -> Any:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
-
-    def _release(self, conn: Any) -> None:
-        if conn is None or conn.closed:
-            return
-        with self._lock:
-            self._idle.append(conn)
-
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            if not conn.closed:
-                conn.close()
+        self._pool.close()
 
 
 def validate_pairs(

@@ -5,19 +5,17 @@ queries, each Map iteration handles one small batch, and the merge only sums sma
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
+from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.llm import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.concurrency import run_bounded, shared_pool
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
 
 STEP = "ddl_generation"
@@ -32,8 +30,6 @@ DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 # Connections of one DDL batch: its tables borrow one for the samples and one for the enum check, never across
 # their LLM call, so a few serve the batch (and the database sees a few connections per Lambda, not one per table).
 DB_CONNECTIONS_PER_BATCH = 4
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _clear_previous_outputs(run: StepRun) -> None:
@@ -108,7 +104,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         }
 
 
-def _generate_table(run: StepRun, connections: _Connections, meta: TableMeta, llm) -> dict[str, Any]:
+def _generate_table(run: StepRun, connections: ConnectionPool, meta: TableMeta, llm) -> dict[str, Any]:
     started = time.monotonic()
     doc = ddl.build_table_doc(
         None,
@@ -138,7 +134,7 @@ def _sources_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {source}" for source, count in counts.items()) or "none"
 
 
-def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: _Connections
+def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: ConnectionPool
                    ) -> dict[str, Any]:
     """One table, in a worker thread: its log lines, never raising; a connection of the batch is lent for each
     database phase only. The result carries the TableDoc (`doc`) and file texts when it succeeded."""
@@ -160,121 +156,9 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
         return result
 
 
-class _Connections:
-    """The batch's connections: at most `size`, lent to one thread at a time (psycopg2 connections are not
-    shared between threads) for one database phase of a table; a thread waits while all are lent. Tables
-    hold none while their LLM call runs, so a few connections serve a whole batch instead of one each."""
-
-    def __init__(self, url: str, size: int = 4):
-        self._url = url
-        self._size = max(1, size)
-        self._idle: list[Any] = []
-        self._all: list[Any] = []
-        self._opening = 0
-        self._available = threading.Condition()
-
-    def get(self) -> Any:
-        with self._available:
-            while not self._idle and len(self._all) + self._opening >= self._size:
-                self._available.wait()
-            if self._idle:
-                return self._idle.pop()
-            self._opening += 1
-        try:
-            conn = db.connect(self._url)
-        except BaseException:
-            with self._available:
-                self._opening -= 1
-                self._available.notify()
-            raise
-        with self._available:
-            self._opening -= 1
-            self._all.append(conn)
-        return conn
-
-    def release(self, conn: Any) -> None:
-        conn.rollback()  # end the read transaction before the connection serves another table
-        with self._available:
-            self._idle.append(conn)
-            self._available.notify()
-
-    def discard(self, conn: Any) -> None:
-        with self._available:
-            self._all.remove(conn)
-            self._available.notify()
-        with contextlib.suppress(Exception):
-            conn.close()
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[Any]:
-        """A connection for one phase; released (rolled back) after it, discarded when the phase failed."""
-        conn = self.get()
-        try:
-            yield conn
-        except BaseException:
-            self.discard(conn)
-            raise
-        self.release(conn)
-
-    def close(self) -> None:
-        with self._available:
-            conns, self._all, self._idle = self._all, [], []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
 def table_workers(settings: Any, batch_len: int) -> int:
     """Tables of one batch processed at once: the whole batch, capped by the LLM concurrency limit."""
     return max(1, min(batch_len, settings.llm_max_concurrency))
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-POOL_THREADS = 64
-
-
-def _shared_pool() -> ThreadPoolExecutor:
-    """One executor per process, reused by every invocation: a warm Lambda (and the local stack, where all
-    step Lambdas share a process) keeps its worker threads and with them their cached boto3 clients."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="step-worker")
-        return _POOL
-
-
-def run_bounded(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
-    """`[fn(item) for item in items]` with at most `workers` calls at once; results in item order; the first
-    exception is raised after every call ended. `workers` pool threads each take the next item until none is
-    left, so the same few threads (and their boto3 clients) serve the whole list.
-    `fn` must not itself call run_bounded (the shared pool is not reentrant)."""
-    workers = min(workers, len(items))
-    if workers <= 1:
-        return [fn(item) for item in items]
-    results: list[Any] = [None] * len(items)
-    failures: list[BaseException] = []
-    position = iter(range(len(items)))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                index = next(position, None)
-            if index is None:
-                return
-            try:
-                results[index] = fn(items[index])
-            except BaseException as exc:  # re-raised in the caller's thread
-                failures.append(exc)
-
-    pool = _shared_pool()
-    futures = [pool.submit(work) for _ in range(workers)]
-    for future in futures:
-        future.result()
-    if failures:
-        raise failures[0]
-    return results
 
 
 @steps_bp.lambda_function(name="step_ddl_tables")
@@ -293,11 +177,11 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
         run.log.info(f"Commenting {len(refs)} tables with the {_provider_label(llm)}")
-        connections = _Connections(run.db_url, DB_CONNECTIONS_PER_BATCH)
+        connections = ConnectionPool(run.db_url, DB_CONNECTIONS_PER_BATCH)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
             # The batch's tables start together: one progress write (beside them) names the first as current.
-            started = _shared_pool().submit(run.tasks.update_progress, run.task_id, STEP,
+            started = shared_pool().submit(run.tasks.update_progress, run.task_id, STEP,
                                             {"current_table": refs[0].display_name})
             results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections), refs,
                                   table_workers(run.settings, len(refs)))
@@ -308,7 +192,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # per batch, not one per table.
         docs = [result.pop("doc") for result in results if "doc" in result]
         texts = {name: text for result in results for name, text in result.pop("files", {}).items()}
-        written = _shared_pool().submit(run.files.put_text, f"{TABLE_DOCS}{refs[0].file_stem}.json",
+        written = shared_pool().submit(run.files.put_text, f"{TABLE_DOCS}{refs[0].file_stem}.json",
                                         json.dumps({"docs": docs, "files": texts}, ensure_ascii=False))
         # Its tables run side by side and end together: their progress records go in one write.
         records = {result["table"]: ({k: v for k, v in result.items() if k != "table"}, result["ok"])

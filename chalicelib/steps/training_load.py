@@ -10,7 +10,8 @@ from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.embeddings import get_embedding_provider
 from chalicelib.steps.blueprint import steps_bp
-from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE, run_bounded
+from chalicelib.steps.concurrency import run_bounded
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE
 from chalicelib.steps.qa_generation import current_pair_file
 from chalicelib.steps.runtime import StepRun, step_run
 

@@ -328,9 +328,9 @@ def test_a_batch_lends_at_most_its_connections_and_replaces_a_broken_one(scratch
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from chalicelib.steps.ddl_generation import _Connections
+    from chalicelib.pipeline.db_pool import ConnectionPool
 
-    connections = _Connections(scratch_db, 3)
+    connections = ConnectionPool(scratch_db, 3)
     lent, most = [0], [0]
     lock = threading.Lock()
 
