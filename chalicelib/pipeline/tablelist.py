@@ -1,7 +1,8 @@
 """Parse and validate table lists (uploaded `.txt` files or JSON lists) into `TableName`s.
 
-Double-quoted parts are kept exactly (`""` escapes a quote); unquoted parts are ASCII letters, digits, `_` and
-`$` and remember that they were unquoted, so that resolution (chalicelib.pipeline.names) can match the catalog
+Double-quoted parts are kept exactly (`""` escapes a quote); unquoted parts are what PostgreSQL's lexer reads
+as one identifier (letters, digits, `_`, `$` and any non-ASCII character: `public.服务区`) and remember that they
+were unquoted, so that resolution (chalicelib.pipeline.names) can match the catalog
 exactly first and by PostgreSQL's folding second. At most 63 bytes per part.
 """
 from __future__ import annotations
@@ -15,9 +16,9 @@ from chalicelib.pipeline.names import DEFAULT_SCHEMA, TableName
 MAX_TABLES = 1000
 MAX_IDENT_BYTES = 63
 
-# ASCII only (other characters are written quoted, as the API shows them), but a leading digit is accepted:
-# `public.2019` then must match the catalog exactly (see chalicelib.pipeline.names).
-_UNQUOTED = re.compile(r"[A-Za-z0-9_$]+")
+# PostgreSQL's identifier characters (scan.l: ident_start/ident_cont, every non-ASCII character included); a
+# leading digit is accepted too: `public.2019` then must match the catalog exactly (chalicelib.pipeline.names).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]+")
 
 
 class _EntryError(Exception):
@@ -55,8 +56,8 @@ def _parse_part(text: str, pos: int) -> tuple[str, bool, int]:
         if not match:
             bad = text[pos]
             raise _EntryError(
-                f"unexpected character {bad!r}; unquoted names contain only ASCII letters, digits, _ and $ "
-                "(quote other names with double quotes, e.g. \"服务区\")"
+                f"unexpected character {bad!r}; unquoted names contain only letters, digits, _ and $ "
+                "(quote other names with double quotes, e.g. \"Order Lines\")"
             )
         name = match.group(0)
         quoted = False
