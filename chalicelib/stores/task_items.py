@@ -1,6 +1,9 @@
 """Task items as DynamoDB stores them: number encoding, secret masking, update-expression helpers."""
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -65,3 +68,32 @@ def invalid_path(exc: ClientError) -> bool:
 
 def conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+_INDEX_KEYS = {"by_created": "entity", "by_status": "status"}
+
+
+def encode_cursor(item: dict[str, Any], index: str) -> str:
+    """An opaque page cursor: the index and the key attributes of the last task returned."""
+    key = {"task_id": item["task_id"], "created_sort": item["created_sort"],
+           _INDEX_KEYS[index]: item[_INDEX_KEYS[index]]}
+    raw = json.dumps({"index": index, "key": key}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str | None, index: str) -> dict[str, Any] | None:
+    """The ExclusiveStartKey of a cursor made by `encode_cursor` for the same index; a 400 naming `cursor` else."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = data["key"]
+        valid = (data["index"] == index and set(key) == {"task_id", "created_sort", _INDEX_KEYS[index]}
+                 and all(isinstance(v, str) for v in key.values()))
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise ValidationError("cursor is not a cursor of this listing (use the next_cursor of the previous page, "
+                              "with the same filters)", invalid_params=["cursor"])
+    return key
+

@@ -19,6 +19,8 @@ from chalicelib.config import STEP_NAMES, get_settings
 from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
 from chalicelib.stores.task_items import (
     conditional_failed,
+    decode_cursor,
+    encode_cursor,
     from_dynamo,
     mask_secrets,
     step_key,
@@ -198,8 +200,24 @@ class TaskStore(TaskProgressWrites):
                     return items, total
         return items, total
 
-    def _pages(self, kwargs: dict[str, Any]):
-        start = None
+    def page_tasks(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None
+                   ) -> tuple[list[dict], str | None]:
+        """The next `limit` tasks of the filtered listing (newest first) after `cursor` (None: from the start),
+        and the cursor of the page after them (None when there is none). Reads start where the cursor points
+        (DynamoDB's ExclusiveStartKey): unlike an offset, no entry before the page is read again."""
+        kwargs = self._query_kwargs(filters)
+        kwargs["Limit"] = limit
+        items: list[dict] = []
+        for page_data in self._pages(kwargs, decode_cursor(cursor, kwargs["IndexName"])):
+            found = page_data.get("Items", [])
+            for n, item in enumerate(found):
+                items.append(from_dynamo(item))
+                if len(items) == limit:
+                    more = n + 1 < len(found) or bool(page_data.get("LastEvaluatedKey"))
+                    return items, encode_cursor(item, kwargs["IndexName"]) if more else None
+        return items, None
+
+    def _pages(self, kwargs: dict[str, Any], start: dict[str, Any] | None = None):
         while True:
             call = dict(kwargs)
             if start:

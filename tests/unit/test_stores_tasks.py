@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.api.task_view import public_task_view
-from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
+from chalicelib.errors import TaskAlreadyRunning, TaskNotFound, ValidationError
 from chalicelib.stores.task_items import mask_secrets
 from chalicelib.stores.tasks import TaskStore, create_table
 from tests.support.aws_api import make_moto_dynamodb_writes_atomic
@@ -160,3 +160,41 @@ def test_a_large_batch_of_records_goes_in_chunks_each_counted_once(store):
     failed = sum(1 for i in range(count) if i % 10 == 0)
     assert progress["done"] == count - failed and progress["failed"] == failed
     assert len(progress["tables"]) == count + 1 and progress["tables"]["public.extra"]["error"] == "gone"
+
+
+def test_cursor_pages_cover_the_listing_once_and_read_only_from_the_cursor(store):
+    ids = [store.create_task({"task_name": f"t{i}"})["task_id"] for i in range(25)]
+    expected = [item["task_id"] for item in store.query_tasks({}, page_size=25)[0]]
+    assert sorted(expected) == sorted(ids)
+    queries: list[dict] = []
+    real_query = store.table.query
+
+    def counting_query(**kwargs):
+        answer = real_query(**kwargs)
+        queries.append({"start": kwargs.get("ExclusiveStartKey"), "read": answer["Count"]})
+        return answer
+
+    store.table.query = counting_query
+    pages, cursor = [], None
+    while True:
+        items, cursor = store.page_tasks({}, limit=10, cursor=cursor)
+        pages.append([item["task_id"] for item in items])
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [task for page in pages for task in page] == expected  # in order, none twice, none left out
+    assert all(q["read"] <= 10 for q in queries) and queries[-1]["start"] is not None
+
+
+def test_cursors_are_checked_and_tied_to_their_listing(store):
+    for i in range(3):
+        store.create_task({"task_name": f"t{i}"})
+    _items, cursor = store.page_tasks({}, limit=1)
+    assert cursor
+    with pytest.raises(ValidationError) as bad:
+        store.page_tasks({}, limit=1, cursor="not-a-cursor")
+    assert bad.value.invalid_params == ["cursor"]
+    with pytest.raises(ValidationError):  # a cursor of the unfiltered listing is not one of the status index
+        store.page_tasks({"status": "pending"}, limit=1, cursor=cursor)
+    items, last = store.page_tasks({"status": "pending"}, limit=5)
+    assert len(items) == 3 and last is None
