@@ -24,10 +24,16 @@ from chalicelib.tasklog import TaskLogger
 # Domain module -> the logger name users see in the task log (the original system's component names).
 _LOGGER_NAMES = {
     "chalicelib.pipeline.introspect": "SchemaInspector",
+    "chalicelib.pipeline.names": "SchemaInspector",
     "chalicelib.pipeline.ddl": "DDLMDGenerator",
+    "chalicelib.pipeline.ddl_render": "DDLMDGenerator",
     "chalicelib.pipeline.qa": "QuestionSQLGenerator",
     "chalicelib.pipeline.validation": "SQLValidator",
+    "chalicelib.pipeline.validation_report": "SQLValidator",
+    "chalicelib.pipeline.sqltext": "SQLValidator",
     "chalicelib.pipeline.training": "TrainingDataLoader",
+    "chalicelib.pipeline.vector_layout": "TrainingDataLoader",
+    "chalicelib.pipeline.vector_copy": "TrainingDataLoader",
     "chalicelib.pipeline.vectors": "VectorTableManager",
     "chalicelib.providers.llm": "LLMProvider",
     "chalicelib.providers.heuristic": "HeuristicProvider",
