@@ -25,6 +25,7 @@ from chalicelib.tasklog import TaskLogger
 _LOGGER_NAMES = {
     "chalicelib.pipeline.introspect": "SchemaInspector",
     "chalicelib.pipeline.names": "SchemaInspector",
+    "chalicelib.pipeline.db": "DatabaseConnector",
     "chalicelib.pipeline.ddl": "DDLMDGenerator",
     "chalicelib.pipeline.ddl_render": "DDLMDGenerator",
     "chalicelib.pipeline.qa": "QuestionSQLGenerator",
