@@ -1,4 +1,5 @@
-"""Embedding providers for training_load: an OpenAI-compatible endpoint, or the offline MiniLM model.
+"""Embedding adapters of the domain's EmbeddingProvider port (chalicelib.pipeline.ports): an OpenAI-compatible
+endpoint, or the offline MiniLM model.
 
 A failed embedding is an error (errors.EmbeddingError), never a random or zero vector.
 """
@@ -10,23 +11,15 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from chalicelib import errors
-from chalicelib.config import Settings, get_settings
+from chalicelib.config import Settings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_MODEL = "text-embedding-3-small"
 _MAX_BACKOFF_SECONDS = 30.0
-
-
-@runtime_checkable
-class EmbeddingProvider(Protocol):
-    model_name: str
-    dimension: int
-
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
 class MiniLMEmbeddings:
@@ -155,11 +148,3 @@ class OpenAIEmbeddings:
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "") + f": {str(exc)[:300]}"
-
-
-def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvider:
-    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else offline all-MiniLM-L6-v2 (384-d)."""
-    settings = settings or get_settings()
-    if settings.has_remote_embeddings:
-        return OpenAIEmbeddings(settings)
-    return MiniLMEmbeddings()

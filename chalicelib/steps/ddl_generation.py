@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.models import TableMeta, TableRef
-from chalicelib.providers.llm import get_llm_provider
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
 

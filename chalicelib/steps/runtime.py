@@ -29,7 +29,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.validation": "SQLValidator",
     "chalicelib.pipeline.training": "TrainingDataLoader",
     "chalicelib.pipeline.vectors": "VectorTableManager",
-    "chalicelib.providers.llm": "LLMProvider",
+    "chalicelib.providers.openai_chat": "LLMProvider",
     "chalicelib.providers.heuristic": "HeuristicProvider",
     "chalicelib.providers.embeddings": "EmbeddingProvider",
 }

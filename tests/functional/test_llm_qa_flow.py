@@ -9,7 +9,7 @@ import openai
 from chalicelib.config import get_settings
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import ColumnMeta, TableDoc, TableMeta, TableRef
-from chalicelib.providers.llm import OpenAIProvider
+from chalicelib.providers.openai_chat import OpenAIProvider
 from tests.support.llm_stub import hash_embedding
 
 

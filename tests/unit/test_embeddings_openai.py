@@ -10,7 +10,8 @@ import pytest
 
 from chalicelib import errors
 from chalicelib.config import get_settings
-from chalicelib.providers.embeddings import OpenAIEmbeddings, get_embedding_provider
+from chalicelib.providers.embeddings import OpenAIEmbeddings
+from chalicelib.providers.factory import get_embedding_provider
 
 
 class EmbeddingStub:

@@ -18,8 +18,10 @@ from chalicelib.pipeline.models import (
     TableRef,
     Theme,
 )
+from chalicelib.providers.answers import extract_json, strip_think
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.providers.heuristic import HeuristicProvider
-from chalicelib.providers.llm import OpenAIProvider, extract_json, get_llm_provider, strip_think
+from chalicelib.providers.openai_chat import OpenAIProvider
 from tests.support.llm_stub import StubAnswer
 
 SECRET = "sk-test-secret-key-123"
