@@ -1,16 +1,14 @@
 """OpenAIProvider: the LLM port (chalicelib.pipeline.ports.LLMProvider) over any OpenAI-compatible chat endpoint
 (OpenAI, DeepSeek, Qwen, vLLM, Ollama…) through the `openai` client.
 
-429/5xx/timeouts/connection errors are retried with backoff (LLM_MAX_RETRIES, Retry-After honoured); what is
-left propagates as the project's error classes (LLMRateLimited, LLMTimeout, LLMError, LLMBadAnswer) so
+The client retries 429/5xx/timeouts/connection errors itself (LLM_MAX_RETRIES, its backoff honours Retry-After);
+what is left propagates as the project's error classes (LLMRateLimited, LLMTimeout, LLMError, LLMBadAnswer) so
 the state machine can tell them apart. An unusable answer is re-asked once. A process-wide semaphore bounds the
 calls in flight (LLM_MAX_CONCURRENCY).
 """
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,14 +31,11 @@ from chalicelib.providers.answers import (
     parse_repairs_answer,
     parse_themes_answer,
 )
-from chalicelib.providers.openai_client import shared_openai_client
+from chalicelib.providers.openai_client import retries_taken, shared_openai_client
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 30.0  # longest wait between attempts, Retry-After included
 
 _SEMAPHORES: dict[int, threading.BoundedSemaphore] = {}
 _SEMAPHORES_LOCK = threading.Lock()
@@ -55,37 +50,21 @@ def _process_semaphore(limit: int) -> threading.BoundedSemaphore:
         return _SEMAPHORES[limit]
 
 
-def _retry_after_seconds(headers: Any) -> float | None:
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+def _after(attempts: int | None) -> str:
+    return f" after {attempts} attempts" if attempts is not None else ""
 
 
 class OpenAIProvider:
     """Any OpenAI-compatible chat endpoint.
 
-    `usage.calls` counts every request sent (failed attempts included); `usage.retries` the repeated ones.
+    `usage.calls` counts every HTTP request sent (the client's retries included) and `usage.retries` the repeated
+    ones, both read from what the client reports per call; `usage.seconds` is the time spent in calls, the
+    client's waits between retries included.
     """
 
     kind = "llm"
 
-    def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None,
-                 backoff_base: float = BACKOFF_BASE_SECONDS, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None):
         if not settings.llm_base_url:
             raise errors.LLMError("LLM_BASE_URL is not configured")
         self.settings = settings
@@ -95,11 +74,10 @@ class OpenAIProvider:
         parsed = urlparse(settings.llm_base_url)
         self.endpoint = parsed.netloc.rsplit("@", 1)[-1] or settings.llm_base_url
         self._client = client or shared_openai_client(
-            settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds
+            settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds,
+            settings.llm_max_retries,
         )
         self._semaphore = _process_semaphore(settings.llm_max_concurrency)
-        self._backoff_base = backoff_base
-        self._sleep = sleep
         self._usage_lock = threading.Lock()
 
     # -- the port ------------------------------------------------------------------------------------------
@@ -158,74 +136,55 @@ class OpenAIProvider:
         key = self.settings.llm_api_key
         return text.replace(key, "***") if key else text
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, BACKOFF_CAP_SECONDS)
-        delay = self._backoff_base * (2 ** attempt)
-        return min(delay + random.uniform(0, delay / 2), BACKOFF_CAP_SECONDS)
-
     def _complete(self, messages: list[dict[str, str]]) -> str | None:
-        """The assistant's text, retrying 429/5xx/timeouts/connection errors with backoff."""
-        max_retries = max(0, self.settings.llm_max_retries)
-        failure: errors.LLMError | None = None
-        for attempt in range(max_retries + 1):
-            retry_after: float | None = None
-            started = time.monotonic()
-            try:
-                with self._semaphore:
-                    started = time.monotonic()
-                    response = self._client.chat.completions.create(
-                        model=self.model, messages=messages, temperature=0.2,
-                    )
-                self._record(started, response)
-                if not response.choices:
-                    return None
-                return response.choices[0].message.content
-            except openai.RateLimitError as exc:
-                self._record(started, None)
-                retry_after = _retry_after_seconds(exc.response.headers)
-                failure = errors.LLMRateLimited(
-                    f"{self._describe()} is rate limiting (HTTP 429) after {attempt + 1} attempts"
+        """The assistant's text; the client retries, a failure it could not get past becomes a project error."""
+        started = time.monotonic()
+        try:
+            with self._semaphore:
+                started = time.monotonic()
+                raw = self._client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, temperature=0.2,
                 )
-            except openai.APIStatusError as exc:
-                self._record(started, None)
-                detail = self._scrub(str(getattr(exc, "message", "")))[:300]
-                if exc.status_code < 500:
-                    raise errors.LLMError(
-                        f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}"
-                    ) from None
-                retry_after = _retry_after_seconds(exc.response.headers)
-                failure = errors.LLMError(
-                    f"{self._describe()} failed with HTTP {exc.status_code} after {attempt + 1} attempts: {detail}"
-                )
-            except openai.APITimeoutError:
-                self._record(started, None)
-                failure = errors.LLMTimeout(
-                    f"{self._describe()} did not answer within {self.settings.llm_timeout_seconds:g} s "
-                    f"after {attempt + 1} attempts"
-                )
-            except openai.APIConnectionError as exc:
-                self._record(started, None)
-                failure = errors.LLMError(
-                    f"{self._describe()} could not be reached after {attempt + 1} attempts: "
-                    f"{self._scrub(type(exc.__cause__ or exc).__name__)}"
-                )
-            if attempt < max_retries:
-                with self._usage_lock:
-                    self.usage.retries += 1
-                delay = self._backoff(attempt, retry_after)
-                logger.info("retrying LLM call", extra={"attempt": attempt + 1, "delay": round(delay, 2),
-                                                        "error": str(failure)})
-                self._sleep(delay)
-        assert failure is not None
-        raise failure
+                response = raw.parse()
+        except openai.APIError as exc:
+            attempts = self._record_failure(started, exc)
+            raise self._as_project_error(exc, attempts) from None
+        self._record(started, raw.retries_taken, getattr(response, "usage", None))
+        if not response.choices:
+            return None
+        return response.choices[0].message.content
 
-    def _record(self, started: float, response: Any) -> None:
+    def _as_project_error(self, exc: openai.APIError, attempts: int | None) -> errors.LLMError:
+        if isinstance(exc, openai.RateLimitError):
+            return errors.LLMRateLimited(f"{self._describe()} is rate limiting (HTTP 429){_after(attempts)}")
+        if isinstance(exc, openai.APIStatusError):
+            detail = self._scrub(str(getattr(exc, "message", "")))[:300]
+            if exc.status_code < 500:
+                return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
+            return errors.LLMError(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: {detail}")
+        if isinstance(exc, openai.APITimeoutError):
+            return errors.LLMTimeout(f"{self._describe()} did not answer within {self.settings.llm_timeout_seconds:g} s"
+                                     f"{_after(attempts)}")
+        if isinstance(exc, openai.APIConnectionError):
+            return errors.LLMError(f"{self._describe()} could not be reached{_after(attempts)}: "
+                                   f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
+        return errors.LLMError(f"{self._describe()} failed: {self._scrub(str(exc))[:300]}")
+
+    def _record_failure(self, started: float, exc: openai.APIError) -> int | None:
+        """Counts a failed call from the last request the client sent; returns its attempts (None if unknown)."""
+        retries = retries_taken(getattr(exc, "request", None))
+        self._record(started, retries, None)
+        return None if retries is None else retries + 1
+
+    def _record(self, started: float, retries: int | None, usage: Any) -> None:
+        """`retries` None (not known) counts the one call known to have been made, and no retry."""
         elapsed = time.monotonic() - started
-        usage = getattr(response, "usage", None)
         with self._usage_lock:
-            self.usage.calls += 1
+            self.usage.calls += 1 + (retries or 0)
+            self.usage.retries += retries or 0
             self.usage.seconds = round(self.usage.seconds + elapsed, 3)
             if usage is not None:
                 self.usage.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
                 self.usage.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        if retries:
+            logger.info("LLM call needed retries", extra={"retries": retries, "seconds": round(elapsed, 2)})
