@@ -26,6 +26,7 @@ from chalicelib.pipeline.ddl_render import (  # noqa: F401  (the module's public
     table_info,
 )
 from chalicelib.pipeline.models import CommentSuggestion, TableDoc, TableMeta
+from chalicelib.pipeline.text import collapse_whitespace
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _NO_ENUM_TYPES = {"json", "xml", "bytea", "point", "polygon", "line", "lseg", "b
 
 
 class CommentSuggester(Protocol):
-    """The part of the LLM provider protocol (chalicelib.providers.llm.LLMProvider) this module uses.
+    """The part of the LLM provider protocol (chalicelib.pipeline.ports.LLMProvider) this module uses.
 
     `kind` ("llm" or "heuristic") says who writes the comments; a provider without one is taken as an LLM."""
 
@@ -72,10 +73,6 @@ def render_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str | None:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
 
 
 def _read(conn: psycopg2.extensions.connection, query: sql.Composable, params: tuple = ()) -> list[tuple]:
@@ -253,7 +250,7 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str =
     if table_comment:
         sources[""] = "database"
     elif isinstance(suggestion.table_comment, str) and suggestion.table_comment.strip():
-        table_comment = _one_line(suggestion.table_comment)
+        table_comment = collapse_whitespace(suggestion.table_comment)
         sources[""] = source
 
     suggested = {k: v for k, v in (suggestion.column_comments or {}).items()
@@ -266,7 +263,7 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str =
     for key, column in matched.items():
         # An exact-name suggestion beats a case-insensitive one for the same column.
         if column not in from_llm or key == column:
-            from_llm[column] = _one_line(suggested[key])
+            from_llm[column] = collapse_whitespace(suggested[key])
 
     comments: dict[str, str] = {}
     for col in meta.columns:

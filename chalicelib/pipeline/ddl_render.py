@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from chalicelib.pipeline.models import ColumnMeta, ForeignKey, TableDoc, TableRef, quote_ident
+from chalicelib.pipeline.text import collapse_whitespace
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _SHORT_TYPES = [
@@ -17,10 +18,6 @@ _SHORT_TYPES = [
     (re.compile(r"^time(\(\d+\))? with time zone"), r"timetz\1"),
 ]
 _SERIAL = {"integer": "serial", "bigint": "bigserial", "smallint": "smallserial"}
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
 
 
 def short_type(data_type: str) -> str:
@@ -80,10 +77,10 @@ def describe_table(doc: TableDoc, business_context: str | None = None) -> str:
     chinese = _doc_is_chinese(doc, business_context)
     labels = _DESCRIBE_LABELS[chinese]
     meta = doc.meta
-    context = _one_line(business_context)
+    context = collapse_whitespace(business_context)
     kind = _KIND_LABELS[chinese].get(meta.kind)
     if doc.table_comment:
-        lead = _one_line(doc.table_comment)
+        lead = collapse_whitespace(doc.table_comment)
     elif kind:  # never called a table when it is not one
         lead = f"{_table_title(meta.ref)} {kind}" if chinese else f"{kind.capitalize()} {_table_title(meta.ref)}"
     else:
@@ -105,10 +102,10 @@ def describe_table(doc: TableDoc, business_context: str | None = None) -> str:
 
 
 def _column_note(doc: TableDoc, name: str, chinese: bool) -> str:
-    comment = _one_line(doc.column_comments.get(name))
+    comment = collapse_whitespace(doc.column_comments.get(name))
     values = doc.enums.get(name)
     if values:
-        joined = ("、" if chinese else ", ").join(_one_line(v) for v in values)
+        joined = ("、" if chinese else ", ").join(collapse_whitespace(v) for v in values)
         extra = f"可选值：{joined}" if chinese else f"values: {joined}"
         comment = f"{comment}，{extra}" if comment and chinese else f"{comment}; {extra}" if comment else extra
     return comment
@@ -137,7 +134,7 @@ def render_ddl(doc: TableDoc, business_context: str | None = None) -> str:
     meta = doc.meta
     name_label, desc_label = ("中文名", "描述") if chinese else ("Name", "Description")
     lines = [
-        f"-- {name_label}: {_one_line(doc.table_comment) or _table_title(meta.ref)}",
+        f"-- {name_label}: {collapse_whitespace(doc.table_comment) or _table_title(meta.ref)}",
         f"-- {desc_label}: {describe_table(doc, business_context)}",
     ]
     for fk in meta.foreign_keys:
@@ -183,7 +180,7 @@ def _md_examples(doc: TableDoc, name: str, count: int = 2) -> list[str]:
         value = row.get(name)
         if value is None:
             continue
-        text = _one_line(str(value))
+        text = collapse_whitespace(str(value))
         if len(text) > 30:
             text = text[:29] + "…"
         if text and text not in seen:
@@ -198,7 +195,7 @@ def render_md(doc: TableDoc, business_context: str | None = None) -> str:
     chinese = _doc_is_chinese(doc, business_context)
     meta = doc.meta
     title = _table_title(meta.ref)
-    comment = _one_line(doc.table_comment)
+    comment = collapse_whitespace(doc.table_comment)
     if chinese:
         heading = f"## {title}（{comment}）" if comment else f"## {title}"
     else:
@@ -207,7 +204,7 @@ def render_md(doc: TableDoc, business_context: str | None = None) -> str:
     for col in meta.columns:
         col_type, _ = _column_type_and_default(col)
         line = f"- {quote_ident(col.name)} ({col_type})"
-        note = _one_line(doc.column_comments.get(col.name))
+        note = collapse_whitespace(doc.column_comments.get(col.name))
         if note:
             line += f" - {note}"
         flags = []
@@ -228,12 +225,13 @@ def render_md(doc: TableDoc, business_context: str | None = None) -> str:
         notes.append(f"- {'外键' if chinese else 'Foreign key'}: {_fk_text(fk, chinese)}")
     for name, values in doc.enums.items():
         if chinese:
-            notes.append(f"- {quote_ident(name)} 为枚举字段，可选值：{'、'.join(_one_line(v) for v in values)}")
+            notes.append(f"- {quote_ident(name)} 为枚举字段，可选值："
+                         f"{'、'.join(collapse_whitespace(v) for v in values)}")
         else:
             notes.append(f"- {quote_ident(name)} is an enum column, values: "
-                         f"{', '.join(_one_line(v) for v in values)}")
+                         f"{', '.join(collapse_whitespace(v) for v in values)}")
     if meta.is_view and meta.definition:
-        notes.append(f"- {'定义' if chinese else 'Definition'}: `{_one_line(meta.definition)}`")
+        notes.append(f"- {'定义' if chinese else 'Definition'}: `{collapse_whitespace(meta.definition)}`")
     if notes:
         lines += ["", "字段补充说明：" if chinese else "Notes:", *notes]
     return "\n".join(lines) + "\n"

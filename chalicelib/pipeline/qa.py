@@ -11,8 +11,10 @@ import re
 
 from chalicelib.pipeline import sqltext
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
+from chalicelib.pipeline.ports import LLMProvider
+from chalicelib.pipeline.schema_text import find_doc
 from chalicelib.pipeline.sqltext import check_read_only
-from chalicelib.providers.llm import LLMProvider, find_doc, is_chinese, is_select_sql
+from chalicelib.pipeline.text import collapse_whitespace, is_chinese, is_select_sql
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +31,6 @@ METADATA_DDL = (
     "  created_at timestamp default now()\n"
     ");"
 )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # -- themes ---------------------------------------------------------------------------------------------------
@@ -52,16 +50,16 @@ def extract_themes(llm: LLMProvider, docs: list[TableDoc], business_context: str
                 continue
             if doc.meta.ref.display_name not in tables:
                 tables.append(doc.meta.ref.display_name)
-        topic = _one_line(theme.topic_name)
+        topic = collapse_whitespace(theme.topic_name)
         if not tables or not topic:
             logger.warning("theme without a known table dropped", extra={"theme": theme.topic_name})
             continue
         themes.append(Theme(
             topic_name=topic,
-            description=_one_line(theme.description),
+            description=collapse_whitespace(theme.description),
             related_tables=tables,
-            biz_entities=[_one_line(e) for e in theme.biz_entities if _one_line(e)],
-            biz_metrics=[_one_line(m) for m in theme.biz_metrics if _one_line(m)],
+            biz_entities=[collapse_whitespace(e) for e in theme.biz_entities if collapse_whitespace(e)],
+            biz_metrics=[collapse_whitespace(m) for m in theme.biz_metrics if collapse_whitespace(m)],
         ))
     return themes[:count]
 
@@ -84,7 +82,7 @@ def sql_dedupe_key(sql: str) -> str:
 
 
 def normalize_pair(pair: QAPair) -> QAPair | None:
-    question = _one_line(pair.question)
+    question = collapse_whitespace(pair.question)
     sql = normalize_sql(pair.sql)
     if not question or sql is None:
         return None
@@ -147,7 +145,7 @@ def _sql_array(values: list[str]) -> str:
 def render_metadata_txt(themes: list[Theme], db_name: str) -> str:
     """`CREATE TABLE metadata` plus one INSERT per theme; executable by PostgreSQL as written."""
     lines = [
-        f"-- Business themes of database {_one_line(db_name)}",
+        f"-- Business themes of database {collapse_whitespace(db_name)}",
         f"-- {len(themes)} themes",
         METADATA_DDL,
         "",
@@ -156,8 +154,8 @@ def render_metadata_txt(themes: list[Theme], db_name: str) -> str:
     for theme in themes:
         # Values are escaped literals (quotes doubled, NUL removed): the file is meant to be run by psql.
         values = ", ".join([
-            _sql_text(_one_line(theme.topic_name)[:TOPIC_NAME_MAX]),
-            _sql_text(_one_line(theme.description)),
+            _sql_text(collapse_whitespace(theme.topic_name)[:TOPIC_NAME_MAX]),
+            _sql_text(collapse_whitespace(theme.description)),
             _sql_array(theme.related_tables),
             _sql_array(theme.biz_entities),
             _sql_array(theme.biz_metrics),
@@ -173,8 +171,9 @@ def render_metadata_detail_md(themes: list[Theme], docs: list[TableDoc]) -> str:
     def table_line(name: str) -> str:
         doc = find_doc(name, docs)
         comment = (doc.table_comment or doc.meta.comment) if doc else None
-        return f"  - `{name}`" + (f"（{_one_line(comment)}）" if comment and zh else f" ({_one_line(comment)})"
-                                   if comment else "")
+        if not comment:
+            return f"  - `{name}`"
+        return f"  - `{name}`" + (f"（{collapse_whitespace(comment)}）" if zh else f" ({collapse_whitespace(comment)})")
 
     if zh:
         out = [
@@ -215,9 +214,9 @@ def render_metadata_detail_md(themes: list[Theme], docs: list[TableDoc]) -> str:
     for number, theme in enumerate(themes, start=1):
         out += [
             "",
-            f"### {number}. {_one_line(theme.topic_name)}",
+            f"### {number}. {collapse_whitespace(theme.topic_name)}",
             "",
-            f"- {labels[0]}: {_one_line(theme.description)}",
+            f"- {labels[0]}: {collapse_whitespace(theme.description)}",
             f"- {labels[1]}:",
             *[table_line(t) for t in theme.related_tables],
             f"- {labels[2]}: {', '.join(theme.biz_entities)}",

@@ -1,4 +1,5 @@
-"""Embedding providers for training_load: an OpenAI-compatible endpoint, or the offline MiniLM model.
+"""Embedding adapters of the domain's EmbeddingProvider port (chalicelib.pipeline.ports): an OpenAI-compatible
+endpoint, or the offline MiniLM model.
 
 A failed embedding is an error (errors.EmbeddingError), never a random or zero vector.
 """
@@ -6,27 +7,16 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
-import time
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from chalicelib import errors
-from chalicelib.config import Settings, get_settings
+from chalicelib.config import Settings
+from chalicelib.providers.openai_client import retries_taken, shared_openai_client
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_MODEL = "text-embedding-3-small"
-_MAX_BACKOFF_SECONDS = 30.0
-
-
-@runtime_checkable
-class EmbeddingProvider(Protocol):
-    model_name: str
-    dimension: int
-
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
 class MiniLMEmbeddings:
@@ -44,39 +34,27 @@ class MiniLMEmbeddings:
 
 
 class OpenAIEmbeddings:
-    """`POST {EMBEDDING_BASE_URL}/embeddings` through the official `openai` client, with our own retries.
+    """`POST {EMBEDDING_BASE_URL}/embeddings` through the official `openai` client.
 
-    429, 5xx, timeouts and connection errors are retried with exponential backoff (Retry-After honoured);
-    any other failure, or an answer of the wrong shape, raises errors.EmbeddingError.
+    The client retries 429, 5xx, timeouts and connection errors (LLM_MAX_RETRIES, Retry-After honoured); any
+    failure left after that, or an answer of the wrong shape, raises errors.EmbeddingError.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        client: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
-        backoff_base: float = 1.0,
-    ):
+    def __init__(self, settings: Settings, *, client: Any = None):
         if not settings.embedding_base_url:
             raise errors.EmbeddingError("EMBEDDING_BASE_URL is not set")
         self.model_name = settings.embedding_model or DEFAULT_REMOTE_MODEL
         self._settings = settings
         self._client = client
-        self._sleep = sleep
-        self._backoff_base = backoff_base
-        self._max_retries = max(0, settings.llm_max_retries)
         self._batch_size = max(1, settings.embedding_batch_size)
         self._dimension: int | None = settings.embedding_dim
         self._lock = threading.Lock()
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from chalicelib.providers.openai_client import shared_openai_client
-
             self._client = shared_openai_client(self._settings.embedding_base_url,
                                                 self._settings.embedding_api_key or "not-needed",
-                                                self._settings.llm_timeout_seconds)
+                                                self._settings.llm_timeout_seconds, self._settings.llm_max_retries)
         return self._client
 
     @property
@@ -96,38 +74,20 @@ class OpenAIEmbeddings:
     def _embed_batch(self, batch: list[str]) -> list[list[float]]:
         import openai
 
-        attempt = 0
-        while True:
-            try:
-                response = self._get_client().embeddings.create(
-                    model=self.model_name, input=batch, encoding_format="float"
-                )
-                return self._check_answer(response, len(batch))
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
-                retryable, cause = True, exc
-            except openai.APIStatusError as exc:
-                retryable, cause = exc.status_code >= 500, exc
-            except openai.OpenAIError as exc:
-                retryable, cause = False, exc
-            if not retryable or attempt >= self._max_retries:
-                raise errors.EmbeddingError(
-                    f"embedding request to {self.model_name} failed after {attempt + 1} attempt(s): "
-                    f"{_describe(cause)}"
-                ) from cause
-            delay = self._backoff_delay(attempt, cause)
-            logger.warning("embedding request failed (%s); retrying in %.1fs", _describe(cause), delay)
-            self._sleep(delay)
-            attempt += 1
-
-    def _backoff_delay(self, attempt: int, exc: Exception) -> float:
-        response = getattr(exc, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
-        if retry_after:
-            try:
-                return min(_MAX_BACKOFF_SECONDS, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        return min(_MAX_BACKOFF_SECONDS, self._backoff_base * (2**attempt) * (1 + random.random() * 0.25))
+        try:
+            raw = self._get_client().embeddings.with_raw_response.create(
+                model=self.model_name, input=batch, encoding_format="float"
+            )
+            response = raw.parse()
+        except openai.OpenAIError as exc:
+            retries = retries_taken(getattr(exc, "request", None))
+            after = f" after {retries + 1} attempt(s)" if retries is not None else ""
+            raise errors.EmbeddingError(
+                f"embedding request to {self.model_name} failed{after}: {_describe(exc)}"
+            ) from exc
+        if raw.retries_taken:
+            logger.warning("embedding request needed retries", extra={"retries": raw.retries_taken})
+        return self._check_answer(response, len(batch))
 
     def _check_answer(self, response: Any, expected: int) -> list[list[float]]:
         data = sorted(getattr(response, "data", None) or [], key=lambda d: d.index)
@@ -155,11 +115,3 @@ class OpenAIEmbeddings:
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "") + f": {str(exc)[:300]}"
-
-
-def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvider:
-    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else offline all-MiniLM-L6-v2 (384-d)."""
-    settings = settings or get_settings()
-    if settings.has_remote_embeddings:
-        return OpenAIEmbeddings(settings)
-    return MiniLMEmbeddings()

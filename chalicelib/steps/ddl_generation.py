@@ -13,7 +13,7 @@ from chalicelib.errors import StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
-from chalicelib.providers.llm import get_llm_provider
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.concurrency import run_bounded, shared_pool
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage

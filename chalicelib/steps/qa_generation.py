@@ -8,7 +8,7 @@ from typing import Any
 from chalicelib.errors import FileNotFound, StepFailed
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
-from chalicelib.providers.llm import get_llm_provider
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.ddl_generation import DOCS_BUNDLE, read_batch_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage

@@ -36,7 +36,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.vector_layout": "TrainingDataLoader",
     "chalicelib.pipeline.vector_copy": "TrainingDataLoader",
     "chalicelib.pipeline.vectors": "VectorTableManager",
-    "chalicelib.providers.llm": "LLMProvider",
+    "chalicelib.providers.openai_chat": "LLMProvider",
     "chalicelib.providers.heuristic": "HeuristicProvider",
     "chalicelib.providers.embeddings": "EmbeddingProvider",
 }

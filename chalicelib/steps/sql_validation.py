@@ -18,7 +18,7 @@ from typing import Any
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa, validation, validation_report
 from chalicelib.pipeline.models import QAPair
-from chalicelib.providers.llm import get_llm_provider
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.qa_generation import current_pair_file, load_table_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage

@@ -8,7 +8,7 @@ from typing import Any
 from chalicelib.errors import DatabaseConnectionError, FileNotFound
 from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
-from chalicelib.providers.embeddings import get_embedding_provider
+from chalicelib.providers.factory import get_embedding_provider
 from chalicelib.steps.blueprint import steps_bp
 from chalicelib.steps.concurrency import run_bounded
 from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE

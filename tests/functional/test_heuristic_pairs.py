@@ -15,8 +15,8 @@ from chalicelib.pipeline.models import (
     TableMeta,
     TableRef,
 )
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.providers.heuristic import HeuristicProvider
-from chalicelib.providers.llm import get_llm_provider
 
 SCHEMA = """
 create schema ops;
@@ -277,7 +277,7 @@ def test_chinese_and_english(highway):
 
 
 def test_no_guess_for_unknown_names():
-    from chalicelib.providers.heuristic import guess_column_comment
+    from chalicelib.providers.heuristic.vocabulary import guess_column_comment
 
     assert guess_column_comment("xq_flibber", zh=True) is None
     assert guess_column_comment("xq_flibber", zh=False) is None

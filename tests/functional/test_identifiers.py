@@ -168,7 +168,7 @@ def test_file_stems_never_collide_and_are_file_safe():
 def test_every_shown_name_finds_its_table_again_among_the_docs():
     """Theme tables (the LLM's or the heuristic's) are matched back to docs by the names shown."""
     from chalicelib.pipeline.models import TableDoc
-    from chalicelib.providers.llm import find_doc
+    from chalicelib.pipeline.schema_text import find_doc
 
     refs = [TableRef("public", 'we"ird'), TableRef("public", 'x"'), TableRef("public", "SalesOrder"),
             TableRef("Sales", "customers"), TableRef("ods", "customers"), TableRef("public", "my table"),

@@ -9,7 +9,7 @@ import openai
 from chalicelib.config import get_settings
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import ColumnMeta, TableDoc, TableMeta, TableRef
-from chalicelib.providers.llm import OpenAIProvider
+from chalicelib.providers.openai_chat import OpenAIProvider
 from tests.support.llm_stub import hash_embedding
 
 
@@ -45,7 +45,7 @@ def _responder(request: dict) -> str:
 def test_qa_flow_with_openai_provider(llm_stub):
     llm_stub.default = _responder
     settings = dataclasses.replace(get_settings(), llm_base_url=llm_stub.base_url, llm_model="qwen-stub")
-    provider = OpenAIProvider(settings, backoff_base=0.01)
+    provider = OpenAIProvider(settings)
     themes = qa.extract_themes(provider, DOCS, "高速公路服务区", 5)
     assert [(t.topic_name, t.related_tables) for t in themes] == [
         ("营收分析", ["public.bss_business_day_data"]),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from chalicelib.providers import minilm
-from chalicelib.providers.embeddings import MiniLMEmbeddings, get_embedding_provider
+from chalicelib.providers.embeddings import MiniLMEmbeddings
+from chalicelib.providers.factory import get_embedding_provider
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,7 +11,8 @@ import pytest
 
 from chalicelib import errors
 from chalicelib.config import get_settings
-from chalicelib.providers.embeddings import OpenAIEmbeddings, get_embedding_provider
+from chalicelib.providers.embeddings import OpenAIEmbeddings
+from chalicelib.providers.factory import get_embedding_provider
 
 
 class EmbeddingStub:
@@ -28,7 +30,8 @@ class EmbeddingStub:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization"),
+                                      "at": time.monotonic()})
                 status, payload, headers = stub.script.pop(0) if stub.script else (200, None, {})
                 if payload is None:
                     payload = stub.vectors(body["input"])
@@ -75,12 +78,11 @@ def _settings(stub, **overrides):
 
 
 def _provider(stub, **overrides):
-    sleeps: list[float] = []
-    return OpenAIEmbeddings(_settings(stub, **overrides), sleep=sleeps.append), sleeps
+    return OpenAIEmbeddings(_settings(stub, **overrides))
 
 
 def test_batches_and_order(stub):
-    provider, _ = _provider(stub)
+    provider = _provider(stub)
     texts = ["a", "bb", "ccc", "dddd", "eeeee"]
     vecs = provider.embed(texts)
     assert [v[0] for v in vecs] == [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -92,44 +94,46 @@ def test_batches_and_order(stub):
 
 
 def test_dimension_from_setting_or_first_answer(stub):
-    provider, _ = _provider(stub, embedding_dim=4)
+    provider = _provider(stub, embedding_dim=4)
     assert provider.dimension == 4 and stub.requests == []
-    provider, _ = _provider(stub)
+    provider = _provider(stub)
     assert provider.dimension == 4 and len(stub.requests) == 1
 
 
 def test_429_then_200_is_retried_with_retry_after(stub):
     stub.script = [(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0.01"}),
                    (503, {"error": {"message": "busy"}}, {})]
-    provider, sleeps = _provider(stub)
+    provider = _provider(stub)
     assert len(provider.embed(["x"])) == 1
     assert len(stub.requests) == 3
-    assert sleeps[0] == pytest.approx(0.01) and len(sleeps) == 2
+    # The openai client retries: it waits what Retry-After says (0.01 s), else its own backoff (0.5 s, 1 s, …).
+    first_wait, second_wait = (b["at"] - a["at"] for a, b in zip(stub.requests, stub.requests[1:], strict=False))
+    assert first_wait < 0.3 <= second_wait
 
 
 def test_persistent_failure_raises_embedding_error(stub):
     stub.script = [(500, {"error": {"message": "down"}}, {})] * 3
-    provider, sleeps = _provider(stub)
+    provider = _provider(stub)
     with pytest.raises(errors.EmbeddingError, match="3 attempt"):
         provider.embed(["x"])
-    assert len(sleeps) == 2
+    assert len(stub.requests) == 3
 
 
 def test_client_error_is_not_retried(stub):
     stub.script = [(400, {"error": {"message": "bad input"}}, {})]
-    provider, sleeps = _provider(stub)
+    provider = _provider(stub)
     with pytest.raises(errors.EmbeddingError, match="bad input"):
         provider.embed(["x"])
-    assert sleeps == [] and len(stub.requests) == 1
+    assert len(stub.requests) == 1
 
 
 def test_wrong_shapes_are_errors_not_vectors(stub):
     stub.script = [(200, lambda inputs: stub.vectors(inputs[:-1]), {})]
-    provider, _ = _provider(stub)
+    provider = _provider(stub)
     with pytest.raises(errors.EmbeddingError, match="vectors for"):
         provider.embed(["a", "b"])
     stub.script = [(200, lambda inputs: stub.vectors(inputs, dim=6), {})]
-    provider, _ = _provider(stub, embedding_dim=4)
+    provider = _provider(stub, embedding_dim=4)
     with pytest.raises(errors.EmbeddingError, match="6 dimensions, expected 4"):
         provider.embed(["a"])
 
@@ -137,7 +141,7 @@ def test_wrong_shapes_are_errors_not_vectors(stub):
 def test_unreachable_endpoint_raises(monkeypatch):
     settings = replace(get_settings(), embedding_base_url="http://127.0.0.1:9/v1", embedding_model="m",
                        llm_max_retries=1, llm_timeout_seconds=2)
-    provider = OpenAIEmbeddings(settings, sleep=lambda s: None)
+    provider = OpenAIEmbeddings(settings)
     with pytest.raises(errors.EmbeddingError):
         provider.embed(["x"])
 

@@ -18,8 +18,10 @@ from chalicelib.pipeline.models import (
     TableRef,
     Theme,
 )
+from chalicelib.providers.answers import extract_json, strip_think
+from chalicelib.providers.factory import get_llm_provider
 from chalicelib.providers.heuristic import HeuristicProvider
-from chalicelib.providers.llm import OpenAIProvider, extract_json, get_llm_provider, strip_think
+from chalicelib.providers.openai_chat import OpenAIProvider
 from tests.support.llm_stub import StubAnswer
 
 SECRET = "sk-test-secret-key-123"
@@ -67,7 +69,7 @@ def _settings(stub, **overrides):
 
 
 def _provider(stub, **overrides) -> OpenAIProvider:
-    return OpenAIProvider(_settings(stub, **overrides), backoff_base=0.01)
+    return OpenAIProvider(_settings(stub, **overrides))
 
 
 def test_good_comment_answer(llm_stub):
@@ -185,9 +187,35 @@ def test_rate_limited_then_ok_counts_retries(llm_stub):
 
 def test_rate_limited_for_good(llm_stub):
     llm_stub.script(*[StubAnswer(status=429, headers={"Retry-After": "0"})] * 3)
+    provider = _provider(llm_stub)
     with pytest.raises(errors.LLMRateLimited) as info:
-        _provider(llm_stub).suggest_table_comments(META, SAMPLES, ZH)
-    assert "429" in str(info.value)
+        provider.suggest_table_comments(META, SAMPLES, ZH)
+    assert "429" in str(info.value) and "after 3 attempts" in str(info.value)
+    # The client retried (LLM_MAX_RETRIES=2); the counters are what the endpoint really received.
+    assert provider.usage.calls == len(llm_stub.chat_requests) == 3 and provider.usage.retries == 2
+
+
+def test_retry_after_is_honoured_by_the_client(llm_stub):
+    # A server-directed wait (here 20 ms) replaces the client's own backoff, which starts at 0.5 s.
+    llm_stub.script(StubAnswer(status=429, headers={"Retry-After": "0.02"}), StubAnswer(status=503), GOOD_COMMENTS)
+    provider = _provider(llm_stub)
+    assert provider.suggest_table_comments(META, SAMPLES, ZH).table_comment == "服务区信息"
+    times = [r["time"] for r in llm_stub.requests]
+    assert len(times) == 3
+    assert times[1] - times[0] < 0.3 <= times[2] - times[1]
+    assert [r["headers"]["x-stainless-retry-count"] for r in llm_stub.requests] == ["0", "1", "2"]
+    assert provider.usage.calls == 3 and provider.usage.retries == 2
+
+
+def test_each_provider_counts_its_own_retries(llm_stub):
+    # Providers share one client per endpoint; a retry made for one is never counted by another.
+    busy, calm = _provider(llm_stub), _provider(llm_stub)
+    llm_stub.script(StubAnswer(status=500, headers={"Retry-After": "0.01"}), GOOD_COMMENTS)
+    busy.suggest_table_comments(META, SAMPLES, ZH)
+    llm_stub.script(GOOD_COMMENTS)
+    calm.suggest_table_comments(META, SAMPLES, ZH)
+    assert (busy.usage.calls, busy.usage.retries) == (2, 1)
+    assert (calm.usage.calls, calm.usage.retries) == (1, 0)
 
 
 def test_server_errors_exhaust_retries(llm_stub):
@@ -230,7 +258,7 @@ def test_connection_refused_is_llm_error():
     settings = dataclasses.replace(get_settings(), llm_base_url=f"http://127.0.0.1:{port}/v1", llm_max_retries=1,
                                    llm_api_key=SECRET)
     with pytest.raises(errors.LLMError) as info:
-        OpenAIProvider(settings, backoff_base=0.01).suggest_table_comments(META, SAMPLES, ZH)
+        OpenAIProvider(settings).suggest_table_comments(META, SAMPLES, ZH)
     assert f"127.0.0.1:{port}" in str(info.value) and "could not be reached" in str(info.value)
 
 

@@ -1,0 +1,190 @@
+"""OpenAIProvider: the LLM port (chalicelib.pipeline.ports.LLMProvider) over any OpenAI-compatible chat endpoint
+(OpenAI, DeepSeek, Qwen, vLLM, Ollama…) through the `openai` client.
+
+The client retries 429/5xx/timeouts/connection errors itself (LLM_MAX_RETRIES, its backoff honours Retry-After);
+what is left propagates as the project's error classes (LLMRateLimited, LLMTimeout, LLMError, LLMBadAnswer) so
+the state machine can tell them apart. An unusable answer is re-asked once. A process-wide semaphore bounds the
+calls in flight (LLM_MAX_CONCURRENCY).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import openai
+
+from chalicelib import errors
+from chalicelib.config import Settings
+from chalicelib.pipeline.models import CommentSuggestion, LLMUsage, QAPair, RepairRequest, TableDoc, TableMeta, Theme
+from chalicelib.pipeline.schema_text import select_theme_docs
+from chalicelib.pipeline.text import is_chinese
+from chalicelib.providers import prompts
+from chalicelib.providers.answers import (
+    AnswerError,
+    extract_json,
+    parse_comment_answer,
+    parse_pairs_answer,
+    parse_repairs_answer,
+    parse_themes_answer,
+)
+from chalicelib.providers.openai_client import retries_taken, shared_openai_client
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SEMAPHORES: dict[int, threading.BoundedSemaphore] = {}
+_SEMAPHORES_LOCK = threading.Lock()
+
+
+def _process_semaphore(limit: int) -> threading.BoundedSemaphore:
+    """One semaphore per configured limit, shared by every provider in the process."""
+    limit = max(1, limit)
+    with _SEMAPHORES_LOCK:
+        if limit not in _SEMAPHORES:
+            _SEMAPHORES[limit] = threading.BoundedSemaphore(limit)
+        return _SEMAPHORES[limit]
+
+
+def _after(attempts: int | None) -> str:
+    return f" after {attempts} attempts" if attempts is not None else ""
+
+
+class OpenAIProvider:
+    """Any OpenAI-compatible chat endpoint.
+
+    `usage.calls` counts every HTTP request sent (the client's retries included) and `usage.retries` the repeated
+    ones, both read from what the client reports per call; `usage.seconds` is the time spent in calls, the
+    client's waits between retries included.
+    """
+
+    kind = "llm"
+
+    def __init__(self, settings: Settings, *, client: openai.OpenAI | None = None):
+        if not settings.llm_base_url:
+            raise errors.LLMError("LLM_BASE_URL is not configured")
+        self.settings = settings
+        self.model = settings.llm_model
+        self.name = f"openai-compatible:{self.model}"
+        self.usage = LLMUsage(provider=self.name)
+        parsed = urlparse(settings.llm_base_url)
+        self.endpoint = parsed.netloc.rsplit("@", 1)[-1] or settings.llm_base_url
+        self._client = client or shared_openai_client(
+            settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds,
+            settings.llm_max_retries,
+        )
+        self._semaphore = _process_semaphore(settings.llm_max_concurrency)
+        self._usage_lock = threading.Lock()
+
+    # -- the port ------------------------------------------------------------------------------------------
+
+    def suggest_table_comments(self, meta: TableMeta, samples: list[dict], business_context: str) -> CommentSuggestion:
+        lang = prompts.prompt_language(business_context)
+        prompt = prompts.comments_prompt(meta, samples, business_context, lang)
+        return self._ask(prompt, lang, parse_comment_answer, f"comments for {meta.ref.display_name}")
+
+    def extract_themes(self, docs: list[TableDoc], business_context: str, count: int) -> list[Theme]:
+        lang = prompts.prompt_language(business_context)
+        prompt = prompts.themes_prompt(docs, business_context, count, lang)
+        return self._ask(prompt, lang, lambda v: parse_themes_answer(v, count), "themes")
+
+    def generate_pairs(self, theme: Theme, docs: list[TableDoc], business_context: str, count: int) -> list[QAPair]:
+        lang = prompts.prompt_language(business_context)
+        prompt = prompts.pairs_prompt(theme, select_theme_docs(theme, docs), business_context, count, lang)
+        return self._ask(prompt, lang, lambda v: parse_pairs_answer(v, count), f"pairs for theme {theme.topic_name}")
+
+    def repair_sql(self, requests: list[RepairRequest], docs: list[TableDoc]) -> dict[int, str]:
+        if not requests:
+            return {}
+        lang = "zh" if any(is_chinese(r.question) for r in requests) else "en"
+        indexes = {r.index for r in requests}
+        prompt = prompts.repair_prompt(requests, docs, lang)
+        return self._ask(prompt, lang, lambda v: parse_repairs_answer(v, indexes), "sql repairs")
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        return f"LLM endpoint {self.endpoint} (model {self.model})"
+
+    def _ask(self, prompt: str, lang: str, parse: Callable[[Any], T], what: str) -> T:
+        """One question, one re-ask when the answer is unusable, then LLMBadAnswer."""
+        messages: list[dict[str, str]] = [
+            {"role": "system", "content": prompts.SYSTEM_PROMPTS[lang]},
+            {"role": "user", "content": prompt},
+        ]
+        for attempt in (1, 2):
+            answer = self._complete(messages)
+            try:
+                return parse(extract_json(answer))
+            except AnswerError as exc:
+                logger.warning("unusable LLM answer", extra={"what": what, "attempt": attempt, "error": str(exc)})
+                if attempt == 2:
+                    raise errors.LLMBadAnswer(
+                        f"{self._describe()} gave an unusable answer for {what} twice: {exc}"
+                    ) from None
+                messages = messages + [
+                    {"role": "assistant", "content": (answer or "")[:4000]},
+                    {"role": "user", "content": prompts.reask_text(str(exc), lang)},
+                ]
+        raise AssertionError("unreachable")
+
+    def _scrub(self, text: str) -> str:
+        key = self.settings.llm_api_key
+        return text.replace(key, "***") if key else text
+
+    def _complete(self, messages: list[dict[str, str]]) -> str | None:
+        """The assistant's text; the client retries, a failure it could not get past becomes a project error."""
+        started = time.monotonic()
+        try:
+            with self._semaphore:
+                started = time.monotonic()
+                raw = self._client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, temperature=0.2,
+                )
+                response = raw.parse()
+        except openai.APIError as exc:
+            attempts = self._record_failure(started, exc)
+            raise self._as_project_error(exc, attempts) from None
+        self._record(started, raw.retries_taken, getattr(response, "usage", None))
+        if not response.choices:
+            return None
+        return response.choices[0].message.content
+
+    def _as_project_error(self, exc: openai.APIError, attempts: int | None) -> errors.LLMError:
+        if isinstance(exc, openai.RateLimitError):
+            return errors.LLMRateLimited(f"{self._describe()} is rate limiting (HTTP 429){_after(attempts)}")
+        if isinstance(exc, openai.APIStatusError):
+            detail = self._scrub(str(getattr(exc, "message", "")))[:300]
+            if exc.status_code < 500:
+                return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
+            return errors.LLMError(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: {detail}")
+        if isinstance(exc, openai.APITimeoutError):
+            return errors.LLMTimeout(f"{self._describe()} did not answer within {self.settings.llm_timeout_seconds:g} s"
+                                     f"{_after(attempts)}")
+        if isinstance(exc, openai.APIConnectionError):
+            return errors.LLMError(f"{self._describe()} could not be reached{_after(attempts)}: "
+                                   f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
+        return errors.LLMError(f"{self._describe()} failed: {self._scrub(str(exc))[:300]}")
+
+    def _record_failure(self, started: float, exc: openai.APIError) -> int | None:
+        """Counts a failed call from the last request the client sent; returns its attempts (None if unknown)."""
+        retries = retries_taken(getattr(exc, "request", None))
+        self._record(started, retries, None)
+        return None if retries is None else retries + 1
+
+    def _record(self, started: float, retries: int | None, usage: Any) -> None:
+        """`retries` None (not known) counts the one call known to have been made, and no retry."""
+        elapsed = time.monotonic() - started
+        with self._usage_lock:
+            self.usage.calls += 1 + (retries or 0)
+            self.usage.retries += retries or 0
+            self.usage.seconds = round(self.usage.seconds + elapsed, 3)
+            if usage is not None:
+                self.usage.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+                self.usage.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        if retries:
+            logger.info("LLM call needed retries", extra={"retries": retries, "seconds": round(elapsed, 2)})
