@@ -12,6 +12,14 @@ class DataPipelineError(Exception):
     code = "INTERNAL_ERROR"
     status = 500
 
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None, **kwargs: object):
+        """`class X(ValidationError, code="X_CODE", status=400)`: a subclass names its code (and status)."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
+
     def __init__(self, message: str, *, invalid_params: list[str] | None = None, details: str | None = None):
         super().__init__(message)
         self.message = message
@@ -19,128 +27,109 @@ class DataPipelineError(Exception):
         self.details = details
 
 
-class ValidationError(DataPipelineError):
-    code = "VALIDATION_ERROR"
-    status = 400
+class ValidationError(DataPipelineError, code="VALIDATION_ERROR", status=400):
+    """A parameter or the body is invalid; `invalid_params` names it."""
 
 
-class InvalidExecutionMode(ValidationError):
-    code = "INVALID_EXECUTION_MODE"
+class InvalidExecutionMode(ValidationError, code="INVALID_EXECUTION_MODE"):
+    """execution_mode is neither complete nor step."""
 
 
-class MissingStepName(ValidationError):
-    code = "MISSING_STEP_NAME"
+class MissingStepName(ValidationError, code="MISSING_STEP_NAME"):
+    """execution_mode is step but step_name is missing."""
 
 
-class InvalidStepName(ValidationError):
-    code = "INVALID_STEP_NAME"
+class InvalidStepName(ValidationError, code="INVALID_STEP_NAME"):
+    """step_name is not one of the four steps."""
 
 
-class InvalidTableName(ValidationError):
-    code = "INVALID_TABLE_NAME"
+class InvalidTableName(ValidationError, code="INVALID_TABLE_NAME"):
+    """A table name is not a valid or unambiguous (schema.)identifier."""
 
 
-class TableListMissing(ValidationError):
-    code = "TABLE_LIST_MISSING"
+class TableListMissing(ValidationError, code="TABLE_LIST_MISSING"):
+    """The task has no table list yet."""
 
 
-class Unauthorized(DataPipelineError):
-    code = "UNAUTHORIZED"
-    status = 401
+class Unauthorized(DataPipelineError, code="UNAUTHORIZED", status=401):
+    """DATA_PIPELINE_API_KEY is set and the request has no valid Bearer key."""
 
 
-class NotFound(DataPipelineError):
-    code = "NOT_FOUND"
-    status = 404
+class NotFound(DataPipelineError, code="NOT_FOUND", status=404):
+    """The named object (a table, a route) does not exist."""
 
 
-class TaskNotFound(NotFound):
-    code = "TASK_NOT_FOUND"
+class TaskNotFound(NotFound, code="TASK_NOT_FOUND"):
+    """No task with this id."""
 
 
-class FileNotFound(NotFound):
-    code = "FILE_NOT_FOUND"
+class FileNotFound(NotFound, code="FILE_NOT_FOUND"):
+    """No file with this name in the task."""
 
 
-class TaskAlreadyRunning(DataPipelineError):
-    code = "TASK_ALREADY_RUNNING"
-    status = 409
+class TaskAlreadyRunning(DataPipelineError, code="TASK_ALREADY_RUNNING", status=409):
+    """The task runs; it cannot start again or change its table list now."""
 
 
-class TaskNotRunning(DataPipelineError):
-    code = "TASK_NOT_RUNNING"
-    status = 409
+class TaskNotRunning(DataPipelineError, code="TASK_NOT_RUNNING", status=409):
+    """Cancel was asked for a task that does not run."""
 
 
-class PayloadTooLarge(DataPipelineError):
-    code = "PAYLOAD_TOO_LARGE"
-    status = 413
+class PayloadTooLarge(DataPipelineError, code="PAYLOAD_TOO_LARGE", status=413):
+    """The request body or the uploaded file is larger than the limit."""
 
 
-class UnsupportedMediaType(DataPipelineError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-    status = 415
+class UnsupportedMediaType(DataPipelineError, code="UNSUPPORTED_MEDIA_TYPE", status=415):
+    """The upload is not a .txt file."""
 
 
-class DatabaseConnectionError(DataPipelineError):
+class DatabaseConnectionError(DataPipelineError, code="DATABASE_CONNECTION_ERROR", status=500):
     """The database could not be reached or refused the login. Messages never contain a password."""
 
-    code = "DATABASE_CONNECTION_ERROR"
-    status = 500
+
+class InvalidConnectionString(DatabaseConnectionError, status=400):
+    """The connection string itself is malformed or missing (nothing was tried)."""
 
 
-class InvalidConnectionString(DatabaseConnectionError):
-    status = 400
+class VectorBackupFailed(DataPipelineError, code="VECTOR_BACKUP_FAILED"):
+    """The vector tables could not be backed up (nothing was truncated)."""
 
 
-class VectorBackupFailed(DataPipelineError):
-    code = "VECTOR_BACKUP_FAILED"
+class VectorTruncateFailed(DataPipelineError, code="VECTOR_TRUNCATE_FAILED"):
+    """langchain_pg_embedding could not be emptied."""
 
 
-class VectorTruncateFailed(DataPipelineError):
-    code = "VECTOR_TRUNCATE_FAILED"
-
-
-class LLMError(DataPipelineError):
+class LLMError(DataPipelineError, code="LLM_ERROR"):
     """The LLM endpoint failed for good (after retries) or answered something unusable."""
 
-    code = "LLM_ERROR"
+
+class LLMRateLimited(LLMError, code="LLM_RATE_LIMITED"):
+    """The LLM endpoint kept answering 429."""
 
 
-class LLMRateLimited(LLMError):
-    code = "LLM_RATE_LIMITED"
+class LLMTimeout(LLMError, code="LLM_TIMEOUT"):
+    """The LLM endpoint kept timing out."""
 
 
-class LLMTimeout(LLMError):
-    code = "LLM_TIMEOUT"
+class LLMBadAnswer(LLMError, code="LLM_BAD_ANSWER"):
+    """The LLM answered something unusable, twice."""
 
 
-class LLMBadAnswer(LLMError):
-    code = "LLM_BAD_ANSWER"
+class EmbeddingError(DataPipelineError, code="EMBEDDING_ERROR"):
+    """The embedding endpoint or model failed."""
 
 
-class EmbeddingError(DataPipelineError):
-    code = "EMBEDDING_ERROR"
-
-
-class StepFailed(DataPipelineError):
+class StepFailed(DataPipelineError, code="STEP_FAILED"):
     """A step could not produce its output (e.g. every table failed)."""
 
-    code = "STEP_FAILED"
 
-
-class BackupNotFound(NotFound):
+class BackupNotFound(NotFound, code="BACKUP_NOT_FOUND"):
     """No vector backup set with that task / timestamp / table."""
 
-    code = "BACKUP_NOT_FOUND"
+
+class VectorRestoreFailed(StepFailed, code="VECTOR_RESTORE_FAILED"):
+    """The vector restore failed; nothing was restored."""
 
 
-class VectorRestoreFailed(StepFailed):
-    code = "VECTOR_RESTORE_FAILED"
-
-
-class VectorRestoreConflict(VectorRestoreFailed):
+class VectorRestoreConflict(VectorRestoreFailed, code="VECTOR_RESTORE_CONFLICT", status=409):
     """Restoring would clash with rows already in the vector tables (nothing was changed)."""
-
-    code = "VECTOR_RESTORE_CONFLICT"
-    status = 409
