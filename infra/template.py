@@ -28,6 +28,7 @@ from infra.api_gateway import rest_api_merge
 logger = logging.getLogger(__name__)
 
 INFRA = Path(__file__).resolve().parent
+ROOT = INFRA.parent
 ASL_PATH = INFRA / "data_pipeline.asl.json"
 RESOURCES_PATH = INFRA / "resources.json"
 STATE_MACHINE_RESOURCE = "DataPipelineStateMachine"
@@ -118,6 +119,11 @@ def api_routes() -> dict[str, list[str]]:
     return {path: sorted(views) for path, views in app.routes.items()}
 
 
+def _package_data_files() -> list[Path]:
+    """Files of chalicelib/ the code reads at run time (vocabularies and other data), not Python modules."""
+    return sorted(p for p in (ROOT / "chalicelib").rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".csv"))
+
+
 def check_deployment_zip(path: Path) -> list[str]:
     """Problems with the Lambda deployment package (empty when it is fine)."""
     problems = []
@@ -126,6 +132,10 @@ def check_deployment_zip(path: Path) -> list[str]:
     total = sum(info.file_size for info in infos)
     if total >= MAX_UNZIPPED_BYTES:
         problems.append(f"unzipped size {total / 1e6:.1f} MB reaches the Lambda limit of 250 MB")
+    names = {info.filename for info in infos}
+    missing = sorted(str(f.relative_to(ROOT)) for f in _package_data_files() if str(f.relative_to(ROOT)) not in names)
+    if missing:
+        problems.append(f"data files of chalicelib are missing from the package: {', '.join(missing)}")
     top_level = {info.filename.split("/", 1)[0].lower() for info in infos}
     for name in FORBIDDEN_IN_ZIP:
         hits = sorted(entry for entry in top_level if entry == name or entry.startswith((name + "-", name + ".")))

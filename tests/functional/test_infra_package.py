@@ -84,3 +84,13 @@ def test_packaged_api_keeps_chalice_routes_and_adds_the_envelope_answers(package
         assert {m.upper() for m in operations if not m.startswith("x-")} == set(methods), path
         assert all(operations[m.lower()]["x-amazon-apigateway-integration"]["type"] == "aws_proxy" for m in methods)
         assert operations["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]["type"] == "mock"
+
+
+def test_a_package_without_the_data_files_of_chalicelib_is_refused(tmp_path):
+    import zipfile
+
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(bare, "w") as archive:
+        archive.writestr("app.py", "")
+    problems = check_deployment_zip(bare)
+    assert any("chalicelib/providers/heuristic/data/labels.json" in p for p in problems), problems
