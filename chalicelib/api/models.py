@@ -10,7 +10,7 @@ import functools
 import re
 from datetime import datetime
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -155,8 +155,7 @@ def _blank_is_default_fields(model: type[BaseModel]) -> frozenset[str]:
 class RequestModel(BaseModel):
     """A JSON body: strict types, unknown fields ignored, `null` = absent, blank optional strings = default."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
-    where: ClassVar[Literal["body", "query"]] = "body"
+    model_config = ConfigDict(strict=True, extra="ignore")
 
     @model_validator(mode="before")
     @classmethod
@@ -170,8 +169,6 @@ class RequestModel(BaseModel):
 
 class QueryModel(RequestModel):
     """A query string: every value arrives as text; an empty value (`?limit=`) means the default."""
-
-    where: ClassVar[Literal["body", "query"]] = "query"
 
     @model_validator(mode="before")
     @classmethod
