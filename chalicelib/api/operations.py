@@ -56,10 +56,13 @@ _ERROR_CLASSES = _error_classes()
 
 
 def _message(name: str, error: dict[str, Any]) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind in _ERROR_CLASSES or kind not in _MESSAGES:
-        return error["msg"] if kind in _ERROR_CLASSES else f"{name}: {error['msg']}"
-    return _MESSAGES[kind].format(name=name, **ctx)
+    """Our own field errors (their type is an API error code) say it already; pydantic's get the API's words."""
+    kind = error["type"]
+    if kind in _ERROR_CLASSES:
+        return error["msg"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind].format(name=name, **(error.get("ctx") or {}))
+    return f"{name}: {error['msg']}"
 
 
 _MESSAGES = {
