@@ -4,44 +4,38 @@ from __future__ import annotations
 from contextlib import closing
 from typing import Any
 
-from chalicelib.api import requests as rq
+from chalicelib.api.models import DatabaseTablesRequest, TableDdlRequest
 from chalicelib.config import get_settings
 from chalicelib.errors import InvalidConnectionString, InvalidTableName, NotFound, ValidationError
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.providers.llm import get_llm_provider
 
-OUTPUT_TYPES = ("ddl", "md", "both")
 
-
-def _connection_url(body: dict[str, Any]) -> str:
-    url = rq.get_db_connection(body) or get_settings().db_url
+def _connection_url(body: DatabaseTablesRequest | TableDdlRequest) -> str:
+    url = body.db_connection or get_settings().db_url
     if not url:
         raise InvalidConnectionString("no db_connection given and no default database configured",
                                       invalid_params=["db_connection"])
     return url
 
 
-def list_database_tables(body: dict[str, Any]) -> dict[str, Any]:
+def list_database_tables(body: DatabaseTablesRequest) -> dict[str, Any]:
     """`schema` is a comma list ("public,ods"); `table_name_pattern` uses `*` as wildcard."""
     url = _connection_url(body)
-    schema_text = rq.get_str(body, "schema", max_length=1000) or ""
-    schemas = [s.strip() for s in schema_text.split(",") if s.strip()]
-    pattern = rq.get_str(body, "table_name_pattern", max_length=200)
+    schemas, pattern = body.schemas, body.table_name_pattern
     with closing(db.connect(url)) as conn:
         tables = introspect.list_tables(conn, schemas, pattern)
     return {"tables": tables, "total": len(tables), "schemas": schemas, "table_name_pattern": pattern,
             "db_connection_info": {"database": db.database_name(url)}}
 
 
-def get_table_ddl(body: dict[str, Any]) -> dict[str, Any]:
+def get_table_ddl(body: TableDdlRequest) -> dict[str, Any]:
     """DDL and/or Markdown of one table (or view), with comments from the database or the configured provider;
     `generation_info` says which source wrote the comments kept (`has_llm_comments` only for a real LLM)."""
     settings = get_settings()
     url = _connection_url(body)
-    table = rq.get_str(body, "table", required=True, max_length=300)
-    output = rq.get_choice(rq.get_str(body, "type") or "both", "type", OUTPUT_TYPES)
-    business_context = rq.get_str(body, "business_context", max_length=10_000) or ""
-    refs = tablelist.parse_table_names([table])
+    output, business_context = body.type, body.business_context or ""
+    refs = tablelist.parse_table_names([body.table])
     if len(refs) != 1:
         raise ValidationError("table must name exactly one table", invalid_params=["table"])
     llm = get_llm_provider(settings)

@@ -4,24 +4,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chalicelib.api import requests as rq
-from chalicelib.errors import ValidationError
+from chalicelib.api.models import LogQueryRequest, LogsParams
 from chalicelib.stores import logstore
 from chalicelib.stores.files import FileStore
 from chalicelib.stores.tasks import TaskStore
-from chalicelib.tasklog import LEVELS
 
-MAX_PAGE_SIZE = 500
-SORT_FIELDS = ("timestamp", "level", "logger", "step", "line_number")
 _FIELDS = ("timestamp", "level", "logger", "step", "message", "execution_id", "line_number")
-
-
-def _level(value: Any, name: str = "level") -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or value.upper() not in LEVELS:
-        raise ValidationError(f"{name} must be one of: {', '.join(LEVELS)}", invalid_params=[name])
-    return value.upper()
 
 
 def _view(record: dict[str, Any]) -> dict[str, Any]:
@@ -32,28 +20,21 @@ def _log_file(task_id: str) -> str:
     return f"/api/v0/data_pipeline/tasks/{task_id}/files/{logstore.LOG_FILE_NAME}"
 
 
-def get_logs(task_id: str, params: dict[str, str] | None) -> dict[str, Any]:
+def get_logs(task_id: str, params: LogsParams) -> dict[str, Any]:
     """The last `limit` records (oldest first), optionally of one level."""
-    limit = rq.get_query_int(params, "limit", 100, minimum=1, maximum=1000)
-    level = _level((params or {}).get("level"))
+    limit, level = params.limit, params.level
     TaskStore().get_task(task_id)
     records = [r for r in logstore.read_records(task_id) if not level or r.get("level") == level]
     return {"task_id": task_id, "logs": [_view(r) for r in records[-limit:]], "total": len(records),
             "source": "s3", "log_file": _log_file(task_id)}
 
 
-def query_logs(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+def query_logs(task_id: str, body: LogQueryRequest) -> dict[str, Any]:
     started = time.perf_counter()
-    page = rq.get_int(body, "page", 1, minimum=1)
-    page_size = rq.get_int(body, "page_size", 50, minimum=1, maximum=MAX_PAGE_SIZE)
-    level = _level(body.get("level"))
-    start = _stamp(rq.parse_time(body.get("start_time"), "start_time"))
-    end = _stamp(rq.parse_time(body.get("end_time"), "end_time", end=True))
-    keyword = (rq.get_str(body, "keyword", max_length=500) or "").lower()
-    logger_name = (rq.get_str(body, "logger_name", max_length=200) or "").lower()
-    step_name = rq.get_str(body, "step_name", max_length=100)
-    sort_by = rq.get_choice(rq.get_str(body, "sort_by") or "timestamp", "sort_by", SORT_FIELDS)
-    sort_order = rq.get_choice(rq.get_str(body, "sort_order") or "desc", "sort_order", ("asc", "desc"))
+    page, page_size, level, step_name = body.page, body.page_size, body.level, body.step_name
+    start, end = _stamp(body.start_time), _stamp(body.end_time)
+    keyword, logger_name = (body.keyword or "").lower(), (body.logger_name or "").lower()
+    sort_by, sort_order = body.sort_by, body.sort_order
     TaskStore().get_task(task_id)
     files = FileStore()
     records = logstore.read_records(task_id, files)

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.api import requests as rq
+from chalicelib.api.models import TableNamesRequest
 from chalicelib.api.task_events import log_api_event
 from chalicelib.aws import get_s3
 from chalicelib.config import get_settings
@@ -176,13 +176,10 @@ def upload_table_list(task_id: str, filename: str, data: bytes) -> dict[str, Any
     return {"task_id": task_id, **_info_view(store_table_list(task_id, refs, source="upload"))}
 
 
-def set_table_names(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    names = body.get("table_names")
-    if not isinstance(names, list):
-        raise ValidationError("table_names must be a list of table names", invalid_params=["table_names"])
-    business_context = rq.get_str(body, "business_context", max_length=10_000)
+def set_table_names(task_id: str, body: TableNamesRequest) -> dict[str, Any]:
+    business_context = body.business_context
     task = _writable_task(task_id)
-    refs = _require_tables(tablelist.parse_table_names(names), "table_names")
+    refs = _require_tables(tablelist.parse_table_names(body.table_names), "table_names")
     info = store_table_list(task_id, refs, source="table_names")
     if business_context:
         parameters = {**(task.get("parameters") or {}), "business_context": business_context}

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.api import requests as rq
+from chalicelib.api.models import CreateTaskRequest, ExecuteRequest, ListTasksParams, QueryTasksRequest
 from chalicelib.api.table_list_service import resolve_table_list_file, store_table_list
 from chalicelib.api.task_events import log_api_event
 from chalicelib.api.task_view import public_task_view
@@ -17,42 +17,30 @@ from chalicelib.config import STEP_NAMES, get_settings
 from chalicelib.errors import (
     DataPipelineError,
     InvalidConnectionString,
-    InvalidExecutionMode,
-    InvalidStepName,
-    MissingStepName,
     TableListMissing,
     TaskNotRunning,
 )
 from chalicelib.pipeline.db import database_name
 from chalicelib.stores.files import FileStore
-from chalicelib.stores.tasks import TASK_STATUSES, TaskStore, now_iso
+from chalicelib.stores.tasks import TaskStore, now_iso
 
-EXECUTION_MODES = ("complete", "step")
-_BOOL_DEFAULTS = {
-    "enable_sql_validation": True,
-    "enable_llm_repair": True,
-    "modify_original_file": True,
-    "enable_training_data_load": True,
-    "backup_vector_tables": False,
-    "truncate_vector_tables": False,
-}
+FLAGS = ("enable_sql_validation", "enable_llm_repair", "modify_original_file", "enable_training_data_load",
+         "backup_vector_tables", "truncate_vector_tables")
 
 
 # ---- create -------------------------------------------------------------------------------------------
 
-def create_task(body: dict[str, Any], created_by: str | None = None) -> dict[str, Any]:
+def create_task(body: CreateTaskRequest, created_by: str | None = None) -> dict[str, Any]:
     """Validate and store a new task.
 
     `table_list_file` is resolved before anything is stored (see resolve_table_list_file): a value that names no
     readable list is a 4xx and no task is created, so a task never waits for a list that will not come.
     """
-    task_name = rq.get_str(body, "task_name", max_length=100)
-    business_context = rq.get_str(body, "business_context", max_length=10_000)
-    db_connection = rq.get_db_connection(body)
-    db_name = rq.get_str(body, "db_name", max_length=128) or _default_db_name(db_connection)
-    table_list_file = rq.get_str(body, "table_list_file", max_length=200_000)
-    creator = rq.get_str(body, "created_by", max_length=100) or (created_by or "").strip()[:100] or "api"
-    flags = {name: rq.get_bool(body, name, default) for name, default in _BOOL_DEFAULTS.items()}
+    task_name, business_context = body.task_name, body.business_context
+    db_connection, table_list_file = body.db_connection, body.table_list_file
+    db_name = body.db_name or _default_db_name(db_connection)
+    creator = body.created_by or (created_by or "").strip()[:100] or "api"
+    flags = {name: getattr(body, name) for name in FLAGS}
     if flags["truncate_vector_tables"]:
         flags["backup_vector_tables"] = True
     refs, source = resolve_table_list_file(table_list_file) if table_list_file else (None, None)
@@ -103,26 +91,16 @@ def get_task_status(task_id: str) -> dict[str, Any]:
     return public_task(TaskStore().get_task(task_id))
 
 
-def list_tasks(params: dict[str, str] | None) -> dict[str, Any]:
-    limit = rq.get_query_int(params, "limit", 50, minimum=1, maximum=500)
-    offset = rq.get_query_int(params, "offset", 0, minimum=0)
-    status = rq.get_choice((params or {}).get("status") or None, "status", TASK_STATUSES)
-    items, total = TaskStore().list_tasks(status=status, limit=limit, offset=offset)
-    return {"tasks": public_tasks(items), "total": total, "limit": limit, "offset": offset}
+def list_tasks(params: ListTasksParams) -> dict[str, Any]:
+    items, total = TaskStore().list_tasks(status=params.status, limit=params.limit, offset=params.offset)
+    return {"tasks": public_tasks(items), "total": total, "limit": params.limit, "offset": params.offset}
 
 
-def query_tasks(body: dict[str, Any]) -> dict[str, Any]:
+def query_tasks(body: QueryTasksRequest) -> dict[str, Any]:
     started = time.perf_counter()
-    page = rq.get_int(body, "page", 1, minimum=1)
-    page_size = rq.get_int(body, "page_size", 20, minimum=1, maximum=500)
-    filters = {
-        "status": rq.get_choice(rq.get_str(body, "status"), "status", TASK_STATUSES),
-        "task_name": rq.get_str(body, "task_name", max_length=100),
-        "created_by": rq.get_str(body, "created_by", max_length=100),
-        "db_name": rq.get_str(body, "db_name", max_length=128),
-        "created_time_start": rq.parse_time(body.get("created_time_start"), "created_time_start"),
-        "created_time_end": rq.parse_time(body.get("created_time_end"), "created_time_end", end=True),
-    }
+    page, page_size = body.page, body.page_size
+    filters = body.model_dump(include={"status", "task_name", "created_by", "db_name", "created_time_start",
+                                       "created_time_end"})
     items, total = TaskStore().query_tasks(filters, page, page_size)
     total_pages = (total + page_size - 1) // page_size
     return {
@@ -135,18 +113,6 @@ def query_tasks(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- execute / cancel ---------------------------------------------------------------------------------
-
-def parse_execute_body(body: dict[str, Any]) -> tuple[str, str | None, bool | None, bool | None]:
-    mode = rq.get_str(body, "execution_mode") or "complete"
-    rq.get_choice(mode, "execution_mode", EXECUTION_MODES, error=InvalidExecutionMode)
-    step = rq.get_str(body, "step_name")
-    if mode == "step" and not step:
-        raise MissingStepName("step_name is required when execution_mode is 'step'", invalid_params=["step_name"])
-    rq.get_choice(step, "step_name", STEP_NAMES, error=InvalidStepName)
-    backup = rq.get_bool(body, "backup_vector_tables")
-    truncate = rq.get_bool(body, "truncate_vector_tables")
-    return mode, (step if mode == "step" else None), backup, truncate
-
 
 def build_plan(task: dict[str, Any], mode: str, step: str | None, backup: bool, truncate: bool) -> dict[str, Any]:
     """Which steps this execution runs. Complete mode honours enable_sql_validation / enable_training_data_load."""
@@ -168,9 +134,10 @@ def new_execution_id(task_id: str, mode: str, step: str | None) -> str:
     return f"{task_id}_{step or mode}_exec_{stamp}_{uuid.uuid4().hex[:6]}"
 
 
-def execute_task(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+def execute_task(task_id: str, body: ExecuteRequest) -> dict[str, Any]:
     """Claim the task (409 if it runs) and start the state machine; a failed start releases the claim."""
-    mode, step, backup, truncate = parse_execute_body(body)
+    mode, step, backup, truncate = body.execution_mode, body.step_name, body.backup_vector_tables, \
+        body.truncate_vector_tables
     store = TaskStore()
     task = store.get_task(task_id)
     if not task.get("table_list"):

@@ -3,22 +3,29 @@ from __future__ import annotations
 
 from chalice import Blueprint
 
+from chalicelib.api import models as rq
+from chalicelib.api import models_responses as rs
 from chalicelib.api import vector_service
-from chalicelib.api.envelope import handle_errors, success
-from chalicelib.api.requests import parse_json_object
+from chalicelib.api.operations import Operation, api_route
 
 vector_bp = Blueprint(__name__)
-ANY = ["*/*"]  # bodies are checked by us; Chalice would answer a foreign Content-Type with a non-envelope 415
+VECTOR = "/data_pipeline/vector"
+
+LIST_BACKUPS = Operation("listVectorBackups", "List vector-table backups", "vectors", "Vector backups",
+                         rs.BackupList, query=rq.BackupsParams, errors={404: ("TASK_NOT_FOUND",)})
+RESTORE = Operation(
+    "restoreVectorBackup", "Restore a vector-table backup", "vectors", "Vector tables restored", rs.RestoreResult,
+    body=rq.RestoreRequest, description="Loads a task's backup CSVs back into the pgvector database in one "
+    "transaction (the latest set unless `timestamp`).",
+    errors={404: ("TASK_NOT_FOUND", "BACKUP_NOT_FOUND"), 409: ("VECTOR_RESTORE_CONFLICT",),
+            500: ("VECTOR_RESTORE_FAILED", "DATABASE_CONNECTION_ERROR")})
 
 
-@vector_bp.route("/data_pipeline/vector/backups", methods=["GET"])
-@handle_errors
-def list_vector_backups():
-    return success(vector_service.list_backups(vector_bp.current_request.query_params), "Vector backups")
+@api_route(vector_bp, VECTOR + "/backups", "GET", LIST_BACKUPS)
+def list_vector_backups(params: rq.BackupsParams):
+    return vector_service.list_backups(params)
 
 
-@vector_bp.route("/data_pipeline/vector/restore", methods=["POST"], content_types=ANY)
-@handle_errors
-def restore_vector_backup():
-    body = parse_json_object(vector_bp.current_request.raw_body)
-    return success(vector_service.restore_backup(body), "Vector tables restored")
+@api_route(vector_bp, VECTOR + "/restore", "POST", RESTORE)
+def restore_vector_backup(body: rq.RestoreRequest):
+    return vector_service.restore_backup(body)

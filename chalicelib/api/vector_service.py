@@ -13,15 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
-from chalicelib.api import requests as rq
 from chalicelib.api.file_service import API_BASE, human_size
+from chalicelib.api.models import BackupsParams, RestoreRequest
 from chalicelib.config import get_settings
-from chalicelib.errors import BackupNotFound, DataPipelineError, ValidationError
+from chalicelib.errors import BackupNotFound, DataPipelineError
 from chalicelib.pipeline.db import mask_url
 from chalicelib.pipeline.vectors import (
     BACKUP_DIR,
     BACKUP_LOG_NAME,
-    RESTORE_CONFLICT_MODES,
     VECTOR_TABLES,
     restore_vector_backup,
 )
@@ -32,16 +31,9 @@ from chalicelib.tasklog import TaskLogger
 LOGGER = "VectorTableManager"
 _TABLES = "|".join(map(re.escape, VECTOR_TABLES))
 _BACKUP_FILE = re.compile(rf"^{BACKUP_DIR}/({_TABLES})_(\d{{8}}_\d{{6}})\.csv$")
-_TS = re.compile(r"^\d{8}_\d{6}$")
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOG_ROWS = re.compile(rf"^({_TABLES}): (\d+) rows")
 _LIST_WORKERS = 8
-
-
-def _task_id(value: Any, name: str = "task_id") -> str:
-    if not isinstance(value, str) or not _TASK_ID.match(value.strip()):
-        raise ValidationError(f"{name} must be a task id like task_20250627_143052", invalid_params=[name])
-    return value.strip()
 
 
 # ---- listing ------------------------------------------------------------------------------------------
@@ -124,15 +116,12 @@ def _task_ids_in_bucket(files: FileStore) -> list[str]:
     return sorted(ids, reverse=True)
 
 
-def list_backups(params: dict[str, str] | None) -> dict[str, Any]:
+def list_backups(params: BackupsParams) -> dict[str, Any]:
     """Backup sets of one task (`task_id`) or of all tasks, newest first, at most `limit` (default 50)."""
-    params = params or {}
-    limit = rq.get_query_int(params, "limit", 50, minimum=1, maximum=500)
+    limit, task_id = params.limit, params.task_id
     files = FileStore()
     store = TaskStore()
-    task_id = params.get("task_id") or None
     if task_id:
-        task_id = _task_id(task_id)
         backups = task_backups(task_id, files, store.get_task(task_id))
     else:
         backups = []
@@ -151,22 +140,7 @@ def list_backups(params: dict[str, str] | None) -> dict[str, Any]:
 
 # ---- restore ------------------------------------------------------------------------------------------
 
-def _tables(body: dict[str, Any]) -> list[str] | None:
-    value = body.get("tables")
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [t.strip() for t in value.split(",") if t.strip()]
-    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
-        raise ValidationError("tables must be a non-empty list of vector table names", invalid_params=["tables"])
-    unknown = [t for t in value if t not in VECTOR_TABLES]
-    if unknown:
-        raise ValidationError(f"tables may only name {', '.join(VECTOR_TABLES)}; unknown: {', '.join(unknown)}",
-                              invalid_params=["tables"])
-    return [t for t in VECTOR_TABLES if t in value]
-
-
-def restore_backup(body: dict[str, Any]) -> dict[str, Any]:
+def restore_backup(body: RestoreRequest) -> dict[str, Any]:
     """Restore a task's backup set (the latest unless `timestamp`) into the pgvector database.
 
     Body: task_id (required), timestamp (`YYYYmmdd_HHMMSS`, default latest), truncate_before_restore (false),
@@ -174,13 +148,8 @@ def restore_backup(body: dict[str, Any]) -> dict[str, Any]:
     exists, nothing changed; "skip" -> existing rows kept, the missing ones restored).
     """
     started = time.monotonic()
-    task_id = _task_id(rq.get_str(body, "task_id", required=True))
-    timestamp = rq.get_str(body, "timestamp", max_length=15)
-    if timestamp is not None and not _TS.match(timestamp):
-        raise ValidationError("timestamp must look like 20250627_143052", invalid_params=["timestamp"])
-    truncate = bool(rq.get_bool(body, "truncate_before_restore", False))
-    on_conflict = rq.get_choice(rq.get_str(body, "on_conflict") or "error", "on_conflict", RESTORE_CONFLICT_MODES)
-    tables = _tables(body)
+    task_id, timestamp, tables = body.task_id, body.timestamp, body.tables
+    truncate, on_conflict = bool(body.truncate_before_restore), body.on_conflict
     settings = get_settings()
     url = settings.pgvector_db_url
     if not url:

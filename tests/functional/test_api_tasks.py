@@ -113,6 +113,22 @@ def test_create_validation(client, body, field, code):
     assert "p@h" not in res.body.decode()
 
 
+def test_null_and_blank_mean_the_default_and_unknown_fields_are_accepted(client):
+    """The models keep the API's first rules: `null` is absent, a blank optional string is its default, strings
+    are trimmed, fields the guide's clients send that the API does not know are ignored."""
+    task_id = create(client, task_name="  trimmed  ", db_name="", enable_sql_validation=None,
+                     truncate_vector_tables=None, created_by="   ", client_version="1.2", priority=5)
+    data = client.http.get(f"{BASE}/{task_id}").json_body["data"]
+    assert data["task_name"] == "trimmed" and data["created_by"] == "api"
+    assert data["parameters"]["enable_sql_validation"] is True and data["parameters"]["truncate_vector_tables"] is False
+    assert "client_version" not in data["parameters"]
+    post_json(client, f"{BASE}/{task_id}/table-list", {"table_names": ["bss_company"], "business_context": None})
+    res = post_json(client, f"{BASE}/{task_id}/execute", {"execution_mode": " ", "step_name": None, "extra": [1]})
+    assert res.status_code == 202 and res.json_body["data"]["execution_mode"] == "complete"
+    res = client.http.get(f"{BASE}?limit=&status=&offset=")
+    assert res.status_code == 200 and res.json_body["data"]["limit"] == 50
+
+
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe"])
 def test_malformed_json_is_400_naming_body(client, raw):
     res = post_json(client, BASE, raw)

@@ -1,17 +1,25 @@
-"""The OpenAPI document: valid OpenAPI 3, in step with the routes Chalice has, complete on error codes, served
-behind the same auth as the rest, and describing what the API really answers."""
+"""The OpenAPI document: valid OpenAPI 3.1, generated from the routes Chalice has and the models that validate
+them (a route without an operation, an operation without a route, a model its route does not use: a failure),
+complete on error codes, served behind the same auth as the rest, describing what the API really answers, and
+copied into the README's API table."""
 from __future__ import annotations
 
+import inspect
 import json
 import re
+import typing
 from typing import Any
 
 import pytest
-from openapi_schema_validator import OAS30Validator
+from chalice import Blueprint, Chalice
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from chalicelib import errors
-from chalicelib.api.openapi import ERROR_CODES, openapi_document
+from chalicelib.api import models, reference
+from chalicelib.api.error_codes import ERROR_CODES
+from chalicelib.api.openapi import api_operations, build_document, openapi_document
+from chalicelib.api.operations import Operation, api_route
 from tests.support.aws_api import api_environment, multipart, post_json
 
 PREFIX = "/api/v0"
@@ -57,7 +65,7 @@ def _operation_codes(doc: dict[str, Any]) -> dict[str, set[str]]:
 
 def test_document_is_valid_openapi_3(document):
     validate(document)
-    assert document["openapi"].startswith("3.")
+    assert document["openapi"].startswith("3.1")
     assert document["servers"] == [{"url": PREFIX}]
 
 
@@ -92,7 +100,8 @@ def test_operations_are_complete(document):
 
 
 def test_error_codes_are_documented(document):
-    enum = document["components"]["schemas"]["ErrorEnvelope"]["properties"]["error"]["properties"]["code"]["enum"]
+    error = _resolve(document["components"]["schemas"]["ErrorEnvelope"], document)["properties"]["error"]
+    enum = error["properties"]["code"]["enum"]
     for cls in _subclasses(errors.DataPipelineError):
         assert cls.code in ERROR_CODES and cls.code in enum, f"{cls.__name__}.code {cls.code} not documented"
         assert ERROR_CODES[cls.code][0] in (cls.status, 400), cls.__name__
@@ -103,6 +112,105 @@ def test_error_codes_are_documented(document):
                               "VECTOR_RESTORE_CONFLICT", "VECTOR_RESTORE_FAILED"]:
         assert code in used, f"{code} named by no operation"
     assert used["TASK_NOT_FOUND"] >= {f"GET {p}" for p in document["paths"] if p.endswith("{task_id}")}
+
+
+# ---- one source: the routes and their models ---------------------------------------------------------------
+
+def _app_operations() -> list[tuple[str, str, Operation, Any]]:
+    """(path, method, operation, the view as written) of every API route of the project's app."""
+    from app import app
+
+    views = {(p[len(PREFIX):], m.lower()): inspect.unwrap(e.view_function)
+             for p, ms in app.routes.items() if p.startswith(PREFIX + "/") for m, e in ms.items()}
+    return [(path, method, spec, views[(path, method)]) for path, method, spec in api_operations(app.routes)]
+
+
+def test_a_route_without_an_operation_fails_the_document():
+    app = Chalice(app_name="probe")
+    bp = Blueprint(__name__)
+
+    @api_route(bp, "/documented", "GET", Operation("documented", "A documented route", "meta"))
+    def documented():
+        return {}
+
+    @bp.route("/bare", methods=["GET"])
+    def bare():
+        return {}
+
+    app.register_blueprint(bp, url_prefix=PREFIX)
+    with pytest.raises(ValueError, match="GET /api/v0/bare declares no Operation"):
+        build_document(app.routes)
+    del app.routes[PREFIX + "/bare"]
+    assert set(build_document(app.routes)["paths"]) == {"/documented"}
+
+
+def test_every_operation_comes_from_a_route_and_uses_its_models(document):
+    """The document is built from the routes, so it names exactly their operations; each view takes exactly the
+    models its operation declares (the body model is what validates its body), and no request model is unused."""
+    operations = _app_operations()
+    assert {(path, method) for path, method, _, _ in operations} == {
+        (path, method) for path, item in document["paths"].items() for method in item}
+    used: list[type] = []
+    for path, method, spec, view in operations:
+        hints = typing.get_type_hints(view)
+        params = set(inspect.signature(view).parameters)
+        for arg, model in (("body", spec.body), ("params", spec.query)):
+            assert (arg in params) == (model is not None), f"{method} {path}: `{arg}` vs {model}"
+            if model is not None:
+                assert hints.get(arg) is model, f"{method} {path}: {arg} is {hints.get(arg)}, not {model}"
+                used.append(model)
+        names = set(re.findall(r"{(\w+)}", path))
+        assert names <= params, f"{method} {path}: the view does not take {names - params}"
+        if method == "post" and spec.body is None and spec.upload is None:
+            assert path.endswith("/cancel"), f"{method} {path}: a POST without a body model"
+    declared = {m for m in vars(models).values() if isinstance(m, type) and issubclass(m, models.RequestModel)
+                and m not in (models.RequestModel, models.QueryModel)}
+    assert sorted(m.__name__ for m in declared - set(used)) == [], "request models no route uses"
+    assert len(used) == len(set(used)), "a request model shared by two routes"
+
+
+def test_routes_validate_with_their_models(client, document):
+    """A wrong type in any field a body or query model declares is a 400 naming that field: the route really
+    validates with the model the document shows."""
+    task = "task_20000101_000000"
+    for path, _method, spec, _ in _app_operations():
+        url = PREFIX + path.replace("{task_id}", task).replace("{filename}", "x.txt")
+        if spec.body is not None:
+            for name in spec.body.model_json_schema(by_alias=True)["properties"]:
+                res = post_json(client, url, {name: {"an": "object"}, "unknown_extra_field": 1})
+                assert res.status_code == 400, (path, name, res.json_body)
+                assert name in res.json_body["error"]["invalid_params"], (path, name, res.json_body)
+                assert res.json_body["error"]["type"] == "ValidationError"
+        if spec.query is not None:
+            for name in spec.query.model_json_schema()["properties"]:
+                res = client.http.get(f"{url}?{name}=%20%21%21")
+                assert res.status_code == 400, (path, name, res.json_body)
+                assert res.json_body["error"]["invalid_params"] == [name], (path, name, res.json_body)
+
+
+def test_every_invalid_field_is_named_with_a_clear_message(client):
+    res = post_json(client, f"{PREFIX}/data_pipeline/tasks/query", {"page": 0, "page_size": "20", "status": "x",
+                                                                    "task_name": 7})
+    assert res.status_code == 400
+    error = res.json_body["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["type"] == "ValidationError"
+    assert error["invalid_params"] == ["page", "page_size", "status", "task_name"]
+    assert res.json_body["message"] == ("page must be at least 1; page_size must be an integer; status must be one "
+                                        "of: pending, in_progress, completed, failed, cancelled, partial_completed; "
+                                        "task_name must be a string")
+    res = post_json(client, f"{PREFIX}/database/table/ddl", {"table": "   "})
+    assert res.status_code == 400 and res.json_body["message"] == "table must not be empty"
+    res = post_json(client, f"{PREFIX}/database/table/ddl", {})
+    assert res.status_code == 400 and res.json_body["message"] == "missing required parameter: table"
+
+
+def test_the_readme_api_table_is_the_document(document):
+    text = reference.README.read_text(encoding="utf-8")
+    assert reference.readme_block(document) in text, "run: python -m chalicelib.api.openapi --write-readme"
+    table = reference.render_table(document)
+    for path, item in document["paths"].items():
+        for method in item:
+            assert f"`{method.upper()} {path}`" in table
 
 
 # ---- served, and describing the real answers --------------------------------------------------------------
@@ -121,7 +229,7 @@ def _check(document: dict[str, Any], path: str, method: str, response) -> dict[s
     content = op["responses"][status].get("content", {})
     body = response.json_body
     schema = _resolve(content["application/json"]["schema"], document)
-    OAS30Validator(schema).validate(body)
+    OAS31Validator(schema).validate(body)
     return body
 
 

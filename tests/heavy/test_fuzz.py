@@ -106,7 +106,8 @@ def _with_real_values(document: dict[str, Any], seeded: dict[str, Any]) -> dict[
                 params.append(param)
             if params:
                 op["parameters"] = params
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            body = _component(document, op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                              .get("schema", {}))
             properties = dict(body.get("properties", {}))
             if path.startswith("/data_pipeline/vector/") and "task_id" in properties:
                 properties["task_id"] = task_ids
@@ -120,6 +121,13 @@ def _with_real_values(document: dict[str, Any], seeded: dict[str, Any]) -> dict[
             if properties:
                 body["properties"] = properties
     return document
+
+
+def _component(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema itself when it is a local `$ref` (request bodies are components, one per model)."""
+    if "$ref" in schema:
+        return document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
 
 
 def _body_json(response: Any) -> Any:
