@@ -8,7 +8,7 @@ from chalicelib.api.models import DatabaseTablesRequest, TableDdlRequest
 from chalicelib.config import get_settings
 from chalicelib.errors import InvalidConnectionString, InvalidTableName, NotFound, ValidationError
 from chalicelib.pipeline import db, ddl, introspect, tablelist
-from chalicelib.providers.llm import get_llm_provider
+from chalicelib.providers.factory import get_llm_provider
 
 
 def _connection_url(body: DatabaseTablesRequest | TableDdlRequest) -> str:

@@ -12,14 +12,15 @@ from chalicelib.config import get_settings
 
 MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-# Chalice answers some requests itself, in its own {"Code", "Message"} shape: re-wrapped into the envelope.
+# Chalice answers some requests itself, in its own {"Code", "Message"} shape: re-wrapped into the envelope with
+# the (error.code, error.type) the local server and API Gateway give the same answer (infra/local/gateway.py).
 _CHALICE_CODES = {
-    "MethodNotAllowedError": "METHOD_NOT_ALLOWED",
-    "UnsupportedMediaType": "UNSUPPORTED_MEDIA_TYPE",
-    "BadRequest": "VALIDATION_ERROR",
-    "BadRequestError": "VALIDATION_ERROR",
-    "NotFoundError": "NOT_FOUND",
-    "InternalServerError": "INTERNAL_ERROR",
+    "MethodNotAllowedError": ("METHOD_NOT_ALLOWED", "MethodNotAllowed"),
+    "UnsupportedMediaType": ("UNSUPPORTED_MEDIA_TYPE", "UnsupportedMediaType"),
+    "BadRequest": ("VALIDATION_ERROR", "ValidationError"),
+    "BadRequestError": ("VALIDATION_ERROR", "ValidationError"),
+    "NotFoundError": ("NOT_FOUND", "NotFound"),
+    "InternalServerError": ("INTERNAL_ERROR", "InternalError"),
 }
 
 
@@ -59,9 +60,9 @@ def as_envelope(response: Any) -> Any:
     status = getattr(response, "status_code", 200)
     if status < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
         return response
-    chalice_code = str(body["Code"])
-    code = _CHALICE_CODES.get(chalice_code, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    fallback = ("INTERNAL_ERROR", "InternalError") if status >= 500 else ("VALIDATION_ERROR", "ValidationError")
+    code, error_type = _CHALICE_CODES.get(str(body["Code"]), fallback)
     message = "Internal server error" if status >= 500 else str(body["Message"])
-    wrapped = failure(status, message, error_type=chalice_code, code=code)
+    wrapped = failure(status, message, error_type=error_type, code=code)
     headers = {k: v for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
     return Response(body=wrapped.body, status_code=status, headers={**wrapped.headers, **headers})

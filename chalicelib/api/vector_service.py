@@ -2,7 +2,7 @@
 
 A backup set is what one execution's vector backup wrote into its task: `vector_bak/{table}_{ts}.csv` for each
 vector table that existed (ts = `YYYYmmdd_HHMMSS`), plus `vector_bak/vector_backup_log.txt` (the latest set's
-rows and sizes). Restoring loads the CSVs back into the pgvector database (settings.pgvector_db_url) in one
+rows and sizes). Restoring loads the CSVs back into the task's pgvector database (config.get_vector_db_url) in one
 transaction, see chalicelib.pipeline.vectors.restore_vector_backup for the conflict rules.
 """
 from __future__ import annotations
@@ -150,12 +150,12 @@ def restore_backup(body: RestoreRequest) -> dict[str, Any]:
     started = time.monotonic()
     task_id, timestamp, tables = body.task_id, body.timestamp, body.tables
     truncate, on_conflict = bool(body.truncate_before_restore), body.on_conflict
-    settings = get_settings()
-    url = settings.pgvector_db_url
-    if not url:
-        raise DataPipelineError("the vector database is not configured (PGVECTOR_DB_URL)")
     store = TaskStore()
     task = store.get_task(task_id)
+    # The database the task's own loads went to (config.get_vector_db_url: the same rule as training_load).
+    url = get_settings().vector_db_url_for(task.get("db_connection"))
+    if not url:
+        raise DataPipelineError("the vector database is not configured (PGVECTOR_DB_URL)")
     files = FileStore()
     sets = task_backups(task_id, files, task)
     if not sets:

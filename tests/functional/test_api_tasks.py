@@ -434,4 +434,6 @@ def test_a_chalice_made_400_has_error_type_validation_error_too():
     error = json.loads(wrapped.body)["error"]
     assert wrapped.status_code == 400 and error["type"] == "ValidationError" and error["code"] == "VALIDATION_ERROR"
     not_allowed = as_envelope(Response(body={"Code": "MethodNotAllowedError", "Message": "no"}, status_code=405))
-    assert json.loads(not_allowed.body)["error"]["type"] == "MethodNotAllowedError"
+    # Named as the local server and API Gateway name it (infra/local/gateway.py, infra/api_gateway.py).
+    assert json.loads(not_allowed.body)["error"]["type"] == "MethodNotAllowed"
+    assert json.loads(not_allowed.body)["error"]["code"] == "METHOD_NOT_ALLOWED"
