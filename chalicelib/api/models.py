@@ -210,8 +210,10 @@ class ListTasksParams(QueryModel):
     """GET /data_pipeline/tasks."""
 
     limit: query_int(1, 500) = Field(50, description="page size")
-    offset: query_int(0) = Field(0, description="tasks to skip")
+    offset: query_int(0) = Field(0, description="tasks to skip (ignored with `cursor`)")
     status: choice(TASK_STATUSES) | None = Field(None, description="only tasks in this status")
+    cursor: text(2000) | None = Field(None, description=(
+        "`next_cursor` of the previous page: the listing goes on from there, reading no entry before it"))
 
 
 class QueryTasksRequest(RequestModel):
@@ -219,6 +221,8 @@ class QueryTasksRequest(RequestModel):
 
     page: body_int(1) = 1
     page_size: body_int(1, 500) = 20
+    cursor: text(2000) | None = Field(None, description=(
+        "`pagination.next_cursor` of the previous page, with the same filters: goes on from there (page ignored)"))
     status: choice(TASK_STATUSES) | None = None
     task_name: text(100) | None = Field(None, description="substring, case-insensitive")
     created_by: text(100) | None = None

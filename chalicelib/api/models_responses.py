@@ -99,6 +99,7 @@ class TaskList(Data):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last")
 
 
 class Pagination(Data):
@@ -107,6 +108,7 @@ class Pagination(Data):
     total: int
     total_pages: int
     has_next: bool
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last")
     has_prev: bool
 
 

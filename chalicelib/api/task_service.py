@@ -92,8 +92,10 @@ def get_task_status(task_id: str) -> dict[str, Any]:
 
 
 def list_tasks(params: ListTasksParams) -> dict[str, Any]:
-    items, total = TaskStore().list_tasks(status=params.status, limit=params.limit, offset=params.offset)
-    return {"tasks": public_tasks(items), "total": total, "limit": params.limit, "offset": params.offset}
+    filters = {"status": params.status} if params.status else {}
+    items, total, next_cursor = _task_page(filters, params.limit, params.offset, params.cursor)
+    return {"tasks": public_tasks(items), "total": total, "limit": params.limit, "offset": params.offset,
+            "next_cursor": next_cursor}
 
 
 def query_tasks(body: QueryTasksRequest) -> dict[str, Any]:
@@ -101,15 +103,28 @@ def query_tasks(body: QueryTasksRequest) -> dict[str, Any]:
     page, page_size = body.page, body.page_size
     filters = body.model_dump(include={"status", "task_name", "created_by", "db_name", "created_time_start",
                                        "created_time_end"})
-    items, total = TaskStore().query_tasks(filters, page, page_size)
+    items, total, next_cursor = _task_page(filters, page_size, (page - 1) * page_size, body.cursor)
     total_pages = (total + page_size - 1) // page_size
     return {
         "tasks": public_tasks(items),
         "pagination": {"page": page, "page_size": page_size, "total": total, "total_pages": total_pages,
-                       "has_next": page < total_pages, "has_prev": page > 1},
+                       "has_next": next_cursor is not None, "has_prev": page > 1 or body.cursor is not None,
+                       "next_cursor": next_cursor},
         "filters_applied": {k: v for k, v in filters.items() if v},
         "query_time": f"{time.perf_counter() - started:.3f}s",
     }
+
+
+def _task_page(filters: dict[str, Any], limit: int, offset: int, cursor: str | None
+               ) -> tuple[list[dict[str, Any]], int, str | None]:
+    """(tasks, total, next cursor): from a cursor (reading only from there on), else from an offset."""
+    store = TaskStore()
+    if cursor:
+        items, next_cursor = store.page_tasks(filters, limit, cursor)
+        return items, store.count_matching(filters), next_cursor
+    items, total = store.query_tasks(filters, 1, limit, offset=offset)
+    more = bool(items) and offset + len(items) < total
+    return items, total, store.cursor_after(items[-1], filters) if more else None
 
 
 # ---- execute / cancel ---------------------------------------------------------------------------------

@@ -217,6 +217,16 @@ class TaskStore(TaskProgressWrites):
                     return items, encode_cursor(item, kwargs["IndexName"]) if more else None
         return items, None
 
+    def cursor_after(self, item: dict[str, Any], filters: dict[str, Any]) -> str:
+        """The cursor of the page that follows `item` in the listing with these filters."""
+        return encode_cursor(item, self._query_kwargs(filters)["IndexName"])
+
+    def count_matching(self, filters: dict[str, Any]) -> int:
+        """How many tasks the listing with these filters holds (the counter item when unfiltered)."""
+        if any(filters.get(k) for k in filters):
+            return self._count(self._query_kwargs(filters))
+        return self.count_tasks()
+
     def _pages(self, kwargs: dict[str, Any], start: dict[str, Any] | None = None):
         while True:
             call = dict(kwargs)
