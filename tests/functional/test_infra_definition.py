@@ -187,6 +187,8 @@ def test_check_deployment_zip_flags_local_only_packages(tmp_path):
     with zipfile.ZipFile(good, "w") as archive:
         archive.writestr("app.py", "x")
         archive.writestr("numpy/__init__.py", "x")
+        for data in ("column_roles.json", "labels.json"):  # the heuristic vocabularies must ship
+            archive.writestr(f"chalicelib/providers/heuristic/data/{data}", "{}")
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("pgserver/__init__.py", "x")
         archive.writestr("tokenizers-0.23.3.dist-info/METADATA", "x")
