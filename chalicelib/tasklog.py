@@ -41,6 +41,12 @@ def _get_powertools_logger(level: str) -> Any:
         return _powertools
 
 
+def lambda_logger() -> Any:
+    """The process's powertools Logger (CloudWatch JSON), at the configured level: what step handlers decorate
+    with `inject_lambda_context` and every TaskLogger record goes through."""
+    return _get_powertools_logger(get_settings().log_level)
+
+
 def level_number(level: str) -> int:
     return LEVELS.get(str(level).upper(), logging.INFO)
 

@@ -14,7 +14,7 @@ from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.factory import get_llm_provider
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded, shared_pool
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
 
@@ -44,7 +44,7 @@ def _clear_previous_outputs(run: StepRun) -> None:
             run.files.delete(name)
 
 
-@steps_bp.lambda_function(name="step_ddl_plan")
+@step_lambda("step_ddl_plan")
 def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         names = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
@@ -161,7 +161,7 @@ def table_workers(settings: Any, batch_len: int) -> int:
     return max(1, min(batch_len, settings.llm_max_concurrency))
 
 
-@steps_bp.lambda_function(name="step_ddl_tables")
+@step_lambda("step_ddl_tables")
 def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """One Map iteration: a small batch of tables, processed concurrently (bounded thread pool, one DB
     connection per worker). A failing table is recorded, the others go on."""
@@ -227,7 +227,7 @@ def write_docs_bundle(run: StepRun) -> int:
     return len(docs)
 
 
-@steps_bp.lambda_function(name="step_ddl_merge")
+@step_lambda("step_ddl_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         ok, failed, usages, crashed = [], dict(event.get("missing") or {}), [], {}

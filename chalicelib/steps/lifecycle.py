@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.config import STEP_NAMES
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.runtime import describe_failure, step_run
 
 ORCHESTRATOR = "SchemaWorkflowOrchestrator"
@@ -26,7 +26,7 @@ def state_machine_plan(execution: dict[str, Any], settings: Any) -> dict[str, An
     }
 
 
-@steps_bp.lambda_function(name="step_prepare")
+@step_lambda("step_prepare")
 def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "prepare", logger_name=ORCHESTRATOR) as run:
         plan = state_machine_plan(run.task.get("execution") or {}, run.settings)
@@ -40,7 +40,7 @@ def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return plan
 
 
-@steps_bp.lambda_function(name="step_finalize")
+@step_lambda("step_finalize")
 def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "finalize", logger_name=ORCHESTRATOR) as run:
         step_status = run.task.get("step_status") or {}
@@ -51,7 +51,7 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"status": status}
 
 
-@steps_bp.lambda_function(name="step_handle_failure")
+@step_lambda("step_handle_failure")
 def handle_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "handle_failure", logger_name=ORCHESTRATOR) as run:
         name, message = describe_failure(event.get("error"))

@@ -9,7 +9,7 @@ from chalicelib.errors import FileNotFound, StepFailed
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import QAPair, TableDoc, Theme
 from chalicelib.providers.factory import get_llm_provider
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.ddl_generation import DOCS_BUNDLE, read_batch_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
@@ -42,7 +42,7 @@ def current_pair_file(run: StepRun) -> str:
     return run.files.get_text(PAIR_FILE_POINTER).strip()
 
 
-@steps_bp.lambda_function(name="step_qa_themes")
+@step_lambda("step_qa_themes")
 def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         docs = load_table_docs(run)
@@ -63,7 +63,7 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"themes": [{"index": i} for i in range(len(themes))], "llm_usage": llm.usage.to_dict()}
 
 
-@steps_bp.lambda_function(name="step_qa_theme")
+@step_lambda("step_qa_theme")
 def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         index = int(event["theme_index"])
@@ -83,7 +83,7 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"index": index, "pairs": len(pairs), "llm_usage": llm.usage.to_dict()}
 
 
-@steps_bp.lambda_function(name="step_qa_merge")
+@step_lambda("step_qa_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         themes = [Theme.from_dict(t) for t in json.loads(run.files.get_text(THEMES_FILE))]

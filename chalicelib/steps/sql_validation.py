@@ -19,7 +19,7 @@ from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa, validation, validation_report
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.factory import get_llm_provider
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.qa_generation import current_pair_file, load_table_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
@@ -42,7 +42,7 @@ def _dump(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-@steps_bp.lambda_function(name="step_sql_validation_plan")
+@step_lambda("step_sql_validation_plan")
 def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Split the current pair file into batches of settings.validation_batch_size pairs."""
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
@@ -72,7 +72,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         }
 
 
-@steps_bp.lambda_function(name="step_sql_validation_batch")
+@step_lambda("step_sql_validation_batch")
 def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """One Map iteration: EXPLAIN (and repair) the pairs of one batch; the report goes to a work file."""
     with step_run(event, STEP, logger_name=LOGGER) as run:
@@ -118,7 +118,7 @@ def _failed_batches(results: list[dict[str, Any]]) -> dict[int, str]:
     return failed
 
 
-@steps_bp.lambda_function(name="step_sql_validation_merge")
+@step_lambda("step_sql_validation_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Combine the batch reports, rewrite the pair file once, write the summary, complete the step."""
     with step_run(event, STEP, logger_name=LOGGER) as run:

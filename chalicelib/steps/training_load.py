@@ -9,7 +9,7 @@ from chalicelib.errors import DatabaseConnectionError, FileNotFound
 from chalicelib.pipeline import training
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.factory import get_embedding_provider
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded
 from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE
 from chalicelib.steps.qa_generation import current_pair_file
@@ -57,7 +57,7 @@ def provenance(run: StepRun, ddl_files: list[str], documentation_files: list[str
                                writers={"ddl": ddl_writer, "documentation": ddl_writer, "sql": qa_writer})
 
 
-@steps_bp.lambda_function(name="step_training_load")
+@step_lambda("step_training_load")
 def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         etags = run.files.list_top_level_etags()

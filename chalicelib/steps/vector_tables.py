@@ -5,13 +5,13 @@ from typing import Any
 
 from chalicelib.errors import VectorTruncateFailed
 from chalicelib.pipeline import vectors
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.runtime import step_run
 
 LOGGER = "VectorTableManager"
 
 
-@steps_bp.lambda_function(name="step_vector_backup")
+@step_lambda("step_vector_backup")
 def backup(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "vector_backup", logger_name=LOGGER) as run:
         run.tasks.set_current_step(run.task_id, "vector_backup", run.execution_id)
@@ -23,7 +23,7 @@ def backup(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"counts": counts, "files": report.get("files", [])}
 
 
-@steps_bp.lambda_function(name="step_vector_truncate")
+@step_lambda("step_vector_truncate")
 def truncate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "vector_truncate", logger_name=LOGGER) as run:
         run.tasks.set_current_step(run.task_id, "vector_truncate", run.execution_id)
