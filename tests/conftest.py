@@ -142,3 +142,17 @@ def api(pipeline_stack):
 
     with served(pipeline_stack) as client:
         yield client
+
+
+@pytest.fixture
+def hostile_db(scratch_db):
+    """A scratch database holding tests/functional/test_identifiers.py's hostile schema."""
+    from tests.functional.test_identifiers import HOSTILE_SQL
+
+    conn = psycopg2.connect(scratch_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(HOSTILE_SQL)
+    conn.close()
+    return scratch_db
+

@@ -55,25 +55,19 @@ class Databases:
                 line("vectors      ", self.vectors, "none")]
 
 
+def _first_set(*candidates: tuple[str | None, str]) -> DatabaseTarget:
+    """The first (url, where it came from) whose url is set; none set: no database."""
+    return next((DatabaseTarget(url, source) for url, source in candidates if url), DatabaseTarget(None, "none"))
+
+
 def resolve_databases(env_db: str | None, env_vectors: str | None, demo_url: str | None,
                       embedded_vectors_url: str | None, embedded_label: str = "embedded") -> Databases:
     """The local stack's rule (chalicelib/config.py applies the same one to each task):
     business data: DATA_PIPELINE_DB_URL, else the embedded demo database (a task's db_connection wins at run
     time); vectors: PGVECTOR_DB_URL, else DATA_PIPELINE_DB_URL, else the embedded `vector_store` database."""
-    if env_db:
-        business = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
-    elif demo_url:
-        business = DatabaseTarget(demo_url, embedded_label)
-    else:
-        business = DatabaseTarget(None, "none")
-    if env_vectors:
-        vectors = DatabaseTarget(env_vectors, "PGVECTOR_DB_URL")
-    elif env_db:
-        vectors = DatabaseTarget(env_db, "DATA_PIPELINE_DB_URL")
-    elif embedded_vectors_url:
-        vectors = DatabaseTarget(embedded_vectors_url, embedded_label)
-    else:
-        vectors = DatabaseTarget(None, "none")
+    business = _first_set((env_db, "DATA_PIPELINE_DB_URL"), (demo_url, embedded_label))
+    vectors = _first_set((env_vectors, "PGVECTOR_DB_URL"), (env_db, "DATA_PIPELINE_DB_URL"),
+                         (embedded_vectors_url, embedded_label))
     return Databases(business, vectors)
 
 

@@ -57,14 +57,6 @@ refresh materialized view public.mv_totals;
 VIEWS = ['public."V_Orders"', "public.mv_totals"]
 
 
-@pytest.fixture
-def hostile_db(scratch_db):
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(HOSTILE_SQL)
-    conn.close()
-    return scratch_db
 
 
 @pytest.fixture

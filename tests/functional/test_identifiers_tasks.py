@@ -8,17 +8,7 @@ from chalicelib.pipeline.db import connect
 from chalicelib.pipeline.introspect import introspect_tables
 from chalicelib.pipeline.models import TableRef
 from chalicelib.pipeline.tablelist import parse_table_names
-from tests.functional.test_identifiers import HOSTILE_SQL, TASKS, VIEWS, assert_replays_with_every_column
-
-
-@pytest.fixture
-def hostile_db(scratch_db):
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(HOSTILE_SQL)
-    conn.close()
-    return scratch_db
+from tests.functional.test_identifiers import TASKS, VIEWS, assert_replays_with_every_column
 
 
 @pytest.mark.slow
