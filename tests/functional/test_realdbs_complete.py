@@ -55,17 +55,20 @@ def real_run(request, pg_url, pipeline_stack):
     drop_database(pg_url, dbname)
 
 
-def test_names_are_accepted_as_written_too(real_run):
+def test_names_are_accepted_as_written_too(pg_url, pipeline):
     """The unquoted spellings a user types resolve as PostgreSQL resolves them (exact, then folded)."""
-    if real_run["name"] != "hostile":
-        pytest.skip("the hostile schema has the Chinese and mixed-case names")
-    # Sales.CUSTOMERS: the schema matches "Sales" exactly, the table only as folded (customers).
-    for written, full_name in (("服务区日报", 'public."服务区日报"'), ("public.SalesOrder", 'public."SalesOrder"'),
-                               ("Sales.CUSTOMERS", '"Sales".customers'), ("PUBLIC.Customers", "public.customers")):
-        reply = real_run["client"].request("POST", "/api/v0/database/table/ddl",
-                                           {"db_connection": real_run["url"], "table": written, "type": "ddl"})
-        assert reply["code"] == 200, reply
-        assert reply["data"]["table_info"]["full_name"] == full_name
+    url = create_database(pg_url, "real_hostile_names")
+    try:
+        load_dump(url, DATABASES["hostile"][0])
+        # Sales.CUSTOMERS: the schema matches "Sales" exactly, the table only as folded (customers).
+        for written, full_name in (("服务区日报", 'public."服务区日报"'), ("public.SalesOrder", 'public."SalesOrder"'),
+                                   ("Sales.CUSTOMERS", '"Sales".customers'), ("PUBLIC.Customers", "public.customers")):
+            reply = pipeline.request("POST", "/api/v0/database/table/ddl",
+                                     {"db_connection": url, "table": written, "type": "ddl"})
+            assert reply["code"] == 200, reply
+            assert reply["data"]["table_info"]["full_name"] == full_name
+    finally:
+        drop_database(pg_url, "real_hostile_names")
 
 
 def _relation_columns(cur, schema: str, relation: str) -> list[tuple[str, str, bool]]:
