@@ -140,7 +140,7 @@ def _operation(path: str, spec: Operation, refs: dict[str, dict[str, Any]]) -> d
         request_codes = _error_codes_in(schema)
         required = bool(schema.get("required"))
         op["requestBody"] = {"required": required, "description": (spec.body.__doc__ or "").strip() + (
-            "" if required else " An empty body is `{}`."), "content": {
+            "" if required else " No body at all is `{}`."), "content": {
                 "application/json": {"schema": refs[spec.body.__name__]}}}
     elif spec.upload is not None:
         op["requestBody"] = {"required": True, **spec.upload}

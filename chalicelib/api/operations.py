@@ -95,8 +95,9 @@ def validation_error(exc: PydanticValidationError) -> errors.ValidationError:
 
 
 def parse_json_object(raw: bytes | str | None) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is `{}`."""
-    if raw is None or not raw.strip():
+    """The body as a JSON object; no body at all is `{}`. Anything else must be JSON: a body of only
+    whitespace is not (it is a 400, as any other invalid JSON)."""
+    if raw is None or len(raw) == 0:
         return {}
     try:
         body = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)

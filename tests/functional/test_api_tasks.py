@@ -151,7 +151,7 @@ def test_null_and_blank_mean_the_default_and_unknown_fields_are_accepted(client)
     assert res.status_code == 200 and res.json_body["data"]["limit"] == 50
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b"\n", b"   "])
 def test_malformed_json_is_400_naming_body(client, raw):
     res = post_json(client, BASE, raw)
     assert res.status_code == 400 and res.json_body["error"]["invalid_params"] == ["body"]
