@@ -15,12 +15,14 @@ Step Functions executions, Lambda functions and IAM are recreated at start and n
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import threading
 import xml.etree.ElementTree as ElementTree
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from io import BytesIO
@@ -36,6 +38,7 @@ JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
 DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
+_KEY_LOCK_STRIPES = 64  # S3 writes of keys in different stripes run concurrently
 # Only for moto's routing of replayed requests (it does not check signatures).
 _DYNAMODB_AUTH = (f"AWS4-HMAC-SHA256 Credential=testing/20240101/{REGION}/dynamodb/aws4_request, "
                   "SignedHeaders=host;x-amz-target, Signature=0")
@@ -47,13 +50,14 @@ class JournalError(RuntimeError):
 
 
 class Journal:
-    """The append-only file of writes. `append` is called with the app's write lock held."""
+    """The append-only file of writes; `append` may be called from several threads (one line at a time)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.path = self.directory / JOURNAL_NAME
         self._file: Any = None
         self._lock_file: Any = None
+        self._append_lock = threading.Lock()
 
     def lock(self) -> None:
         """One stack per state folder: a second `make serve` on the same root would interleave its writes."""
@@ -104,7 +108,9 @@ class Journal:
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - appended to until close()
 
     def append(self, record: dict[str, Any]) -> None:
-        self._file.write(_line(record))  # unbuffered: in the OS once write() returns
+        line = _line(record)
+        with self._append_lock:  # writers of different keys append concurrently
+            self._file.write(line)  # unbuffered: in the OS once write() returns
 
     def close(self) -> None:
         if self._file is not None:
@@ -122,15 +128,17 @@ def _line(record: dict[str, Any]) -> bytes:
 
 class JournalingApp:
     """WSGI layer in front of moto's app: journals each successful write to `bucket` / `table` while
-    `journal` is set. Writes to them are serialised (moto's DynamoDB requests already are), so the journal's
-    order is the order moto applied them; reads are passed straight through."""
+    `journal` is set. Writes that touch the same thing are serialised, so the journal's order is the order moto
+    applied them: all DynamoDB writes of the table (moto serialises them anyway), and S3 writes per object key
+    (a stripe of locks by key: writes of other objects go on meanwhile); reads are passed straight through."""
 
     def __init__(self, app: Callable[..., Any], bucket: str, table: str) -> None:
         self.app = app
         self.bucket = bucket
         self.table = table
         self.journal: Journal | None = None
-        self._lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._key_locks = [threading.Lock() for _ in range(_KEY_LOCK_STRIPES)]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if self.journal is None or environ.get("REQUEST_METHOD") not in ("PUT", "POST", "DELETE"):
@@ -143,21 +151,26 @@ class JournalingApp:
             if self.table not in _tables_named(body):
                 return self.app(environ, start_response)
             record = {"dynamodb": target, "body": body.decode("utf-8")}
-            return self._journaled(environ, start_response, lambda: [record])
+            return self._journaled(environ, start_response, lambda: [record], [self._table_lock])
         keys = self._s3_keys(environ)
         if keys is None:
             return self.app(environ, start_response)
-        return self._journaled(environ, start_response, lambda: [object_record(self.bucket, k) for k in keys()])
+        touched = keys()
+        stripes = sorted({zlib.crc32(key.encode("utf-8", "surrogateescape")) % _KEY_LOCK_STRIPES for key in touched})
+        return self._journaled(environ, start_response, lambda: [object_record(self.bucket, k) for k in touched],
+                               [self._key_locks[i] for i in stripes])  # always taken in stripe order: no deadlock
 
     def _journaled(self, environ: dict[str, Any], start_response: Callable[..., Any],
-                   records: Callable[[], list[dict[str, Any]]]) -> list[bytes]:
+                   records: Callable[[], list[dict[str, Any]]], locks: list[threading.Lock]) -> list[bytes]:
         status: list[str] = []
 
         def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
             status.append(status_line)
             return start_response(status_line, headers, exc_info)
 
-        with self._lock:
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
             result = self.app(environ, capture)
             try:
                 chunks = list(result)  # the write is applied once moto has produced its answer
@@ -171,8 +184,10 @@ class JournalingApp:
         return chunks
 
     def detach(self) -> None:
-        """Stop journaling; a write being journaled right now finishes first."""
-        with self._lock:
+        """Stop journaling; the writes being journaled right now finish first."""
+        with contextlib.ExitStack() as held:
+            for lock in [*self._key_locks, self._table_lock]:
+                held.enter_context(lock)
             self.journal = None
 
     def _s3_keys(self, environ: dict[str, Any]) -> Callable[[], list[str]] | None:
