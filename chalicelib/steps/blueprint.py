@@ -28,6 +28,8 @@ def with_lambda_context(handler: Callable[[dict, Any], Any]) -> Callable[[dict, 
 
     @functools.wraps(handler)
     def invoke(event: dict, context: Any) -> Any:
+        if context is None:  # called as a plain function (no Lambda runtime): there are no invocation keys
+            return handler(event, context)
         return lambda_logger().inject_lambda_context(handler)(event, context)
 
     return invoke
