@@ -149,10 +149,17 @@ def hostile_db(scratch_db):
     """A scratch database holding tests/functional/test_identifiers.py's hostile schema."""
     from tests.functional.test_identifiers import HOSTILE_SQL
 
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(HOSTILE_SQL)
-    conn.close()
+    run_sql(scratch_db, HOSTILE_SQL)
     return scratch_db
+
+
+def run_sql(url: str, script: str) -> None:
+    """Execute a SQL script on the database at `url` (autocommit: each statement as psql would run it)."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(script)
+    finally:
+        conn.close()
 

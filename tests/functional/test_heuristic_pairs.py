@@ -17,6 +17,7 @@ from chalicelib.pipeline.models import (
 )
 from chalicelib.providers.factory import get_llm_provider
 from chalicelib.providers.heuristic import HeuristicProvider
+from tests.conftest import run_sql
 
 SCHEMA = """
 create schema ops;
@@ -173,11 +174,8 @@ def _explain_errors(conn, pairs: list[QAPair]) -> list[str]:
 
 @pytest.fixture
 def highway(scratch_db):
+    run_sql(scratch_db, SCHEMA)
     conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA)
-    conn.autocommit = False
     yield conn
     conn.close()
 
