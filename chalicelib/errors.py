@@ -2,8 +2,25 @@
 
 The API layer maps them to the envelope in one place; step Lambdas let them propagate so the
 state machine's Retry/Catch can tell them apart by class name.
+
+The classes are the error catalogue `chalicelib/data/errors.json` (class, parent, code, status, meaning): the one
+source the exceptions, the OpenAPI document and the README's error table are built from. A class is written there,
+not here; `DataPipelineError` is the one class with a body.
 """
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from chalicelib.config import STEP_NAMES
+
+CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "errors.json"
+CATALOGUE: dict = json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
+
+
+def meaning(entry: dict) -> str:
+    """The entry's text for people (`{steps}` filled with the step names)."""
+    return entry["meaning"].replace("{steps}", ", ".join(STEP_NAMES))
 
 
 class DataPipelineError(Exception):
@@ -27,109 +44,23 @@ class DataPipelineError(Exception):
         self.details = details
 
 
-class ValidationError(DataPipelineError, code="VALIDATION_ERROR", status=400):
-    """A parameter or the body is invalid; `invalid_params` names it."""
+def _build_classes() -> dict[str, type[DataPipelineError]]:
+    built: dict[str, type[DataPipelineError]] = {"DataPipelineError": DataPipelineError}
+    for entry in CATALOGUE["classes"]:
+        name = entry["class"]
+        if name == DataPipelineError.__name__:
+            if (entry["code"], entry["status"]) != (DataPipelineError.code, DataPipelineError.status):
+                raise RuntimeError(f"{CATALOGUE_PATH}: DataPipelineError's code/status differ from the class")
+            continue
+        if name in built or entry.get("parent") not in built:
+            raise RuntimeError(f"{CATALOGUE_PATH}: {name} is defined twice or before its parent {entry.get('parent')}")
+        namespace = {"__doc__": meaning(entry)[:1].upper() + meaning(entry)[1:] + ".", "__module__": __name__}
+        built[name] = type(name, (built[entry["parent"]],), namespace,
+                           code=entry.get("code"), status=entry.get("status"))
+    return built
 
 
-class InvalidExecutionMode(ValidationError, code="INVALID_EXECUTION_MODE"):
-    """execution_mode is neither complete nor step."""
+_CLASSES = _build_classes()
+globals().update(_CLASSES)
+__all__ = ["CATALOGUE", "meaning", *_CLASSES]
 
-
-class MissingStepName(ValidationError, code="MISSING_STEP_NAME"):
-    """execution_mode is step but step_name is missing."""
-
-
-class InvalidStepName(ValidationError, code="INVALID_STEP_NAME"):
-    """step_name is not one of the four steps."""
-
-
-class InvalidTableName(ValidationError, code="INVALID_TABLE_NAME"):
-    """A table name is not a valid or unambiguous (schema.)identifier."""
-
-
-class TableListMissing(ValidationError, code="TABLE_LIST_MISSING"):
-    """The task has no table list yet."""
-
-
-class Unauthorized(DataPipelineError, code="UNAUTHORIZED", status=401):
-    """DATA_PIPELINE_API_KEY is set and the request has no valid Bearer key."""
-
-
-class NotFound(DataPipelineError, code="NOT_FOUND", status=404):
-    """The named object (a table, a route) does not exist."""
-
-
-class TaskNotFound(NotFound, code="TASK_NOT_FOUND"):
-    """No task with this id."""
-
-
-class FileNotFound(NotFound, code="FILE_NOT_FOUND"):
-    """No file with this name in the task."""
-
-
-class TaskAlreadyRunning(DataPipelineError, code="TASK_ALREADY_RUNNING", status=409):
-    """The task runs; it cannot start again or change its table list now."""
-
-
-class TaskNotRunning(DataPipelineError, code="TASK_NOT_RUNNING", status=409):
-    """Cancel was asked for a task that does not run."""
-
-
-class PayloadTooLarge(DataPipelineError, code="PAYLOAD_TOO_LARGE", status=413):
-    """The request body or the uploaded file is larger than the limit."""
-
-
-class UnsupportedMediaType(DataPipelineError, code="UNSUPPORTED_MEDIA_TYPE", status=415):
-    """The upload is not a .txt file."""
-
-
-class DatabaseConnectionError(DataPipelineError, code="DATABASE_CONNECTION_ERROR", status=500):
-    """The database could not be reached or refused the login. Messages never contain a password."""
-
-
-class InvalidConnectionString(DatabaseConnectionError, status=400):
-    """The connection string itself is malformed or missing (nothing was tried)."""
-
-
-class VectorBackupFailed(DataPipelineError, code="VECTOR_BACKUP_FAILED"):
-    """The vector tables could not be backed up (nothing was truncated)."""
-
-
-class VectorTruncateFailed(DataPipelineError, code="VECTOR_TRUNCATE_FAILED"):
-    """langchain_pg_embedding could not be emptied."""
-
-
-class LLMError(DataPipelineError, code="LLM_ERROR"):
-    """The LLM endpoint failed for good (after retries) or answered something unusable."""
-
-
-class LLMRateLimited(LLMError, code="LLM_RATE_LIMITED"):
-    """The LLM endpoint kept answering 429."""
-
-
-class LLMTimeout(LLMError, code="LLM_TIMEOUT"):
-    """The LLM endpoint kept timing out."""
-
-
-class LLMBadAnswer(LLMError, code="LLM_BAD_ANSWER"):
-    """The LLM answered something unusable, twice."""
-
-
-class EmbeddingError(DataPipelineError, code="EMBEDDING_ERROR"):
-    """The embedding endpoint or model failed."""
-
-
-class StepFailed(DataPipelineError, code="STEP_FAILED"):
-    """A step could not produce its output (e.g. every table failed)."""
-
-
-class BackupNotFound(NotFound, code="BACKUP_NOT_FOUND"):
-    """No vector backup set with that task / timestamp / table."""
-
-
-class VectorRestoreFailed(StepFailed, code="VECTOR_RESTORE_FAILED"):
-    """The vector restore failed; nothing was restored."""
-
-
-class VectorRestoreConflict(VectorRestoreFailed, code="VECTOR_RESTORE_CONFLICT", status=409):
-    """Restoring would clash with rows already in the vector tables (nothing was changed)."""

@@ -1,39 +1,29 @@
-"""Every error code an answer can carry in `error.code`, with its HTTP status and what it means (chalicelib/errors.py
-plus the middleware and the Chalice-level answers the middleware re-wraps). The OpenAPI document and the README
-name them per operation from here."""
-from chalicelib.config import STEP_NAMES
+"""Every error code an answer can carry in `error.code`, with its HTTP status and what it means: the error catalogue
+(`chalicelib/data/errors.json`, which chalicelib/errors.py builds its classes from) read once more. The OpenAPI
+document and the README name them per operation from here."""
+from chalicelib.errors import CATALOGUE, meaning
 
-ERROR_CODES: dict[str, tuple[int, str]] = {
-    "VALIDATION_ERROR": (400, "a parameter or the body is invalid; `error.invalid_params` names it"),
-    "INVALID_EXECUTION_MODE": (400, "execution_mode is not complete or step"),
-    "MISSING_STEP_NAME": (400, "execution_mode is step but step_name is missing"),
-    "INVALID_STEP_NAME": (400, "step_name is not one of " + ", ".join(STEP_NAMES)),
-    "INVALID_TABLE_NAME": (400, "a table name is not a valid (schema.)identifier"),
-    "TABLE_LIST_MISSING": (400, "the task has no table list yet"),
-    "DATABASE_CONNECTION_ERROR": (400, "400 when the connection string is malformed or missing, 500 when the "
-                                       "database is unreachable or refuses the login"),
-    "UNAUTHORIZED": (401, "DATA_PIPELINE_API_KEY is set and the request has no valid `Authorization: Bearer` key"),
-    "NOT_FOUND": (404, "the named object (e.g. a table) does not exist"),
-    "TASK_NOT_FOUND": (404, "no task with this id"),
-    "FILE_NOT_FOUND": (404, "no file with this name in the task"),
-    "METHOD_NOT_ALLOWED": (405, "the path exists but not with this HTTP method"),
-    "TASK_ALREADY_RUNNING": (409, "the task runs; it cannot start again or change its table list now"),
-    "TASK_NOT_RUNNING": (409, "cancel was asked for a task that does not run"),
-    "PAYLOAD_TOO_LARGE": (413, "the request body (or the uploaded file) is larger than the limit"),
-    "UNSUPPORTED_MEDIA_TYPE": (415, "the upload is not a .txt file"),
-    "INTERNAL_ERROR": (500, "an unexpected error; details are in the service logs, never in the answer"),
-    "VECTOR_BACKUP_FAILED": (500, "the vector tables could not be backed up"),
-    "VECTOR_TRUNCATE_FAILED": (500, "langchain_pg_embedding could not be emptied (or restored)"),
-    "LLM_ERROR": (500, "the LLM endpoint failed for good"),
-    "LLM_RATE_LIMITED": (500, "the LLM endpoint kept answering 429"),
-    "LLM_TIMEOUT": (500, "the LLM endpoint kept timing out"),
-    "LLM_BAD_ANSWER": (500, "the LLM answered something unusable twice"),
-    "EMBEDDING_ERROR": (500, "the embedding endpoint failed"),
-    "STEP_FAILED": (500, "a step could not produce its output"),
-    "BACKUP_NOT_FOUND": (404, "the task has no vector backup with that timestamp / table"),
-    "VECTOR_RESTORE_CONFLICT": (409, "restoring would clash with rows already in the vector tables; nothing changed"),
-    "VECTOR_RESTORE_FAILED": (500, "the vector restore failed; nothing was restored"),
-}
+
+def _codes() -> dict[str, tuple[int, str]]:
+    """code → (status, meaning). A code that several classes answer with different statuses (a malformed
+    connection string is 400, an unreachable database 500) gets the lowest status and each case spelled out."""
+    cases: dict[str, list[tuple[int, str]]] = {}
+    resolved: dict[str, tuple[str, int]] = {}
+    for entry in CATALOGUE["classes"]:
+        parent = resolved.get(entry.get("parent", ""), ("", 0))
+        code, status = entry.get("code", parent[0]), entry.get("status", parent[1])
+        resolved[entry["class"]] = (code, status)
+        cases.setdefault(code, []).append((status, meaning(entry)))
+    for entry in CATALOGUE["answers"]:
+        cases.setdefault(entry["code"], []).append((entry["status"], meaning(entry)))
+    out = {}
+    for code, found in cases.items():
+        text = found[0][1] if len(found) == 1 else ", ".join(f"{s} when {m}" for s, m in sorted(found))
+        out[code] = (min(s for s, _ in found), text)
+    return out
+
+
+ERROR_CODES: dict[str, tuple[int, str]] = _codes()
 # Every operation can answer these (validation, the API key, an unknown method, the size limit, a bug).
 ALWAYS = {400: ["VALIDATION_ERROR"], 401: ["UNAUTHORIZED"], 405: ["METHOD_NOT_ALLOWED"],
           413: ["PAYLOAD_TOO_LARGE"], 500: ["INTERNAL_ERROR"]}
