@@ -86,11 +86,28 @@ class _Sink:
                 logging.getLogger(__name__).exception("could not write a log chunk for task %s", self.task_id)
 
 
+def render(template: str, fields: dict[str, Any]) -> str:
+    """The text a person reads: `template` with its `{key}` places filled from `fields`; a template without places
+    gets the fields appended as `(key=value, …)`. A template that does not format is kept as it is, fields appended."""
+    if not fields:
+        return template
+    try:
+        text = template.format_map(fields)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        text = None
+    if text is not None and text != template:
+        return text
+    return f"{template} ({', '.join(f'{k}={v}' for k, v in fields.items())})"
+
+
 class TaskLogger:
     """`TaskLogger(task_id, step=None, execution_id=None, logger_name="DataPipeline", files=FileStore())`.
 
-    debug/info/warning/error/exception(message, *args, **extra) — stdlib-style `%` args are accepted so
-    a TaskLogger can stand in wherever a `logging.Logger` is expected.
+    debug/info/warning/error/exception(template, **fields): a constant message template and its keys, e.g.
+    `log.info("Table {table} done in {seconds} s", table=name, seconds=1.2)` (stdlib-style `extra={...}` is merged
+    into the fields). CloudWatch gets the template as `message` with the fields as keys (powertools), so records
+    group and query by key; the task's own log stores the rendered text as `message` and the keys as `fields`.
+    Stdlib-style `%` args are accepted too, so a TaskLogger can stand in wherever a `logging.Logger` is expected.
     """
 
     def __init__(self, task_id: str, step: str | None = None, execution_id: str | None = None,
@@ -125,7 +142,8 @@ class TaskLogger:
         """ERROR with the stack trace on stdout only (the task log keeps the message)."""
         self.log("ERROR", message, *args, _exc_info=True, **extra)
 
-    def log(self, level: str, message: str, *args: Any, _exc_info: bool = False, **extra: Any) -> None:
+    def log(self, level: str, message: str, *args: Any, _exc_info: bool = False, extra: dict[str, Any] | None = None,
+            **fields: Any) -> None:
         level = level.upper()
         if level_number(level) < level_number(self.level):
             return
@@ -134,20 +152,22 @@ class TaskLogger:
                 message = message % args
             except (TypeError, ValueError):
                 message = " ".join([message, *map(str, args)])
+        fields = {k: (v if _jsonable(v) else str(v)) for k, v in {**(extra or {}), **fields}.items()}
         record = {
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
             "level": level,
             "logger": self.logger_name,
             "step": self.step,
-            "message": str(message),
+            "message": render(str(message), fields),
             "task_id": self.task_id,
             "execution_id": self.execution_id,
         }
+        if fields:
+            record["fields"] = fields
         keys = {"correlation_id": self.task_id, "task_id": self.task_id, "step": self.step,
-                "execution_id": self.execution_id, "task_logger": self.logger_name,
-                **{k: v for k, v in extra.items() if _jsonable(v)}}
+                "execution_id": self.execution_id, "task_logger": self.logger_name, **fields}
         emit = getattr(_get_powertools_logger(self.level), "exception" if _exc_info else level.lower())
-        emit(record["message"], extra=keys, stacklevel=3)
+        emit(str(message), extra=keys, stacklevel=3)
         if self._sink.add(record):
             self._sink.flush()
 

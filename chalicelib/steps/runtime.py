@@ -42,6 +42,8 @@ _LOGGER_NAMES = {
 }
 
 _current = threading.local()
+# What every LogRecord has; anything else on a record came from `extra={...}` and travels on as a log field.
+_STANDARD_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 class _TaskLogBridge(logging.Handler):
@@ -56,7 +58,8 @@ class _TaskLogBridge(logging.Handler):
             message = record.getMessage()
         except Exception:  # a malformed format string must not break the step
             message = str(record.msg)
-        task_log.child(logger_name=name).log(record.levelname, message)
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_RECORD_KEYS and not k.startswith("_")}
+        task_log.child(logger_name=name).log(record.levelname, message, **fields)
 
 
 _bridge_installed = False
