@@ -133,3 +133,12 @@ class VectorRestoreFailed(StepFailed, code="VECTOR_RESTORE_FAILED"):
 
 class VectorRestoreConflict(VectorRestoreFailed, code="VECTOR_RESTORE_CONFLICT", status=409):
     """Restoring would clash with rows already in the vector tables (nothing was changed)."""
+
+
+class SecretUnavailable(DataPipelineError, code="SECRET_UNAVAILABLE", status=500):
+    """A `secretsmanager:` / `ssm:` reference in the configuration could not be read (the message names the
+    reference and the AWS error code, never a value)."""
+
+
+class TaskSecretError(DataPipelineError, code="TASK_SECRET_ERROR", status=500):
+    """A task's db_connection password could not be sealed with KMS or opened again."""

@@ -33,6 +33,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "BACKUP_NOT_FOUND": (404, "the task has no vector backup with that timestamp / table"),
     "VECTOR_RESTORE_CONFLICT": (409, "restoring would clash with rows already in the vector tables; nothing changed"),
     "VECTOR_RESTORE_FAILED": (500, "the vector restore failed; nothing was restored"),
+    "SECRET_UNAVAILABLE": (500, "a secretsmanager:/ssm: reference of the configuration could not be read"),
+    "TASK_SECRET_ERROR": (500, "a task's db_connection password could not be sealed or opened with KMS"),
+    "AUTH_NOT_CONFIGURED": (500, "a deployment without an API key or IAM authentication refuses every request"),
 }
 # Every operation can answer these (validation, the API key, an unknown method, the size limit, a bug).
 ALWAYS = {400: ["VALIDATION_ERROR"], 401: ["UNAUTHORIZED"], 405: ["METHOD_NOT_ALLOWED"],
