@@ -141,7 +141,7 @@ def get_business_db_url(task_db_connection: str | None = None, settings: Setting
     locally the last resort is the demo database (infra/local/stack.py `resolve_databases`).
     """
     if task_db_connection and task_db_connection.strip():
-        return task_db_connection.strip()
+        return _opened(task_db_connection).strip()
     return (settings or get_settings()).db_url
 
 
@@ -156,8 +156,17 @@ def get_vector_db_url(task_db_connection: str | None = None, settings: Settings 
     if configured:
         return configured
     if task_db_connection and task_db_connection.strip():
-        return task_db_connection.strip()
+        return _opened(task_db_connection).strip()
     return None
+
+
+def _opened(task_db_connection: str) -> str:
+    """A task's db_connection, or the error that kept its sealed password closed (stores/task_items.py
+    UnopenedConnection): a step never connects with the masked URL."""
+    error = getattr(task_db_connection, "unopened_error", None)
+    if error is not None:
+        raise error
+    return task_db_connection
 
 
 def get_settings() -> Settings:

@@ -54,8 +54,8 @@ def check_request(headers: Any, request_context: Any, settings: Settings | None 
     """None when the request may go on, else the envelope to answer (401, or 500 when auth is not configured)."""
     try:
         settings = settings or get_settings()
-    except SecretUnavailable as exc:
-        return failure(500, "The API key could not be read; requests are refused until it can",
+    except SecretUnavailable as exc:  # which one is logged (secrets.py), not told to an unauthenticated caller
+        return failure(500, "A secret of the configuration could not be read; requests are refused until it can",
                        error_type="InternalError", code=exc.code)
     if settings.auth_mode == "IAM":
         if _iam_identity(request_context):

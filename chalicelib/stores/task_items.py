@@ -3,6 +3,8 @@
 A task's own `db_connection` never reaches DynamoDB with its password: `seal_task_item` stores the URL masked
 (`postgresql://user:***@host/db`) and the whole URL encrypted with KMS in `db_connection_sealed` (encryption
 context: the task id); `open_task_item` decrypts it again for the step Lambdas and the API (cached per container).
+A value that cannot be opened (a local stack's moto key is gone after a restart) leaves the task readable and fails
+only the connection (UnopenedConnection).
 """
 from __future__ import annotations
 
@@ -91,16 +93,35 @@ def open_task_item(item: dict[str, Any]) -> dict[str, Any]:
     with _opened_lock:
         url = _opened.get(sealed)
     if url is None:
-        if not str(sealed).startswith(_SEALED_PREFIX):
-            raise TaskSecretError(f"task {item.get('task_id')}: db_connection_sealed is not a sealed value")
-        context = {"task_id": str(item["task_id"]), "field": "db_connection"}
-        url = _decrypt(base64.b64decode(str(sealed)[len(_SEALED_PREFIX):]), context, item.get("task_id"))
+        try:
+            if not str(sealed).startswith(_SEALED_PREFIX):
+                raise TaskSecretError(f"task {item.get('task_id')}: db_connection_sealed is not a sealed value")
+            context = {"task_id": str(item["task_id"]), "field": "db_connection"}
+            url = _decrypt(base64.b64decode(str(sealed)[len(_SEALED_PREFIX):]), context, item.get("task_id"))
+        except (TaskSecretError, binascii.Error) as exc:
+            error = exc if isinstance(exc, TaskSecretError) else TaskSecretError(
+                f"task {item.get('task_id')}: db_connection_sealed is not a sealed value")
+            opened["db_connection"] = UnopenedConnection(str(item.get("db_connection") or ""), error)
+            return opened
         with _opened_lock:
             if len(_opened) >= _MAX_OPENED:
                 _opened.clear()
             _opened[sealed] = url
     opened["db_connection"] = url
     return opened
+
+
+class UnopenedConnection(str):
+    """The masked db_connection of a task whose sealed password could not be opened. Reading the task (status,
+    lists, files) still works; connecting with it raises `error` (config.get_business_db_url / get_vector_db_url),
+    so the step that needs the database fails naming the cause."""
+
+    unopened_error: TaskSecretError
+
+    def __new__(cls, masked: str, error: TaskSecretError) -> UnopenedConnection:
+        value = super().__new__(cls, masked)
+        value.unopened_error = error
+        return value
 
 
 def _key_id() -> str:

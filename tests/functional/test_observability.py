@@ -114,3 +114,51 @@ def test_the_template_traces_every_lambda_and_alarms_on_failed_executions():
     assert failed[0]["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": STATE_MACHINE_RESOURCE}}]
     tracing_roles = {r["Ref"] for r in resources["TracingPolicy"]["Properties"]["Roles"]}
     assert {"ApiHandlerRole", "StepLambdaRole", "StateMachineRole"} <= tracing_roles
+
+
+_TRACE_PROBE = r'''
+import json, os, socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+sock.settimeout(10)
+os.environ.update({"LAMBDA_TASK_ROOT": "/var/task", "AWS_LAMBDA_FUNCTION_NAME": "step_finalize",
+                   "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+                   "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:%d" % sock.getsockname()[1], "DATA_PIPELINE_METRICS": "0"})
+from types import SimpleNamespace
+from chalice import Response
+from chalicelib.observability import get_tracer, instrument_step, traced
+from infra.local.lambdas import LambdaContext
+
+def finalize(event, context):
+    return {"ok": True}
+
+assert not get_tracer().disabled
+instrument_step("step_finalize", finalize)({"task_id": "t"}, LambdaContext("step_finalize", 60))
+request = SimpleNamespace(method="GET", path="/api/v0/data_pipeline/tasks",
+                          context={"resourcePath": "/api/v0/data_pipeline/tasks"})
+traced(lambda event: Response(body={}, status_code=200), request)
+for _ in range(2):
+    data, _ = sock.recvfrom(65536)
+    document = json.loads(data.decode().split("\n", 1)[1])
+    print(json.dumps({"name": document["name"], "annotations": document.get("annotations", {})}))
+'''
+
+
+def test_in_lambda_each_step_and_request_is_an_xray_subsegment(tmp_path):
+    """The real X-Ray SDK, as in Lambda (trace header, daemon address), sending to a UDP socket standing in for
+    the daemon: the step handler and the HTTP request each arrive as a subsegment."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_XRAY"))}
+    env["PYTHONPATH"] = str(root)
+    result = subprocess.run([sys.executable, "-c", _TRACE_PROBE], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [d["name"] for d in documents] == ["## finalize", "## GET /api/v0/data_pipeline/tasks"]
+    assert documents[0]["annotations"]["Service"] == "data_pipeline"
+    assert documents[1]["annotations"]["status_code"] == 200

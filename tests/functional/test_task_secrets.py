@@ -8,6 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.config import get_business_db_url, get_settings, get_vector_db_url
 from chalicelib.errors import TaskSecretError
 from chalicelib.stores import task_items
 from chalicelib.stores.tasks import TaskStore, create_table
@@ -64,7 +65,8 @@ def moto_table(monkeypatch):
                         "AWS_SECRET_ACCESS_KEY": "testing", "DATA_PIPELINE_TABLE": "h4-tasks"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("DATA_PIPELINE_KMS_KEY_ID", raising=False)
+    for name in ("DATA_PIPELINE_KMS_KEY_ID", "DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
     with mock_aws():
         yield create_table(boto3.resource("dynamodb"), "h4-tasks")
 
@@ -93,10 +95,17 @@ def test_without_a_key_a_deployment_refuses_to_store_a_password(moto_table, monk
     assert moto_table.scan()["Items"] == []
 
 
-def test_a_sealed_value_that_cannot_be_opened_is_an_error_naming_the_task(moto_table):
+@pytest.mark.parametrize("sealed", ["kms:v1:" + task_items.base64.b64encode(b"junk").decode(), "kms:v1:%%%",
+                                    "plain"])
+def test_a_sealed_value_that_cannot_be_opened_fails_the_connection_naming_the_task(moto_table, sealed):
+    """As after a local stack restart (its moto KMS key is gone): the task still reads, masked; connecting with
+    it is a TaskSecretError naming the task, never an attempt with the masked URL."""
     store = TaskStore(moto_table)
     task = store.create_task({"db_connection": f"postgresql://app:{PASSWORD}@db.internal/sales"})
     moto_table.update_item(Key={"task_id": task["task_id"]}, UpdateExpression="SET db_connection_sealed = :v",
-                           ExpressionAttributeValues={":v": "kms:v1:" + task_items.base64.b64encode(b"junk").decode()})
-    with pytest.raises(TaskSecretError, match=task["task_id"]):
-        store.get_task(task["task_id"])
+                           ExpressionAttributeValues={":v": sealed})
+    item = store.get_task(task["task_id"])
+    assert item["db_connection"] == "postgresql://app:***@db.internal/sales"
+    for connect in (get_business_db_url, get_vector_db_url):
+        with pytest.raises(TaskSecretError, match=task["task_id"]):
+            connect(item["db_connection"], get_settings())
