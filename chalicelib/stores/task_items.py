@@ -94,14 +94,9 @@ def open_task_item(item: dict[str, Any]) -> dict[str, Any]:
         url = _opened.get(sealed)
     if url is None:
         try:
-            if not str(sealed).startswith(_SEALED_PREFIX):
-                raise TaskSecretError(f"task {item.get('task_id')}: db_connection_sealed is not a sealed value")
-            context = {"task_id": str(item["task_id"]), "field": "db_connection"}
-            url = _decrypt(base64.b64decode(str(sealed)[len(_SEALED_PREFIX):]), context, item.get("task_id"))
-        except (TaskSecretError, binascii.Error) as exc:
-            error = exc if isinstance(exc, TaskSecretError) else TaskSecretError(
-                f"task {item.get('task_id')}: db_connection_sealed is not a sealed value")
-            opened["db_connection"] = UnopenedConnection(str(item.get("db_connection") or ""), error)
+            url = _open_sealed(str(sealed), item.get("task_id"))
+        except TaskSecretError as exc:
+            opened["db_connection"] = UnopenedConnection(str(item.get("db_connection") or ""), exc)
             return opened
         with _opened_lock:
             if len(_opened) >= _MAX_OPENED:
@@ -111,10 +106,20 @@ def open_task_item(item: dict[str, Any]) -> dict[str, Any]:
     return opened
 
 
+def _open_sealed(sealed: str, task_id: Any) -> str:
+    try:
+        if not sealed.startswith(_SEALED_PREFIX):
+            raise ValueError("no prefix")
+        blob = base64.b64decode(sealed[len(_SEALED_PREFIX):], validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise TaskSecretError(f"task {task_id}: db_connection_sealed is not a sealed value") from exc
+    return _decrypt(blob, {"task_id": str(task_id), "field": "db_connection"}, task_id)
+
+
 class UnopenedConnection(str):
     """The masked db_connection of a task whose sealed password could not be opened. Reading the task (status,
-    lists, files) still works; connecting with it raises `error` (config.get_business_db_url / get_vector_db_url),
-    so the step that needs the database fails naming the cause."""
+    lists, files) still works; connecting with it raises `unopened_error` (config.get_business_db_url /
+    get_vector_db_url), so the step that needs the database fails naming the cause."""
 
     unopened_error: TaskSecretError
 
