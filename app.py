@@ -1,6 +1,7 @@
 """Wiring only: the Chalice app, the HTTP API blueprint and its middleware, the step Lambdas."""
 from chalice import Chalice
 
+from chalicelib.api.auth import auth_bp
 from chalicelib.api.middleware import api_middleware
 from chalicelib.api.openapi import openapi_bp
 from chalicelib.api.routes import api_bp
@@ -12,6 +13,7 @@ app.register_blueprint(api_bp, url_prefix="/api/v0")
 app.register_blueprint(vector_bp, url_prefix="/api/v0")
 app.register_blueprint(openapi_bp, url_prefix="/api/v0")
 app.register_middleware(api_middleware, "http")
+app.register_blueprint(auth_bp)  # the API key authorizer Lambda of the deployed API (AuthMode SecretsManagerKey)
 
 from chalicelib.steps import steps_bp  # noqa: E402  (after the app: the steps need nothing from it)
 

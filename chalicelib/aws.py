@@ -86,3 +86,18 @@ def get_dynamodb() -> Any:
 def get_sfn() -> Any:
     """A Step Functions client for the current environment."""
     return _get("client", "stepfunctions")
+
+
+def get_secretsmanager() -> Any:
+    """A Secrets Manager client for the current environment."""
+    return _get("client", "secretsmanager")
+
+
+def get_ssm() -> Any:
+    """An SSM (Parameter Store) client for the current environment."""
+    return _get("client", "ssm")
+
+
+def get_kms() -> Any:
+    """A KMS client for the current environment."""
+    return _get("client", "kms")

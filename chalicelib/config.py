@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from chalicelib import secrets
+
 STEP_NAMES = ("ddl_generation", "qa_generation", "sql_validation", "training_load")
 
 
@@ -63,6 +65,16 @@ class Settings:
       test client do not). Only the local stack reads table lists from its own disk.
     - DATA_PIPELINE_TABLE_LIST_DIR: the directory (local stack only) relative `.txt` paths are read from; nothing
       outside it. Default: the process's current directory, i.e. where `make serve` was started.
+
+    Security (README "Security"):
+    - DATA_PIPELINE_DB_URL, PGVECTOR_DB_URL, LLM_API_KEY, EMBEDDING_API_KEY, DATA_PIPELINE_API_KEY: the value, or
+      `secretsmanager:<name or ARN>` / `ssm:<parameter name>`, read at run time and cached for
+      DATA_PIPELINE_SECRET_CACHE_SECONDS (60) per container (chalicelib/secrets.py).
+    - DATA_PIPELINE_AUTH_MODE: `SecretsManagerKey` (Bearer key) or `IAM` (SigV4, checked by API Gateway); the
+      template sets it. Without it and without an API key only the local stack answers.
+    - DATA_PIPELINE_KMS_KEY_ID: the KMS key that seals a task's db_connection password in DynamoDB (locally a
+      moto key under alias/data-pipeline-local is made on first use).
+    - DATA_PIPELINE_METRICS (`1`/`0`): EMF metrics on stdout; default on in AWS Lambda, off on the local stack.
     """
 
     db_url: str | None
@@ -101,6 +113,9 @@ class Settings:
     table_list_buckets: tuple[str, ...] = ()
     local_stack: bool = False
     table_list_dir: str | None = None
+    auth_mode: str | None = None
+    kms_key_id: str | None = None
+    metrics_enabled: bool = False
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -126,7 +141,7 @@ def get_business_db_url(task_db_connection: str | None = None, settings: Setting
     locally the last resort is the demo database (infra/local/stack.py `resolve_databases`).
     """
     if task_db_connection and task_db_connection.strip():
-        return task_db_connection.strip()
+        return _opened(task_db_connection).strip()
     return (settings or get_settings()).db_url
 
 
@@ -141,27 +156,38 @@ def get_vector_db_url(task_db_connection: str | None = None, settings: Settings 
     if configured:
         return configured
     if task_db_connection and task_db_connection.strip():
-        return task_db_connection.strip()
+        return _opened(task_db_connection).strip()
     return None
+
+
+def _opened(task_db_connection: str) -> str:
+    """A task's db_connection, or the error that kept its sealed password closed (stores/task_items.py
+    UnopenedConnection): a step never connects with the masked URL."""
+    error = getattr(task_db_connection, "unopened_error", None)
+    if error is not None:
+        raise error
+    return task_db_connection
 
 
 def get_settings() -> Settings:
     dim = _env("EMBEDDING_DIM")
+    local_stack = _env_flag("DATA_PIPELINE_LOCAL", default=_env("AWS_LAMBDA_FUNCTION_NAME") is None)
     return Settings(
-        db_url=_env("DATA_PIPELINE_DB_URL"),
-        pgvector_db_url=_env("PGVECTOR_DB_URL") or _env("DATA_PIPELINE_DB_URL"),
+        db_url=secrets.resolve_db_url(_env("DATA_PIPELINE_DB_URL"), variable="DATA_PIPELINE_DB_URL"),
+        pgvector_db_url=(secrets.resolve_db_url(_env("PGVECTOR_DB_URL"), variable="PGVECTOR_DB_URL")
+                         or secrets.resolve_db_url(_env("DATA_PIPELINE_DB_URL"), variable="DATA_PIPELINE_DB_URL")),
         llm_base_url=_env("LLM_BASE_URL"),
-        llm_api_key=_env("LLM_API_KEY"),
+        llm_api_key=secrets.resolve(_env("LLM_API_KEY"), variable="LLM_API_KEY"),
         llm_model=_env("LLM_MODEL", "gpt-4o-mini"),
         llm_timeout_seconds=float(_env("LLM_TIMEOUT_SECONDS", "60")),
         llm_max_retries=_env_int("LLM_MAX_RETRIES", 3),
         llm_max_concurrency=_env_int("LLM_MAX_CONCURRENCY", 16),
         embedding_base_url=_env("EMBEDDING_BASE_URL"),
-        embedding_api_key=_env("EMBEDDING_API_KEY"),
+        embedding_api_key=secrets.resolve(_env("EMBEDDING_API_KEY"), variable="EMBEDDING_API_KEY"),
         embedding_model=_env("EMBEDDING_MODEL"),
         embedding_dim=int(dim) if dim else None,
         embedding_batch_size=_env_int("EMBEDDING_BATCH_SIZE", 64),
-        api_key=_env("DATA_PIPELINE_API_KEY"),
+        api_key=secrets.resolve(_env("DATA_PIPELINE_API_KEY"), variable="DATA_PIPELINE_API_KEY"),
         log_level=(_env("DATA_PIPELINE_LOG_LEVEL", "INFO") or "INFO").upper(),
         bucket=_env("DATA_PIPELINE_BUCKET", "data-pipeline-local") or "data-pipeline-local",
         table_name=_env("DATA_PIPELINE_TABLE", "data-pipeline-tasks") or "data-pipeline-tasks",
@@ -183,6 +209,21 @@ def get_settings() -> Settings:
         validation_map_concurrency=_env_int("DATA_PIPELINE_VALIDATION_MAP_CONCURRENCY", 4),
         table_list_buckets=tuple(b.strip() for b in (_env("DATA_PIPELINE_TABLE_LIST_BUCKETS") or "").split(",")
                                  if b.strip()),
-        local_stack=_env_flag("DATA_PIPELINE_LOCAL", default=_env("AWS_LAMBDA_FUNCTION_NAME") is None),
+        local_stack=local_stack,
         table_list_dir=_env("DATA_PIPELINE_TABLE_LIST_DIR"),
+        auth_mode=get_auth_mode(),
+        kms_key_id=_env("DATA_PIPELINE_KMS_KEY_ID"),
+        metrics_enabled=_env_flag("DATA_PIPELINE_METRICS", default=not local_stack),
     )
+
+
+AUTH_MODES = ("SecretsManagerKey", "IAM")
+
+
+def get_auth_mode() -> str | None:
+    """DATA_PIPELINE_AUTH_MODE, one of AUTH_MODES (the template's AuthMode parameter), or None."""
+    mode = _env("DATA_PIPELINE_AUTH_MODE")
+    if mode is not None and mode not in AUTH_MODES:
+        raise ValueError(f"environment variable DATA_PIPELINE_AUTH_MODE must be one of {', '.join(AUTH_MODES)}, "
+                         f"got {mode!r}")
+    return mode

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from chalicelib.config import STEP_NAMES
-
 CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "errors.json"
 CATALOGUE: dict = json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
 
 
 def meaning(entry: dict) -> str:
-    """The entry's text for people (`{steps}` filled with the step names)."""
-    return entry["meaning"].replace("{steps}", ", ".join(STEP_NAMES))
+    """The entry's text for people."""
+    return entry["meaning"]
 
 
 class DataPipelineError(Exception):

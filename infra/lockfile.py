@@ -92,7 +92,12 @@ def lambda_platforms() -> list[str]:
 
 
 def lambda_tags() -> set[Tag]:
-    platforms = lambda_platforms()
+    # pip extends the trailing manylinux2014 of lambda_platforms() with its legacy chain (manylinux2010,
+    # manylinux1), so a wheel tagged only e.g. `manylinux1_x86_64.manylinux_2_28_x86_64` (wrapt 2.x) is one it
+    # installs: the same tags here, or its hash would be missing from the lock.
+    legacy = [p.replace("manylinux2014", alias) for p in lambda_platforms() if p.startswith("manylinux2014")
+              for alias in ("manylinux2010", "manylinux1")]
+    platforms = lambda_platforms() + legacy
     return {*cpython_tags(PYTHON_VERSION, platforms=platforms),
             *compatible_tags(PYTHON_VERSION, interpreter=ABI, platforms=platforms)}
 

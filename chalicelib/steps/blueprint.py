@@ -7,6 +7,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from chalicelib.observability import instrument_step
 from chalicelib.tasklog import lambda_logger
 
 steps_bp = Blueprint(__name__)
@@ -14,10 +15,11 @@ steps_bp = Blueprint(__name__)
 
 def step_lambda(name: str) -> Callable[[Callable[[dict, Any], Any]], Any]:
     """`@step_lambda("step_ddl_plan")`: a Lambda function of the blueprint whose CloudWatch records carry the
-    invocation's keys (function name and ARN, request id, cold start: powertools' inject_lambda_context)."""
+    invocation's keys (function name and ARN, request id, cold start: powertools' inject_lambda_context), traced
+    by X-Ray and measured in CloudWatch metrics (chalicelib/observability.py)."""
 
     def register(handler: Callable[[dict, Any], Any]) -> Any:
-        return steps_bp.lambda_function(name=name)(with_lambda_context(handler))
+        return steps_bp.lambda_function(name=name)(instrument_step(name, with_lambda_context(handler)))
 
     return register
 

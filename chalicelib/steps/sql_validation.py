@@ -101,7 +101,8 @@ def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
                           "unrepaired pairs are treated as invalid")
         run.tasks.record_item_progress(run.task_id, STEP, "batches", f"batch_{index}",
                                        {"total": counts["total"], "valid_after": counts["valid_after"]}, ok=True)
-        return {"index": index, "total": counts["total"], "valid_after": counts["valid_after"]}
+        return {"index": index, "total": counts["total"], "valid_after": counts["valid_after"],
+                "repaired": counts["repaired"]}
 
 
 def _load_plan(run: StepRun) -> dict[str, Any]:

@@ -1,21 +1,33 @@
-"""Task items as DynamoDB stores them: number encoding, secret masking, update-expression helpers."""
+"""Task items as DynamoDB stores them: number encoding, secret masking, sealed passwords, update-expression helpers.
+
+A task's own `db_connection` never reaches DynamoDB with its password: `seal_task_item` stores the URL masked
+(`postgresql://user:***@host/db`) and the whole URL encrypted with KMS in `db_connection_sealed` (encryption
+context: the task id); `open_task_item` decrypts it again for the step Lambdas and the API (cached per container).
+A value that cannot be opened (a local stack's moto key is gone after a restart) leaves the task readable and fails
+only the connection (UnopenedConnection).
+"""
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import logging
 import re
+import threading
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.config import STEP_NAMES
-from chalicelib.errors import ValidationError
+from chalicelib.aws import get_kms
+from chalicelib.config import STEP_NAMES, get_settings
+from chalicelib.errors import TaskSecretError, ValidationError
 from chalicelib.pipeline.db import mask_url
 
+log = logging.getLogger(__name__)
+
 # `token` but not `prompt_tokens` / `completion_tokens` (LLM usage counts are not secrets).
-_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|api_key|token(?!s)", re.IGNORECASE)
+_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|sealed|api_key|token(?!s)", re.IGNORECASE)
 
 
 def to_dynamo(value: Any) -> Any:
@@ -52,6 +64,117 @@ def mask_secrets(value: Any) -> Any:
         return mask_url(value)
     return value
 
+
+SEALED_FIELD = "db_connection_sealed"
+_SEALED_PREFIX = "kms:v1:"
+# The local stack (and tests) have no key from the template: one is made in its (moto) KMS on first use.
+LOCAL_KEY_ALIAS = "alias/data-pipeline-local"
+_opened_lock = threading.Lock()
+_opened: dict[str, str] = {}
+_MAX_OPENED = 512
+
+
+def seal_task_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item as it may be stored: a db_connection holding a password is masked, the URL sealed with KMS."""
+    url = item.get("db_connection")
+    if not isinstance(url, str) or mask_url(url) == url:
+        return item
+    context = {"task_id": str(item["task_id"]), "field": "db_connection"}
+    blob = _encrypt(url.encode("utf-8"), context)
+    return {**item, "db_connection": mask_url(url), SEALED_FIELD: _SEALED_PREFIX + base64.b64encode(blob).decode()}
+
+
+def open_task_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item with its sealed db_connection decrypted (the raw item of `TaskStore.get_task`)."""
+    sealed = item.get(SEALED_FIELD)
+    if not sealed:
+        return item
+    opened = {k: v for k, v in item.items() if k != SEALED_FIELD}
+    with _opened_lock:
+        url = _opened.get(sealed)
+    if url is None:
+        try:
+            url = _open_sealed(str(sealed), item.get("task_id"))
+        except TaskSecretError as exc:
+            opened["db_connection"] = UnopenedConnection(str(item.get("db_connection") or ""), exc)
+            return opened
+        with _opened_lock:
+            if len(_opened) >= _MAX_OPENED:
+                _opened.clear()
+            _opened[sealed] = url
+    opened["db_connection"] = url
+    return opened
+
+
+def _open_sealed(sealed: str, task_id: Any) -> str:
+    try:
+        if not sealed.startswith(_SEALED_PREFIX):
+            raise ValueError("no prefix")
+        blob = base64.b64decode(sealed[len(_SEALED_PREFIX):], validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise TaskSecretError(f"task {task_id}: db_connection_sealed is not a sealed value") from exc
+    return _decrypt(blob, {"task_id": str(task_id), "field": "db_connection"}, task_id)
+
+
+class UnopenedConnection(str):
+    """The masked db_connection of a task whose sealed password could not be opened. Reading the task (status,
+    lists, files) still works; connecting with it raises `unopened_error` (config.get_business_db_url /
+    get_vector_db_url), so the step that needs the database fails naming the cause."""
+
+    unopened_error: TaskSecretError
+
+    def __new__(cls, masked: str, error: TaskSecretError) -> UnopenedConnection:
+        value = super().__new__(cls, masked)
+        value.unopened_error = error
+        return value
+
+
+def _key_id() -> str:
+    settings = get_settings()
+    if settings.kms_key_id:
+        return settings.kms_key_id
+    if settings.local_stack:
+        return LOCAL_KEY_ALIAS
+    raise TaskSecretError("DATA_PIPELINE_KMS_KEY_ID is not set: a db_connection with a password is never stored in "
+                          "clear, so this task cannot be created (give the URL without a password, or set the key)")
+
+
+def _encrypt(plaintext: bytes, context: dict[str, str]) -> bytes:
+    key_id = _key_id()
+    try:
+        try:
+            return get_kms().encrypt(KeyId=key_id, Plaintext=plaintext, EncryptionContext=context)["CiphertextBlob"]
+        except ClientError as exc:
+            if key_id != LOCAL_KEY_ALIAS or exc.response.get("Error", {}).get("Code") != "NotFoundException":
+                raise
+            _create_local_key()
+            return get_kms().encrypt(KeyId=key_id, Plaintext=plaintext, EncryptionContext=context)["CiphertextBlob"]
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+        log.error("db_connection not sealed", extra={"kms_key": key_id, "error_code": code})
+        raise TaskSecretError(f"the db_connection password could not be encrypted with KMS key {key_id} ({code}); "
+                              "the task was not stored") from exc
+
+
+def _create_local_key() -> None:
+    kms = get_kms()
+    key_id = kms.create_key(Description="data_pipeline local stack: task db_connection passwords")["KeyMetadata"][
+        "KeyId"]
+    try:
+        kms.create_alias(AliasName=LOCAL_KEY_ALIAS, TargetKeyId=key_id)
+    except ClientError as exc:  # another process made it first: use theirs
+        if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+            raise
+
+
+def _decrypt(blob: bytes, context: dict[str, str], task_id: Any) -> str:
+    try:
+        return get_kms().decrypt(CiphertextBlob=blob, EncryptionContext=context)["Plaintext"].decode("utf-8")
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+        log.error("db_connection not opened", extra={"task_id": task_id, "error_code": code})
+        raise TaskSecretError(f"task {task_id}: its db_connection password could not be decrypted with KMS ({code}); "
+                              "a local stack forgets its KMS key when it restarts: create the task again") from exc
 
 
 def step_key(step: str) -> str:

@@ -1,6 +1,7 @@
 """Task and step status in DynamoDB: one item per task, read through GSIs (never a Scan).
 
-The item keeps the secret `db_connection`; api/task_view.py makes the only view the API returns and masks it.
+The item keeps the secret `db_connection` sealed with KMS (task_items.py); `get_task` opens it again, and
+api/task_view.py makes the only view the API returns and masks it.
 Encoding and masking: task_items.py; progress writes of fan-out steps: task_progress.py.
 Nested maps (`step_status`, `steps`, `progress`, `llm_usage`, `results`) are updated by path so concurrent
 Map iterations of one step never overwrite each other.
@@ -20,6 +21,8 @@ from chalicelib.stores.task_items import (
     conditional_failed,
     from_dynamo,
     mask_secrets,
+    open_task_item,
+    seal_task_item,
     step_key,
     to_dynamo,
 )
@@ -138,7 +141,7 @@ class TaskStore(TaskListing, TaskProgressWrites):
         Two writes rather than TransactWriteItems: moto's transactions snapshot and restore the whole table,
         which would undo concurrent writes on the local stack. A crash between the two leaves the total one
         short; nothing else reads the counter."""
-        self.table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_not_exists(task_id)")
+        self.table.put_item(Item=to_dynamo(seal_task_item(item)), ConditionExpression="attribute_not_exists(task_id)")
         self.table.update_item(Key={"task_id": COUNTER_KEY}, UpdateExpression="ADD tasks_total :one",
                                ExpressionAttributeValues={":one": 1})
 
@@ -149,7 +152,7 @@ class TaskStore(TaskListing, TaskProgressWrites):
         found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True).get("Item")
         if not found:
             raise TaskNotFound(f"task {task_id} not found")
-        return from_dynamo(found)
+        return open_task_item(from_dynamo(found))
 
     # ---- table list and executions ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from chalicelib.api.auth import describe_local_auth
 from infra.local.lambdas import DEFAULT_WORKERS
 from infra.local.stack import ROOT, LocalStack
 
@@ -102,7 +103,8 @@ def serve(host: str, port: int, *, load_demo: bool = True, lambda_workers: int =
 def startup_banner(stack: LocalStack) -> str:
     """What `make serve` prints first: where the business data, the vectors and the local state are (passwords
     masked), and whether each came from the environment or is embedded."""
-    lines = ["data_pipeline local stack", f"  AWS services (moto): {stack.endpoint_url}"]
+    lines = ["data_pipeline local stack", f"  AWS services (moto): {stack.endpoint_url}",
+             "  " + describe_local_auth()]
     if stack.databases is not None:
         lines += ["  " + line for line in stack.databases.describe()]
     if stack.persist:

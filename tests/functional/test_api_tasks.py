@@ -65,9 +65,12 @@ def test_passwords_masked_everywhere(client):
         assert res.status_code == 200
         assert SECRET not in res.body.decode()
     assert "postgresql://u:***@db:5432/x" in client.http.get(f"{BASE}/{task_id}").body.decode()
-    # the secret is still stored for the steps
+    # stored sealed with KMS (never in clear, #12), opened again for the steps
     item = boto3.resource("dynamodb").Table("dp-test-tasks").get_item(Key={"task_id": task_id})["Item"]
-    assert SECRET in item["db_connection"]
+    assert SECRET not in str(item) and item["db_connection_sealed"].startswith("kms:v1:")
+    from chalicelib.stores.tasks import TaskStore
+
+    assert SECRET in TaskStore().get_task(task_id)["db_connection"]
 
 
 def test_query_filters_and_pagination(client):
