@@ -101,6 +101,8 @@ class Settings:
     table_list_buckets: tuple[str, ...] = ()
     local_stack: bool = False
     table_list_dir: str | None = None
+    allowed_db_hosts: str | None = None  # DATA_PIPELINE_ALLOWED_DB_HOSTS, see chalicelib/pipeline/hosts.py
+    allow_heuristic: bool = True  # DATA_PIPELINE_ALLOW_HEURISTIC: the heuristic provider may stand in for an LLM
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -185,4 +187,6 @@ def get_settings() -> Settings:
                                  if b.strip()),
         local_stack=_env_flag("DATA_PIPELINE_LOCAL", default=_env("AWS_LAMBDA_FUNCTION_NAME") is None),
         table_list_dir=_env("DATA_PIPELINE_TABLE_LIST_DIR"),
+        allowed_db_hosts=_env("DATA_PIPELINE_ALLOWED_DB_HOSTS"),
+        allow_heuristic=_env_flag("DATA_PIPELINE_ALLOW_HEURISTIC", default=True),
     )

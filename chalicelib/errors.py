@@ -91,6 +91,22 @@ class InvalidConnectionString(DatabaseConnectionError, status=400):
     """The connection string itself is malformed or missing (nothing was tried)."""
 
 
+class DatabaseHostNotAllowed(DatabaseConnectionError, code="DATABASE_HOST_NOT_ALLOWED", status=403):
+    """The database host (or an address it resolves to) is not in DATA_PIPELINE_ALLOWED_DB_HOSTS (nothing was tried)."""
+
+
+class ProviderNotConfigured(ValidationError, code="PROVIDER_NOT_CONFIGURED"):
+    """A provider the run needs cannot run in this deployment (no endpoint, no packaged model, heuristic disabled)."""
+
+
+class TaskCancelled(DataPipelineError, code="TASK_CANCELLED", status=409):
+    """The task was cancelled: a later step invocation of its execution writes nothing."""
+
+
+class TaskCancelFailed(DataPipelineError, code="TASK_CANCEL_FAILED", status=500):
+    """The execution could not be stopped and may still run; the task was not marked cancelled."""
+
+
 class VectorBackupFailed(DataPipelineError, code="VECTOR_BACKUP_FAILED"):
     """The vector tables could not be backed up (nothing was truncated)."""
 

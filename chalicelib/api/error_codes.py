@@ -12,6 +12,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "TABLE_LIST_MISSING": (400, "the task has no table list yet"),
     "DATABASE_CONNECTION_ERROR": (400, "400 when the connection string is malformed or missing, 500 when the "
                                        "database is unreachable or refuses the login"),
+    "PROVIDER_NOT_CONFIGURED": (400, "a provider the run needs cannot run here (no embedding endpoint and no "
+                                     "packaged model, or no LLM and the heuristic provider disabled)"),
+    "DATABASE_HOST_NOT_ALLOWED": (403, "the database host, or an address it resolves to, is not allowed "
+                                       "(DATA_PIPELINE_ALLOWED_DB_HOSTS); nothing was connected"),
     "UNAUTHORIZED": (401, "DATA_PIPELINE_API_KEY is set and the request has no valid `Authorization: Bearer` key"),
     "NOT_FOUND": (404, "the named object (e.g. a table) does not exist"),
     "TASK_NOT_FOUND": (404, "no task with this id"),
@@ -19,6 +23,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "METHOD_NOT_ALLOWED": (405, "the path exists but not with this HTTP method"),
     "TASK_ALREADY_RUNNING": (409, "the task runs; it cannot start again or change its table list now"),
     "TASK_NOT_RUNNING": (409, "cancel was asked for a task that does not run"),
+    "TASK_CANCELLED": (409, "the task was cancelled; a late step of its execution wrote nothing"),
+    "TASK_CANCEL_FAILED": (500, "the execution could not be stopped and may still run; the task is not cancelled"),
     "PAYLOAD_TOO_LARGE": (413, "the request body (or the uploaded file) is larger than the limit"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "the upload is not a .txt file"),
     "INTERNAL_ERROR": (500, "an unexpected error; details are in the service logs, never in the answer"),
@@ -37,5 +43,6 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 # Every operation can answer these (validation, the API key, an unknown method, the size limit, a bug).
 ALWAYS = {400: ["VALIDATION_ERROR"], 401: ["UNAUTHORIZED"], 405: ["METHOD_NOT_ALLOWED"],
           413: ["PAYLOAD_TOO_LARGE"], 500: ["INTERNAL_ERROR"]}
-STATUS_TEXT = {400: "Invalid request", 401: "Missing or wrong API key", 404: "Not found", 405: "Method not allowed",
+STATUS_TEXT = {400: "Invalid request", 401: "Missing or wrong API key", 403: "Forbidden",
+               404: "Not found", 405: "Method not allowed",
                409: "Conflict", 413: "Request too large", 415: "Unsupported media type", 500: "Server error"}
