@@ -3,6 +3,7 @@ stopped or had already ended."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,8 +25,11 @@ def _error_code(exc: Exception) -> str:
 
 def _cause(exc: Exception) -> str:
     if isinstance(exc, ClientError):
-        message = str(exc.response.get("Error", {}).get("Message") or "")
-        return f"{_error_code(exc)}: {message[:200]}" if message else _error_code(exc)
+        code, message = _error_code(exc), str(exc.response.get("Error", {}).get("Message") or "")
+        xml = re.search(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>", message)
+        if xml:  # an XML error body botocore did not parse (its status then stands in for the code)
+            code, message = xml.groups()
+        return f"{code}: {message[:200]}" if message else code
     return type(exc).__name__
 
 

@@ -124,9 +124,9 @@ def parse_rule(entry: str, source: str = SETTING) -> Rule:
         path, _, port = text.partition(":")
         return Rule("socket", path.rstrip("/") or "/", _ports(port, entry) if port else None, source)
     if text.startswith("["):  # [IPv6] or [IPv6/len], then an optional :port
-        inside, _, rest = text[1:].partition("]")
+        inside, bracket, rest = text[1:].partition("]")
         network = _network(inside)
-        if network is None or (rest and not rest.startswith(":")):
+        if network is None or not bracket or (rest and not rest.startswith(":")):
             raise DataPipelineError(f"{SETTING}: {entry!r} is not an [IPv6 address or network] with an optional :port")
         return Rule("network", network, _ports(rest[1:], entry) if rest else None, source)
     network = _network(text)  # a bare address or CIDR (IPv6 without brackets takes no port)
