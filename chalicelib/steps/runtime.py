@@ -169,12 +169,15 @@ class StepRun:
 def ensure_not_cancelled(tasks: TaskStore, task_id: str, execution_arn: str | None = None,
                          task: dict[str, Any] | None = None) -> dict[str, Any]:
     """The task as it is now; TaskCancelled when it was cancelled, or when `execution_arn` (the invocation's
-    `$$.Execution.Id`) is not the task's current execution: such an invocation must write nothing."""
+    `$$.Execution.Id`) is not the task's current execution (its ARN or name): such an invocation writes nothing."""
     task = task if task is not None else tasks.get_task(task_id)
-    current = (task.get("execution") or {}).get("execution_arn")
+    execution = task.get("execution") or {}
+    # The state machine sends the execution's ARN; its name (the task's execution_id) is accepted as well.
+    current = {execution.get("execution_arn"), execution.get("execution_id")} - {None}
     if task.get("status") == "cancelled":
         raise TaskCancelled(f"task {task_id} was cancelled; this step writes nothing")
-    if execution_arn and current and execution_arn != current:
+    if execution_arn and execution.get("execution_arn") and execution_arn not in current \
+            and execution_arn.rsplit(":", 1)[-1] not in current:
         raise TaskCancelled(f"task {task_id} runs another execution now; this step of an earlier one writes nothing")
     return task
 
