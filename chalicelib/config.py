@@ -116,6 +116,8 @@ class Settings:
     auth_mode: str | None = None
     kms_key_id: str | None = None
     metrics_enabled: bool = False
+    allowed_db_hosts: str | None = None  # DATA_PIPELINE_ALLOWED_DB_HOSTS, see chalicelib/pipeline/hosts.py
+    allow_heuristic: bool = True  # DATA_PIPELINE_ALLOW_HEURISTIC: the heuristic provider may stand in for an LLM
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -214,6 +216,8 @@ def get_settings() -> Settings:
         auth_mode=get_auth_mode(),
         kms_key_id=_env("DATA_PIPELINE_KMS_KEY_ID"),
         metrics_enabled=_env_flag("DATA_PIPELINE_METRICS", default=not local_stack),
+        allowed_db_hosts=_env("DATA_PIPELINE_ALLOWED_DB_HOSTS"),
+        allow_heuristic=_env_flag("DATA_PIPELINE_ALLOW_HEURISTIC", default=True),
     )
 
 

@@ -36,7 +36,8 @@ TABLE_LIST_UPLOAD = {
 
 @api_route(api_bp, TASKS, "POST", Operation(
     "createTask", "Create a task", "tasks", "Task created", rs.TaskCreated, 201, body=rq.CreateTaskRequest,
-    errors={400: ("INVALID_TABLE_NAME",), 413: ("PAYLOAD_TOO_LARGE",), 415: ("UNSUPPORTED_MEDIA_TYPE",)},
+    errors={400: ("INVALID_TABLE_NAME",), 403: ("DATABASE_HOST_NOT_ALLOWED",), 413: ("PAYLOAD_TOO_LARGE",),
+            415: ("UNSUPPORTED_MEDIA_TYPE",)},
     headers=(X_USER,)))
 def create_task(body: rq.CreateTaskRequest, request):
     return task_service.create_task(body, request.headers.get("x-user"))
@@ -66,14 +67,15 @@ def get_task(task_id):
 @api_route(api_bp, TASK + "/execute", "POST", Operation(
     "executeTask", "Start the pipeline (Step Functions)", "tasks", "Task execution started", rs.ExecutionStarted, 202,
     body=rq.ExecuteRequest, description="Two simultaneous calls: exactly one wins (202), the other gets 409.",
-    errors={400: ("TABLE_LIST_MISSING", "DATABASE_CONNECTION_ERROR"), **NO_TASK, 409: ("TASK_ALREADY_RUNNING",)}))
+    errors={400: ("TABLE_LIST_MISSING", "DATABASE_CONNECTION_ERROR", "PROVIDER_NOT_CONFIGURED"),
+            403: ("DATABASE_HOST_NOT_ALLOWED",), **NO_TASK, 409: ("TASK_ALREADY_RUNNING",)}))
 def execute_task(task_id, body: rq.ExecuteRequest):
     return task_service.execute_task(task_id, body)
 
 
 @api_route(api_bp, TASK + "/cancel", "POST", Operation(
     "cancelTask", "Cancel a running task", "tasks", "Task cancelled", rs.TaskCancelled,
-    errors={**NO_TASK, 409: ("TASK_NOT_RUNNING",)}))
+    errors={**NO_TASK, 409: ("TASK_NOT_RUNNING",), 500: ("TASK_CANCEL_FAILED",)}))
 def cancel_task(task_id):
     return task_service.cancel_task(task_id)
 
@@ -138,14 +140,15 @@ def query_logs(task_id, body: rq.LogQueryRequest):
 
 @api_route(api_bp, "/database/tables", "POST", Operation(
     "listDatabaseTables", "List a database's tables", "database", "Database tables", rs.DatabaseTables,
-    body=rq.DatabaseTablesRequest, errors={500: ("DATABASE_CONNECTION_ERROR",)}))
+    body=rq.DatabaseTablesRequest, errors={403: ("DATABASE_HOST_NOT_ALLOWED",), 500: ("DATABASE_CONNECTION_ERROR",)}))
 def database_tables(body: rq.DatabaseTablesRequest):
     return database_service.list_database_tables(body)
 
 
 @api_route(api_bp, "/database/table/ddl", "POST", Operation(
     "tableDdl", "Document one table (nothing is written)", "database", "Table DDL", rs.TableDdl,
-    body=rq.TableDdlRequest, errors={400: ("INVALID_TABLE_NAME",), 404: ("NOT_FOUND",), 500: (
+    body=rq.TableDdlRequest, errors={400: ("INVALID_TABLE_NAME", "PROVIDER_NOT_CONFIGURED"),
+                                     403: ("DATABASE_HOST_NOT_ALLOWED",), 404: ("NOT_FOUND",), 500: (
         "DATABASE_CONNECTION_ERROR", "LLM_ERROR", "LLM_RATE_LIMITED", "LLM_TIMEOUT", "LLM_BAD_ANSWER")}))
 def database_table_ddl(body: rq.TableDdlRequest):
     return database_service.get_table_ddl(body)

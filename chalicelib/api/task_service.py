@@ -10,17 +10,21 @@ from typing import Any
 
 from chalicelib.api.models import CreateTaskRequest, ExecuteRequest, ListTasksParams, QueryTasksRequest
 from chalicelib.api.table_list_service import resolve_table_list_file, store_table_list
+from chalicelib.api.task_cancel import stop_execution
 from chalicelib.api.task_events import log_api_event
 from chalicelib.api.task_view import public_task_view
 from chalicelib.aws import get_sfn
-from chalicelib.config import STEP_NAMES, get_settings
+from chalicelib.config import STEP_NAMES, Settings, get_settings
 from chalicelib.errors import (
+    DatabaseConnectionError,
+    DatabaseHostNotAllowed,
     DataPipelineError,
     InvalidConnectionString,
     TableListMissing,
     TaskNotRunning,
 )
-from chalicelib.pipeline.db import database_name
+from chalicelib.pipeline.db import check_connection_allowed, database_name
+from chalicelib.providers.factory import check_providers_ready
 from chalicelib.stores.files import FileStore
 from chalicelib.stores.tasks import TaskStore, now_iso
 
@@ -43,6 +47,8 @@ def create_task(body: CreateTaskRequest, created_by: str | None = None) -> dict[
     flags = {name: getattr(body, name) for name in FLAGS}
     if flags["truncate_vector_tables"]:
         flags["backup_vector_tables"] = True
+    if db_connection:
+        check_task_database(db_connection)
     refs, source = resolve_table_list_file(table_list_file) if table_list_file else (None, None)
     parameters = {"business_context": business_context, "db_name": db_name, **flags}
     if table_list_file and source != "inline":
@@ -57,6 +63,17 @@ def create_task(body: CreateTaskRequest, created_by: str | None = None) -> dict[
     log_api_event(task_id, f"task created: {task_name or task_id}", created_by=creator)
     return {"task_id": task_id, "task_name": task_name, "status": task["status"], "created_at": task["created_at"],
             "has_table_list": refs is not None}
+
+
+def check_task_database(db_connection: str) -> None:
+    """A task's own db_connection must name an allowed host (403 DATABASE_HOST_NOT_ALLOWED) that resolves (400):
+    checked when it is given and again by every step before it connects. Nothing is connected here."""
+    try:
+        check_connection_allowed(db_connection)
+    except (InvalidConnectionString, DatabaseHostNotAllowed):
+        raise
+    except DatabaseConnectionError as exc:  # the host name does not resolve: the request names a wrong host
+        raise InvalidConnectionString(exc.message, invalid_params=["db_connection"]) from None
 
 
 def _default_db_name(db_connection: str | None) -> str | None:
@@ -166,9 +183,10 @@ def execute_task(task_id: str, body: ExecuteRequest) -> dict[str, Any]:
     params = task.get("parameters") or {}
     truncate = params.get("truncate_vector_tables", False) if truncate is None else truncate
     backup = bool(truncate or (params.get("backup_vector_tables", False) if backup is None else backup))
+    plan = build_plan(task, mode, step, backup, bool(truncate))
+    preflight(task, plan, settings)
     execution_id = new_execution_id(task_id, mode, step)
-    store.claim_execution(task_id, mode, step, build_plan(task, mode, step, backup, bool(truncate)),
-                          execution_id=execution_id)
+    store.claim_execution(task_id, mode, step, plan, execution_id=execution_id)
     execution_input = {"task_id": task_id, "execution_mode": mode, "step_name": step,
                        "backup_vector_tables": backup, "truncate_vector_tables": bool(truncate)}
     try:
@@ -184,18 +202,33 @@ def execute_task(task_id: str, body: ExecuteRequest) -> dict[str, Any]:
             "message": "The task runs in the background; poll the status endpoint for progress."}
 
 
+def preflight(task: dict[str, Any], plan: dict[str, Any], settings: Settings) -> None:
+    """Before anything starts: the providers the planned steps need can run here (400 PROVIDER_NOT_CONFIGURED),
+    and the databases the run will connect to are allowed hosts (403 DATABASE_HOST_NOT_ALLOWED)."""
+    check_providers_ready(settings, plan["steps"])
+    urls = [settings.business_db_url_for(task.get("db_connection"))]
+    if "training_load" in plan["steps"] or plan.get("backup_vector_tables") or plan.get("truncate_vector_tables"):
+        urls.append(settings.vector_db_url_for(task.get("db_connection")))
+    for url in dict.fromkeys(u for u in urls if u):
+        check_task_database(url)
+
+
 def cancel_task(task_id: str) -> dict[str, Any]:
-    """Stop the running execution and mark the task cancelled (409 TASK_NOT_RUNNING when nothing runs)."""
+    """Stop the running execution and mark the task cancelled (409 TASK_NOT_RUNNING when nothing runs).
+
+    Only an execution that was stopped, or had already ended, lets the task be cancelled; any other failure of
+    StopExecution is a 500 TASK_CANCEL_FAILED naming it, and the task stays as it was (its execution may run)."""
     store = TaskStore()
     task = store.get_task(task_id)
     if task.get("status") != "in_progress":
         raise TaskNotRunning(f"task {task_id} is not running (status {task.get('status')})")
     arn = (task.get("execution") or {}).get("execution_arn")
     if arn:
-        try:
-            get_sfn().stop_execution(executionArn=arn, error="Cancelled", cause="cancelled through the API")
-        except Exception as exc:  # an execution that already ended cannot be stopped; the task is still cancelled
-            log_api_event(task_id, f"stop_execution failed: {type(exc).__name__}", "WARNING")
+        outcome = stop_execution(get_sfn(), arn)
+        log_api_event(task_id, f"execution {outcome}")
+        task = store.get_task(task_id)
+        if task.get("status") != "in_progress":  # it finished (or was cancelled) while it was being stopped
+            raise TaskNotRunning(f"task {task_id} is not running (status {task.get('status')})")
     for step, status in (task.get("step_status") or {}).items():
         if status == "running":
             store.mark_step_failed(task_id, step, "cancelled")

@@ -17,7 +17,8 @@ RESTORE = Operation(
     "restoreVectorBackup", "Restore a vector-table backup", "vectors", "Vector tables restored", rs.RestoreResult,
     body=rq.RestoreRequest, description="Loads a task's backup CSVs back into the pgvector database in one "
     "transaction (the latest set unless `timestamp`).",
-    errors={404: ("TASK_NOT_FOUND", "BACKUP_NOT_FOUND"), 409: ("VECTOR_RESTORE_CONFLICT",),
+    errors={403: ("DATABASE_HOST_NOT_ALLOWED",), 404: ("TASK_NOT_FOUND", "BACKUP_NOT_FOUND"),
+            409: ("VECTOR_RESTORE_CONFLICT",),
             500: ("VECTOR_RESTORE_FAILED", "DATABASE_CONNECTION_ERROR")})
 
 

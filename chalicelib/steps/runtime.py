@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib import errors
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import DatabaseConnectionError, DataPipelineError
+from chalicelib.errors import DatabaseConnectionError, DataPipelineError, TaskCancelled
 from chalicelib.stores.files import FileStore, TaskFiles
 from chalicelib.stores.tasks import TaskStore
 from chalicelib.tasklog import TaskLogger
@@ -26,6 +26,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.introspect": "SchemaInspector",
     "chalicelib.pipeline.names": "SchemaInspector",
     "chalicelib.pipeline.db": "DatabaseConnector",
+    "chalicelib.pipeline.hosts": "DatabaseConnector",
     "chalicelib.pipeline.ddl": "DDLMDGenerator",
     "chalicelib.pipeline.ddl_render": "DDLMDGenerator",
     "chalicelib.pipeline.qa": "QuestionSQLGenerator",
@@ -168,13 +169,31 @@ class StepRun:
         return datetime.fromisoformat(started).strftime("%Y%m%d_%H%M%S")
 
 
+def ensure_not_cancelled(tasks: TaskStore, task_id: str, execution_arn: str | None = None,
+                         task: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The task as it is now; TaskCancelled when it was cancelled, or when `execution_arn` (the invocation's
+    `$$.Execution.Id`) is not the task's current execution (its ARN or name): such an invocation writes nothing."""
+    task = task if task is not None else tasks.get_task(task_id)
+    execution = task.get("execution") or {}
+    # The state machine sends the execution's ARN; its name (the task's execution_id) is accepted as well.
+    current = {execution.get("execution_arn"), execution.get("execution_id")} - {None}
+    if task.get("status") == "cancelled":
+        raise TaskCancelled(f"task {task_id} was cancelled; this step writes nothing")
+    if execution_arn and execution.get("execution_arn") and execution_arn not in current \
+            and execution_arn.rsplit(":", 1)[-1] not in current:
+        raise TaskCancelled(f"task {task_id} runs another execution now; this step of an earlier one writes nothing")
+    return task
+
+
 @contextmanager
 def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step: bool = False) -> Iterator[StepRun]:
-    """Open a step invocation; log and re-raise any failure so the state machine's Catch sees its class."""
+    """Open a step invocation; log and re-raise any failure so the state machine's Catch sees its class.
+
+    A cancelled task's invocation stops at once (TaskCancelled) before it writes anything, its log included."""
     _install_bridge()
     task_id = event["task_id"]
     tasks = TaskStore()
-    task = tasks.get_task(task_id)
+    task = ensure_not_cancelled(tasks, task_id, event.get("execution_id"))
     execution_id = (task.get("execution") or {}).get("execution_id")
     log = TaskLogger(task_id, step=step, execution_id=execution_id, logger_name=logger_name, files=FileStore())
     if starts_step:

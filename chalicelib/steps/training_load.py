@@ -13,7 +13,7 @@ from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded
 from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, FILES_BUNDLE
 from chalicelib.steps.qa_generation import current_pair_file
-from chalicelib.steps.runtime import StepRun, step_run
+from chalicelib.steps.runtime import StepRun, ensure_not_cancelled, step_run
 
 STEP = "training_load"
 LOGGER = "TrainingDataLoader"
@@ -82,6 +82,7 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
             pairs=pairs,
             batch_size=run.settings.embedding_batch_size,
             provenance=provenance(run, ddl_names, [n for n, _ in sections], pair_file),
+            before_write=lambda: ensure_not_cancelled(run.tasks, run.task_id, event.get("execution_id")),
         )
         result = {**counts, "embedding_model": embedder.model_name, "embedding_dim": embedder.dimension}
         run.log.info(f"training_load completed: {json.dumps(counts, ensure_ascii=False)}")

@@ -254,7 +254,7 @@ def test_chalice_level_errors_come_in_the_envelope(client, document):
 
 def test_real_answers_match_the_document(client, document):
     tasks = f"{PREFIX}/data_pipeline/tasks"
-    created = post_json(client, tasks, {"task_name": "doc", "db_connection": "postgresql://u:pw-x@db:5432/d"})
+    created = post_json(client, tasks, {"task_name": "doc", "db_connection": "postgresql://u:pw-x@localhost:5432/d"})
     task_id = _check(document, "/data_pipeline/tasks", "post", created)["data"]["task_id"]
     _check(document, "/data_pipeline/tasks", "post", post_json(client, tasks, {"task_name": 5}))
     _check(document, "/data_pipeline/tasks", "post", post_json(client, tasks, b"[1"))
