@@ -108,7 +108,8 @@ class LLMRateLimited(LLMError, code="LLM_RATE_LIMITED"):
 
 
 class LLMTimeout(LLMError, code="LLM_TIMEOUT"):
-    """The LLM endpoint kept timing out."""
+    """The LLM endpoint kept timing out or failing transiently (HTTP 408/5xx, connection reset or refused): a
+    later retry may succeed, so the state machine retries it (the message names the actual cause)."""
 
 
 class LLMBadAnswer(LLMError, code="LLM_BAD_ANSWER"):

@@ -26,7 +26,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "VECTOR_TRUNCATE_FAILED": (500, "langchain_pg_embedding could not be emptied (or restored)"),
     "LLM_ERROR": (500, "the LLM endpoint failed for good"),
     "LLM_RATE_LIMITED": (500, "the LLM endpoint kept answering 429"),
-    "LLM_TIMEOUT": (500, "the LLM endpoint kept timing out"),
+    "LLM_TIMEOUT": (500, "the LLM endpoint kept timing out or failing transiently (HTTP 5xx, connection errors)"),
     "LLM_BAD_ANSWER": (500, "the LLM answered something unusable twice"),
     "EMBEDDING_ERROR": (500, "the embedding endpoint failed"),
     "STEP_FAILED": (500, "a step could not produce its output"),

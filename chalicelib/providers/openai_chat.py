@@ -1,9 +1,10 @@
 """OpenAIProvider: the LLM port (chalicelib.pipeline.ports.LLMProvider) over any OpenAI-compatible chat endpoint
 (OpenAI, DeepSeek, Qwen, vLLM, Ollama…) through the `openai` client.
 
-The client retries 429/5xx/timeouts/connection errors itself (LLM_MAX_RETRIES, its backoff honours Retry-After);
-what is left propagates as the project's error classes (LLMRateLimited, LLMTimeout, LLMError, LLMBadAnswer) so
-the state machine can tell them apart. An unusable answer is re-asked once. A process-wide semaphore bounds the
+The client retries 429/5xx/timeouts/connection errors itself a few times, quickly (LLM_MAX_RETRIES, waits capped
+at LLM_MAX_RETRY_WAIT_SECONDS: chalicelib.providers.openai_client); what is left propagates as the project's
+error classes so the state machine can tell them apart: LLMRateLimited and LLMTimeout (retry later) from LLMError
+and LLMBadAnswer (retrying will not help). An unusable answer is re-asked once. A process-wide semaphore bounds the
 calls in flight (LLM_MAX_CONCURRENCY).
 """
 from __future__ import annotations
@@ -75,7 +76,7 @@ class OpenAIProvider:
         self.endpoint = parsed.netloc.rsplit("@", 1)[-1] or settings.llm_base_url
         self._client = client or shared_openai_client(
             settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds,
-            settings.llm_max_retries,
+            settings.llm_max_retries, settings.llm_max_retry_wait_seconds,
         )
         self._semaphore = _process_semaphore(settings.llm_max_concurrency)
         self._usage_lock = threading.Lock()
@@ -155,19 +156,23 @@ class OpenAIProvider:
         return response.choices[0].message.content
 
     def _as_project_error(self, exc: openai.APIError, attempts: int | None) -> errors.LLMError:
+        """Retryable failures (429; timeouts, 408/409/5xx, connection errors) become LLMRateLimited / LLMTimeout,
+        which the state machine retries later; what retrying cannot fix (another 4xx, a refused request) is an
+        LLMError that fails the table or theme for good. Every message names the cause."""
         if isinstance(exc, openai.RateLimitError):
             return errors.LLMRateLimited(f"{self._describe()} is rate limiting (HTTP 429){_after(attempts)}")
         if isinstance(exc, openai.APIStatusError):
             detail = self._scrub(str(getattr(exc, "message", "")))[:300]
-            if exc.status_code < 500:
-                return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
-            return errors.LLMError(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: {detail}")
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                return errors.LLMTimeout(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: "
+                                         f"{detail}")
+            return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
         if isinstance(exc, openai.APITimeoutError):
             return errors.LLMTimeout(f"{self._describe()} did not answer within {self.settings.llm_timeout_seconds:g} s"
                                      f"{_after(attempts)}")
         if isinstance(exc, openai.APIConnectionError):
-            return errors.LLMError(f"{self._describe()} could not be reached{_after(attempts)}: "
-                                   f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
+            return errors.LLMTimeout(f"{self._describe()} could not be reached{_after(attempts)}: "
+                                     f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
         return errors.LLMError(f"{self._describe()} failed: {self._scrub(str(exc))[:300]}")
 
     def _record_failure(self, started: float, exc: openai.APIError) -> int | None:
