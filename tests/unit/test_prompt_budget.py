@@ -170,3 +170,17 @@ def test_a_table_too_wide_for_one_prompt_is_asked_in_parts_of_its_columns():
     listed = [line.split()[1] for p in asks for line in p.splitlines() if line.startswith("- c")]
     assert listed == [c.name for c in columns]  # every column once, in order
     assert all("(part " in p for p in asks)
+
+
+def test_the_budget_comes_from_the_settings(monkeypatch):
+    from chalicelib.config import get_settings
+
+    monkeypatch.setenv("LLM_CONTEXT_TOKENS", "8192")
+    monkeypatch.setenv("LLM_ANSWER_TOKENS", "2048")
+    budget = PromptBudget.from_settings(get_settings())
+    assert budget.prompt_tokens == 6144
+    docs = synthetic_docs(300)
+    asks = prompts.theme_prompts(docs, ZH, 5, "zh", budget)
+    assert len(asks) > 1 and max(_size(p, "zh") for p in asks) <= 6144
+    theme = Theme("主题", "说明", [d.meta.ref.display_name for d in docs[:50]], [], [])
+    assert _size(prompts.pairs_prompt(theme, docs[:50], ZH, 10, "zh", budget), "zh") <= 6144
