@@ -5,7 +5,8 @@
             of connections: DATA_PIPELINE_VALIDATION_CONCURRENCY, default 4)
 - baseline: a sequential EXPLAIN loop on one autocommit connection (no read-only check, no timeout)
 
-Both must agree on which statements are valid. Each side runs five times, alternating, and keeps its best time
+ratio = project statements/s over the loop's (target: >= 1.0; it was >= 0.8). Both must agree on which statements
+are valid. Each side runs five times, alternating, and keeps its best time
 (the machine is shared). Statements are all distinct, so the project's per-text cache does not help it.
 
     python -m benchmarks.bench_sql_validation [--statements N]

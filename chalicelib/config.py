@@ -57,6 +57,13 @@ class Settings:
     - DATA_PIPELINE_DDL_MAX_CONCURRENCY (5): Map iterations (Lambdas) of ddl_generation at once.
     - DATA_PIPELINE_QA_MAX_CONCURRENCY (5): themes generated at once (= the default theme count).
 
+    LLM retries and prompt size (chalicelib.providers.openai_client, chalicelib.pipeline.prompt_budget):
+    - LLM_MAX_RETRIES (2): quick retries by the openai client inside a Lambda; LLM_MAX_RETRY_WAIT_SECONDS (2): the
+      longest it waits between two (its backoff and a server's Retry-After are capped; a longer Retry-After is
+      not waited for). Past that, LLMRateLimited / LLMTimeout propagate to the state machine's Retry.
+    - LLM_CONTEXT_TOKENS (32768): the model's context window; LLM_ANSWER_TOKENS (4096): the part of it kept for
+      the answer. Every prompt is built to fit in the difference (estimated conservatively, see prompt_budget).
+
     Where `table_list_file` (create a task) may be read from:
     - DATA_PIPELINE_TABLE_LIST_BUCKETS: comma list of S3 buckets whose `s3://bucket/key.txt` may be named, besides
       the task bucket (always allowed).
@@ -118,6 +125,9 @@ class Settings:
     metrics_enabled: bool = False
     allowed_db_hosts: str | None = None  # DATA_PIPELINE_ALLOWED_DB_HOSTS, see chalicelib/pipeline/hosts.py
     allow_heuristic: bool = True  # DATA_PIPELINE_ALLOW_HEURISTIC: the heuristic provider may stand in for an LLM
+    llm_max_retry_wait_seconds: float = 2.0
+    llm_context_tokens: int = 32768
+    llm_answer_tokens: int = 4096
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -182,7 +192,7 @@ def get_settings() -> Settings:
         llm_api_key=secrets.resolve(_env("LLM_API_KEY"), variable="LLM_API_KEY"),
         llm_model=_env("LLM_MODEL", "gpt-4o-mini"),
         llm_timeout_seconds=float(_env("LLM_TIMEOUT_SECONDS", "60")),
-        llm_max_retries=_env_int("LLM_MAX_RETRIES", 3),
+        llm_max_retries=_env_int("LLM_MAX_RETRIES", 2),
         llm_max_concurrency=_env_int("LLM_MAX_CONCURRENCY", 16),
         embedding_base_url=_env("EMBEDDING_BASE_URL"),
         embedding_api_key=secrets.resolve(_env("EMBEDDING_API_KEY"), variable="EMBEDDING_API_KEY"),
@@ -218,6 +228,9 @@ def get_settings() -> Settings:
         metrics_enabled=_env_flag("DATA_PIPELINE_METRICS", default=not local_stack),
         allowed_db_hosts=_env("DATA_PIPELINE_ALLOWED_DB_HOSTS"),
         allow_heuristic=_env_flag("DATA_PIPELINE_ALLOW_HEURISTIC", default=True),
+        llm_max_retry_wait_seconds=float(_env("LLM_MAX_RETRY_WAIT_SECONDS", "2") or "2"),
+        llm_context_tokens=_env_int("LLM_CONTEXT_TOKENS", 32768),
+        llm_answer_tokens=_env_int("LLM_ANSWER_TOKENS", 4096),
     )
 
 

@@ -101,7 +101,8 @@ def generate_theme_pairs(llm: LLMProvider, theme: Theme, docs: list[TableDoc], b
         normalised = normalize_pair(pair)
         reason = "empty or not a SELECT" if normalised is None else check_read_only(normalised.sql)
         if reason:
-            logger.warning(f"pair dropped: {reason}", extra={"theme": theme.topic_name, "sql": pair.sql[:200]})
+            logger.warning("pair dropped: {reason}",
+                           extra={"reason": reason, "theme": theme.topic_name, "sql": pair.sql[:200]})
             continue
         pairs.append(normalised)
     return pairs

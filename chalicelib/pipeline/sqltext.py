@@ -153,3 +153,60 @@ def dedupe_key(sql: str) -> str:
     if tokens is None:
         return " ".join((sql or "").split()).rstrip("; ")
     return _join(tokens)
+
+
+_RELATION_KEYWORDS = frozenset({"from", "join", "update", "into"})
+
+
+def referenced_tables(sql: str) -> list[tuple[str | None, str]]:
+    """The relations a query names, as (schema or None, name), in order of appearance, CTE names left out.
+
+    Read from the parse tree (RangeVar nodes); SQL that does not parse (a failing query often does not) is read
+    from the scanner's tokens instead: the (qualified) name after FROM / JOIN. Used to show a model only the
+    tables a failing query uses."""
+    found: list[tuple[str | None, str]] = []
+    try:
+        statements = json.loads(parser.parse_sql_json(sql or ""))["stmts"]
+    except ParseError:
+        statements = None
+    if statements is not None:
+        ctes = {value.get("ctename") for key, value in _walk(statements) if key == "CommonTableExpr"}
+        for key, value in _walk(statements):
+            if key == "RangeVar" and isinstance(value, dict) and value.get("relname"):
+                schema = value.get("schemaname")
+                if schema is None and value["relname"] in ctes:
+                    continue
+                found.append((schema, value["relname"]))
+        # The walk is depth first from the end; the query's own order reads better.
+        found.sort(key=lambda ref: _position(sql, ref[1]))
+    else:
+        found = _scanned_relations(sql or "")
+    return list(dict.fromkeys(found))
+
+
+def _position(sql: str, name: str) -> int:
+    at = sql.find(name)
+    return at if at >= 0 else len(sql)
+
+
+def _scanned_relations(sql: str) -> list[tuple[str | None, str]]:
+    try:
+        tokens = [t for t in parser.scan(sql) if t.name not in _COMMENTS]
+    except ParseError:
+        return []
+    texts = [sql[t.start:t.end + 1] for t in tokens]
+    found: list[tuple[str | None, str]] = []
+    for i in range(len(tokens) - 1):
+        if texts[i].lower() not in _RELATION_KEYWORDS:
+            continue
+        parts: list[str] = []
+        j = i + 1
+        while j < len(tokens) and (tokens[j].name in ("IDENT", "UIDENT") or tokens[j].kind == "UNRESERVED_KEYWORD"):
+            text = texts[j]
+            parts.append(text[1:-1].replace('""', '"') if text.startswith('"') else text.lower())
+            if j + 1 >= len(tokens) or texts[j + 1] != ".":
+                break
+            j += 2
+        if parts:
+            found.append((parts[-2] if len(parts) > 1 else None, parts[-1]))
+    return found

@@ -204,6 +204,10 @@ def validate_pairs(
 ) -> ValidationReport:
     """EXPLAIN every pair; with repair, send failing pairs to `llm.repair_sql` in rounds.
 
+    An LLM that cannot repair (a refused request, unusable answers) stops the repair and the report says why
+    (`repair_error`); a throttled or unavailable one (LLMRateLimited, LLMTimeout) raises, so the batch is
+    retried later instead of dropping pairs that a repair could have kept.
+
     Statements are checked over at most `concurrency` connections, each statement in its own read-only
     transaction. `start_index` numbers the results when `pairs` is one batch of a longer list.
     """
@@ -251,6 +255,8 @@ def _run_repair_rounds(
                         for r in batch]
             try:
                 answers.update(llm.repair_sql(requests, docs) or {})
+            except (errors.LLMRateLimited, errors.LLMTimeout):
+                raise  # retrying can fix it: the state machine retries the batch, no pair is dropped for it
             except errors.LLMError as exc:
                 report.repair_error = f"{type(exc).__name__}: {exc}"
                 log.warning(f"SQL repair stopped: the LLM failed ({report.repair_error})")

@@ -1,9 +1,10 @@
 """OpenAIProvider: the LLM port (chalicelib.pipeline.ports.LLMProvider) over any OpenAI-compatible chat endpoint
 (OpenAI, DeepSeek, Qwen, vLLM, Ollama…) through the `openai` client.
 
-The client retries 429/5xx/timeouts/connection errors itself (LLM_MAX_RETRIES, its backoff honours Retry-After);
-what is left propagates as the project's error classes (LLMRateLimited, LLMTimeout, LLMError, LLMBadAnswer) so
-the state machine can tell them apart. An unusable answer is re-asked once. A process-wide semaphore bounds the
+The client retries 429/5xx/timeouts/connection errors itself a few times, quickly (LLM_MAX_RETRIES, waits capped
+at LLM_MAX_RETRY_WAIT_SECONDS: chalicelib.providers.openai_client); what is left propagates as the project's
+error classes so the state machine can tell them apart: LLMRateLimited and LLMTimeout (retry later) from LLMError
+and LLMBadAnswer (retrying will not help). An unusable answer is re-asked once. A process-wide semaphore bounds the
 calls in flight (LLM_MAX_CONCURRENCY).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -20,6 +22,13 @@ import openai
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.pipeline.models import CommentSuggestion, LLMUsage, QAPair, RepairRequest, TableDoc, TableMeta, Theme
+from chalicelib.pipeline.prompt_budget import (
+    MESSAGE_OVERHEAD_TOKENS,
+    PromptBudget,
+    clip_to_tokens,
+    estimate_messages,
+    estimate_tokens,
+)
 from chalicelib.pipeline.schema_text import select_theme_docs
 from chalicelib.pipeline.text import is_chinese
 from chalicelib.providers import prompts
@@ -37,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+PARALLEL_PARTS = 4  # parts of one question (summary chunks, wide-table columns) asked at once
+REASK_ECHO_TOKENS = 2000  # at most this much of an unusable answer is shown back on the re-ask
+
 _SEMAPHORES: dict[int, threading.BoundedSemaphore] = {}
 _SEMAPHORES_LOCK = threading.Lock()
 
@@ -48,6 +60,17 @@ def _process_semaphore(limit: int) -> threading.BoundedSemaphore:
         if limit not in _SEMAPHORES:
             _SEMAPHORES[limit] = threading.BoundedSemaphore(limit)
         return _SEMAPHORES[limit]
+
+
+def _merge_suggestions(parts: list[CommentSuggestion]) -> CommentSuggestion:
+    """The answers for the parts of a wide table's columns as one: the first table comment, every column."""
+    columns: dict[str, str] = {}
+    candidates: list[str] = []
+    for part in parts:
+        columns.update(part.column_comments)
+        candidates += [c for c in part.enum_candidates if c not in candidates]
+    table_comment = next((p.table_comment for p in parts if p.table_comment), None)
+    return CommentSuggestion(table_comment=table_comment, column_comments=columns, enum_candidates=candidates)
 
 
 def _after(attempts: int | None) -> str:
@@ -75,8 +98,9 @@ class OpenAIProvider:
         self.endpoint = parsed.netloc.rsplit("@", 1)[-1] or settings.llm_base_url
         self._client = client or shared_openai_client(
             settings.llm_base_url, settings.llm_api_key or "not-needed", settings.llm_timeout_seconds,
-            settings.llm_max_retries,
+            settings.llm_max_retries, settings.llm_max_retry_wait_seconds,
         )
+        self.budget = PromptBudget.from_settings(settings)
         self._semaphore = _process_semaphore(settings.llm_max_concurrency)
         self._usage_lock = threading.Lock()
 
@@ -84,38 +108,83 @@ class OpenAIProvider:
 
     def suggest_table_comments(self, meta: TableMeta, samples: list[dict], business_context: str) -> CommentSuggestion:
         lang = prompts.prompt_language(business_context)
-        prompt = prompts.comments_prompt(meta, samples, business_context, lang)
-        return self._ask(prompt, lang, parse_comment_answer, f"comments for {meta.ref.display_name}")
+        asks = prompts.comments_prompts(meta, samples, business_context, lang, self.budget)
+        what = f"comments for {meta.ref.display_name}"
+        if len(asks) == 1:
+            return self._ask(asks[0], lang, parse_comment_answer, what)
+        logger.info("wide table asked in parts", extra={"table": meta.ref.display_name, "parts": len(asks)})
+        return _merge_suggestions(self._ask_all(asks, lang, parse_comment_answer, what))
 
     def extract_themes(self, docs: list[TableDoc], business_context: str, count: int) -> list[Theme]:
+        """One call when the schema (or its summary) fits the budget; else one per chunk of the summary, and
+        merge rounds over the candidates until one call can choose the `count` themes."""
         lang = prompts.prompt_language(business_context)
-        prompt = prompts.themes_prompt(docs, business_context, count, lang)
-        return self._ask(prompt, lang, lambda v: parse_themes_answer(v, count), "themes")
+        asks = prompts.theme_prompts(docs, business_context, count, lang, self.budget)
+
+        def parse(value: Any) -> list[Theme]:
+            return parse_themes_answer(value, count)
+
+        if len(asks) == 1:
+            return self._ask(asks[0], lang, parse, "themes")
+        logger.info("schema summary asked in parts", extra={"tables": len(docs), "parts": len(asks)})
+        candidates = [theme for group in self._ask_all(asks, lang, parse, "themes") for theme in group]
+        while len(candidates) > count:
+            groups = prompts.merge_theme_groups(candidates, business_context, count, lang, self.budget)
+            if len(groups) == 1:
+                return self._ask(groups[0][1], lang, parse, "merged themes")
+            merged = [t for group in self._ask_all([p for _, p in groups], lang, parse, "merged themes") for t in group]
+            if len(merged) >= len(candidates):  # no group could be reduced: keep what there is
+                logger.warning("theme merge made no progress", extra={"candidates": len(candidates)})
+                return merged[:count]
+            candidates = merged
+        return candidates[:count]
 
     def generate_pairs(self, theme: Theme, docs: list[TableDoc], business_context: str, count: int) -> list[QAPair]:
         lang = prompts.prompt_language(business_context)
-        prompt = prompts.pairs_prompt(theme, select_theme_docs(theme, docs), business_context, count, lang)
+        prompt = prompts.pairs_prompt(theme, select_theme_docs(theme, docs), business_context, count, lang,
+                                      self.budget)
         return self._ask(prompt, lang, lambda v: parse_pairs_answer(v, count), f"pairs for theme {theme.topic_name}")
 
     def repair_sql(self, requests: list[RepairRequest], docs: list[TableDoc]) -> dict[int, str]:
+        """Repairs by request index; each prompt shows only the tables its failing statements use."""
         if not requests:
             return {}
         lang = "zh" if any(is_chinese(r.question) for r in requests) else "en"
-        indexes = {r.index for r in requests}
-        prompt = prompts.repair_prompt(requests, docs, lang)
-        return self._ask(prompt, lang, lambda v: parse_repairs_answer(v, indexes), "sql repairs")
+        batches, skipped = prompts.repair_prompts(requests, docs, lang, self.budget)
+        if skipped:
+            logger.warning("statements too long to ask a repair for", extra={"indexes": [r.index for r in skipped]})
+        repairs: dict[int, str] = {}
+        for batch, prompt in batches:
+            indexes = {r.index for r in batch}
+            repairs.update(self._ask(prompt, lang, lambda v, wanted=indexes: parse_repairs_answer(v, wanted),
+                                     "sql repairs"))
+        return repairs
 
     # -- internals -----------------------------------------------------------------------------------------
 
     def _describe(self) -> str:
         return f"LLM endpoint {self.endpoint} (model {self.model})"
 
+    def _ask_all(self, asks: list[str], lang: str, parse: Callable[[Any], T], what: str) -> list[T]:
+        """Several independent prompts, a few at a time (the process semaphore still bounds the calls)."""
+        workers = max(1, min(len(asks), PARALLEL_PARTS, self.settings.llm_max_concurrency))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-part") as pool:
+            futures = [pool.submit(self._ask, prompt, lang, parse, f"{what} (part {n}/{len(asks)})")
+                       for n, prompt in enumerate(asks, start=1)]
+            return [future.result() for future in futures]
+
     def _ask(self, prompt: str, lang: str, parse: Callable[[Any], T], what: str) -> T:
-        """One question, one re-ask when the answer is unusable, then LLMBadAnswer."""
+        """One question, one re-ask when the answer is unusable, then LLMBadAnswer. Every request is checked
+        against the budget (the builders keep to it; a prompt over it is a bug, not something to send)."""
+        limit = self.budget.prompt_tokens
         messages: list[dict[str, str]] = [
             {"role": "system", "content": prompts.SYSTEM_PROMPTS[lang]},
             {"role": "user", "content": prompt},
         ]
+        used = estimate_messages(messages)
+        if used > limit:
+            raise errors.LLMError(f"the prompt for {what} needs about {used} tokens, over the budget of {limit} "
+                                  "(LLM_CONTEXT_TOKENS minus LLM_ANSWER_TOKENS)")
         for attempt in (1, 2):
             answer = self._complete(messages)
             try:
@@ -126,9 +195,13 @@ class OpenAIProvider:
                     raise errors.LLMBadAnswer(
                         f"{self._describe()} gave an unusable answer for {what} twice: {exc}"
                     ) from None
+                reask = prompts.reask_text(str(exc), lang)
+                # The unusable answer is shown back only as far as the budget allows.
+                room = limit - used - estimate_tokens(reask) - 2 * MESSAGE_OVERHEAD_TOKENS
+                echo = clip_to_tokens(answer or "", max(0, min(room, REASK_ECHO_TOKENS)))
                 messages = messages + [
-                    {"role": "assistant", "content": (answer or "")[:4000]},
-                    {"role": "user", "content": prompts.reask_text(str(exc), lang)},
+                    {"role": "assistant", "content": echo},
+                    {"role": "user", "content": reask},
                 ]
         raise AssertionError("unreachable")
 
@@ -155,19 +228,23 @@ class OpenAIProvider:
         return response.choices[0].message.content
 
     def _as_project_error(self, exc: openai.APIError, attempts: int | None) -> errors.LLMError:
+        """Retryable failures (429; timeouts, 408/409/5xx, connection errors) become LLMRateLimited / LLMTimeout,
+        which the state machine retries later; what retrying cannot fix (another 4xx, a refused request) is an
+        LLMError that fails the table or theme for good. Every message names the cause."""
         if isinstance(exc, openai.RateLimitError):
             return errors.LLMRateLimited(f"{self._describe()} is rate limiting (HTTP 429){_after(attempts)}")
         if isinstance(exc, openai.APIStatusError):
             detail = self._scrub(str(getattr(exc, "message", "")))[:300]
-            if exc.status_code < 500:
-                return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
-            return errors.LLMError(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: {detail}")
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                return errors.LLMTimeout(f"{self._describe()} failed with HTTP {exc.status_code}{_after(attempts)}: "
+                                         f"{detail}")
+            return errors.LLMError(f"{self._describe()} rejected the request with HTTP {exc.status_code}: {detail}")
         if isinstance(exc, openai.APITimeoutError):
             return errors.LLMTimeout(f"{self._describe()} did not answer within {self.settings.llm_timeout_seconds:g} s"
                                      f"{_after(attempts)}")
         if isinstance(exc, openai.APIConnectionError):
-            return errors.LLMError(f"{self._describe()} could not be reached{_after(attempts)}: "
-                                   f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
+            return errors.LLMTimeout(f"{self._describe()} could not be reached{_after(attempts)}: "
+                                     f"{self._scrub(type(exc.__cause__ or exc).__name__)}")
         return errors.LLMError(f"{self._describe()} failed: {self._scrub(str(exc))[:300]}")
 
     def _record_failure(self, started: float, exc: openai.APIError) -> int | None:

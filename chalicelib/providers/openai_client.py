@@ -3,32 +3,59 @@ about the retries it made.
 
 Building a client costs tens of milliseconds of CPU (an httpx client and its TLS context); a warm Lambda
 reuses it, as it reuses its boto3 clients. The client is thread-safe and keeps its connection pool. It does the
-retrying itself (`max_retries`: 408/409/429/5xx, timeouts and connection errors, exponential backoff from 0.5 s,
-Retry-After honoured); what it cannot get past propagates to the state machine's Retry/Catch.
+first, quick retries itself (`max_retries`: 408/409/429/5xx, timeouts and connection errors) but never waits
+long between them: its exponential backoff (from 0.5 s) and a server's Retry-After are both capped at
+`max_wait` seconds (LLM_MAX_RETRY_WAIT_SECONDS), and a Retry-After longer than that is not waited for at all,
+the error is raised at once. What it cannot get past quickly propagates to the state machine's Retry, which
+waits outside the Lambda (a Lambda billed for sleeping, and holding a Map slot, helps nobody).
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
-_clients: dict[tuple[str, str, float, int], Any] = {}
+_clients: dict[tuple[str, str, float, int, float], Any] = {}
 _lock = threading.Lock()
 
 # The SDK numbers every attempt in this request header (0 for the first); the last request sent tells how many
 # retries a call took, whether it then succeeded or failed.
 _RETRY_COUNT_HEADER = "x-stainless-retry-count"
+DEFAULT_MAX_WAIT_SECONDS = 2.0
 
 
-def shared_openai_client(base_url: str, api_key: str, timeout: float, max_retries: int) -> Any:
-    """The process's client for this endpoint, key, per-attempt timeout and retry budget."""
-    key = (base_url, api_key, float(timeout), max(0, int(max_retries)))
+def _bounded_client_class() -> type:
+    """`openai.OpenAI` whose waits between retries never exceed `max_retry_wait` (imported lazily: the SDK is
+    heavy and only the LLM and embedding adapters need it)."""
+    import openai
+
+    class BoundedRetryOpenAI(openai.OpenAI):
+        max_retry_wait: float = DEFAULT_MAX_WAIT_SECONDS
+
+        def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None
+                                     ) -> float:
+            return min(super()._calculate_retry_timeout(remaining_retries, options, response_headers),
+                       self.max_retry_wait)
+
+        def _should_retry(self, response: Any) -> bool:
+            retry_after = self._parse_retry_after_header(response.headers)
+            if retry_after is not None and math.isfinite(retry_after) and retry_after > self.max_retry_wait:
+                return False  # the server asks for a longer pause than a Lambda should sleep: the state machine waits
+            return super()._should_retry(response)
+
+    return BoundedRetryOpenAI
+
+
+def shared_openai_client(base_url: str, api_key: str, timeout: float, max_retries: int,
+                         max_wait: float = DEFAULT_MAX_WAIT_SECONDS) -> Any:
+    """The process's client for this endpoint, key, per-attempt timeout, retry budget and longest wait."""
+    key = (base_url, api_key, float(timeout), max(0, int(max_retries)), max(0.0, float(max_wait)))
     with _lock:
         client = _clients.get(key)
         if client is None:
-            import openai
-
-            client = _clients[key] = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
-                                                   max_retries=key[3])
+            client = _clients[key] = _bounded_client_class()(base_url=base_url, api_key=api_key, timeout=timeout,
+                                                             max_retries=key[3])
+            client.max_retry_wait = key[4]
         return client
 
 

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from chalicelib.errors import StepFailed
+from chalicelib.errors import LLMRateLimited, LLMTimeout, StepFailed
 from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
@@ -136,8 +136,10 @@ def _sources_text(counts: dict[str, int]) -> str:
 
 def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: ConnectionPool
                    ) -> dict[str, Any]:
-    """One table, in a worker thread: its log lines, never raising; a connection of the batch is lent for each
-    database phase only. The result carries the TableDoc (`doc`) and file texts when it succeeded."""
+    """One table, in a worker thread: its log lines; a connection of the batch is lent for each database phase
+    only. The result carries the TableDoc (`doc`) and file texts when it succeeded. A failure is recorded on the
+    table, except a throttled or unavailable LLM (LLMRateLimited, LLMTimeout): retrying can fix that, so it is
+    raised and the state machine retries the batch."""
     name = ref.display_name
     started = time.monotonic()
     with bind_step_log(run.log):
@@ -146,6 +148,10 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
             if name not in schema:
                 raise StepFailed(f"table {name} is not in this run's introspected schema")
             result = _generate_table(run, connections, TableMeta.from_dict(schema[name]), llm)
+        except (LLMRateLimited, LLMTimeout) as exc:
+            run.log.warning("table left to a retry of its batch", table=name, error=type(exc).__name__,
+                            reason=exc.message)
+            raise
         except Exception as exc:  # recorded per table; the step decides in merge
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             run.log.error(f"Table {name} failed ({_provider_label(llm)}): {reason}")

@@ -40,17 +40,19 @@ def _task_with_ddl(pipeline, pipeline_stack, monkeypatch, tables: list[str]) -> 
 def test_server_errors_and_malformed_answers_fail_theme_extraction(pipeline, pipeline_stack, llm_stub, monkeypatch):
     task_id = _task_with_ddl(pipeline, pipeline_stack, monkeypatch, ["public.bss_company", "public.bss_service_area"])
     _use_llm(monkeypatch, llm_stub, retries=2)
-    llm_stub.default = good_responder
-    llm_stub.script(*[StubAnswer(status=500, headers={"Retry-After": "0"})] * 3)
+    # A server that keeps failing: transient for the client (3 attempts per Lambda) and for the state machine
+    # (LLMTimeout, which its Retry may repeat), then the step fails naming the status.
+    llm_stub.default = lambda request: StubAnswer(status=500, headers={"Retry-After": "0"})
     status = _run(pipeline, task_id, execution_mode="step", step_name="qa_generation")
     assert status["status"] == "failed"
     assert status["step_status"] == {"ddl_generation": "completed", "qa_generation": "failed",
                                      "sql_validation": "pending", "training_load": "pending"}
-    assert status["error_message"].startswith("LLM_ERROR:")
+    assert status["error_message"].startswith("LLM_TIMEOUT:")
     assert "HTTP 500 after 3 attempts" in status["error_message"]
     assert API_KEY not in status["error_message"]
     assert not [n for n, f in pipeline.files(task_id).items() if f["is_primary"]]
-    assert len(llm_stub.chat_requests) == 3
+    assert len(llm_stub.chat_requests) % 3 == 0 and llm_stub.chat_requests
+    llm_stub.default = good_responder
 
     # Two unusable answers in a row (the first and the re-ask): LLMBadAnswer, nothing produced.
     llm_stub.script("Here are some themes: revenue, traffic. Hope this helps!", '{"themes": "revenue"')

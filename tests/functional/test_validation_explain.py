@@ -35,8 +35,11 @@ class ScriptedRepairLLM:
 class FailingLLM:
     name = "failing"
 
+    def __init__(self, error: errors.LLMError | None = None):
+        self.error = error or errors.LLMBadAnswer("unusable answer twice")
+
     def repair_sql(self, requests, docs):
-        raise errors.LLMRateLimited("rate limited for good")
+        raise self.error
 
 
 def _rows(url):
@@ -173,8 +176,19 @@ def test_llm_failure_stops_repair_but_keeps_results(shop_db):
     pairs = [QAPair("bad", "select x from orders;"), QAPair("good", "select 1;")]
     report = validate_pairs(shop_db, pairs, llm=FailingLLM(), docs=[], enable_repair=True, max_rounds=2,
                             timeout_ms=2000)
-    assert report.repair_error and "LLMRateLimited" in report.repair_error
+    assert report.repair_error and "LLMBadAnswer" in report.repair_error
     assert report.counts()["valid_after"] == 1 and report.results[0].dropped
+
+
+@pytest.mark.parametrize("error", [errors.LLMRateLimited("HTTP 429 after 3 attempts"),
+                                   errors.LLMTimeout("failed with HTTP 503 after 3 attempts")])
+def test_throttled_repair_raises_for_a_retry_of_the_batch(shop_db, error):
+    # Dropping the pair would make a passing 429 permanent; the batch is retried by the state machine instead.
+    pairs = [QAPair("bad", "select x from orders;"), QAPair("good", "select 1;")]
+    with pytest.raises(type(error)) as info:
+        validate_pairs(shop_db, pairs, llm=FailingLLM(error), docs=[], enable_repair=True, max_rounds=2,
+                       timeout_ms=2000)
+    assert info.value is error
 
 
 def test_many_statements_share_one_connection(shop_db):

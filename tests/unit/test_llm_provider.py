@@ -207,6 +207,35 @@ def test_retry_after_is_honoured_by_the_client(llm_stub):
     assert provider.usage.calls == 3 and provider.usage.retries == 2
 
 
+def test_backoff_and_retry_after_are_capped_inside_the_lambda(llm_stub):
+    # The client's own backoff (0.5 s, then 1 s) is cut to the configured cap ...
+    llm_stub.script(StubAnswer(status=500), StubAnswer(status=502), GOOD_COMMENTS)
+    provider = _provider(llm_stub, llm_max_retry_wait_seconds=0.1)
+    provider.suggest_table_comments(META, SAMPLES, ZH)
+    times = [r["time"] for r in llm_stub.requests]
+    assert len(times) == 3
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 0.3
+    # ... and a server asking for a longer pause than the cap is not waited for: raised at once, for the
+    # state machine's Retry to wait outside the Lambda.
+    llm_stub.script(StubAnswer(status=429, headers={"Retry-After": "1"}), GOOD_COMMENTS)
+    started = time.monotonic()
+    with pytest.raises(errors.LLMRateLimited):
+        provider.suggest_table_comments(META, SAMPLES, ZH)
+    assert time.monotonic() - started < 0.5 and len(llm_stub.requests) == 4
+    assert provider.suggest_table_comments(META, SAMPLES, ZH).table_comment == "服务区信息"
+
+
+def test_transient_errors_are_retryable_classes_and_a_bad_request_is_not(llm_stub):
+    llm_stub.script(*[StubAnswer(status=503, headers={"Retry-After": "0"})] * 3)
+    with pytest.raises(errors.LLMTimeout) as info:
+        _provider(llm_stub).suggest_table_comments(META, SAMPLES, ZH)
+    assert "HTTP 503 after 3 attempts" in str(info.value)
+    llm_stub.script(StubAnswer(status=400))
+    with pytest.raises(errors.LLMError) as info:
+        _provider(llm_stub).suggest_table_comments(META, SAMPLES, ZH)
+    assert type(info.value) is errors.LLMError and "HTTP 400" in str(info.value)
+
+
 def test_each_provider_counts_its_own_retries(llm_stub):
     # Providers share one client per endpoint; a retry made for one is never counted by another.
     busy, calm = _provider(llm_stub), _provider(llm_stub)
