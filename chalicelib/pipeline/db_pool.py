@@ -1,12 +1,43 @@
-"""A small pool of PostgreSQL connections shared by the threads of one invocation."""
+"""A small pool of PostgreSQL connections shared by the threads of one invocation, and the psycopg 3
+connections of the SQL validator (the extended query protocol, which psycopg2 never uses)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
+
+from chalicelib.errors import DatabaseConnectionError, InvalidConnectionString
 from chalicelib.pipeline import db
+
+logger = logging.getLogger(__name__)
+
+
+def connect_extended(url: str, *, application_name: str = "data_pipeline_validation",
+                     connect_timeout: int = 10) -> psycopg.Connection:
+    """A psycopg 3 connection (autocommit, UTF-8, bounded connect time) for statements that must go through
+    Parse/Bind/Execute: PostgreSQL refuses more than one statement there ("cannot insert multiple commands into
+    a prepared statement"), whatever a comment or quote trick hides.
+
+    The same URL rules and password-free errors as `db.connect` (InvalidConnectionString,
+    DatabaseConnectionError with the masked URL).
+    """
+    db._check_url(url)  # noqa: SLF001 - the one URL rule of the package, kept in db
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout, application_name=application_name,
+                               client_encoding="UTF8", autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = db._scrub(str(exc), url)
+        logger.warning("database connection failed", extra={"db": db.mask_url(url), "reason": reason})
+        raise DatabaseConnectionError(f"cannot connect to {db.mask_url(url)}: {reason}") from None
+    except psycopg.ProgrammingError as exc:  # libpq rejected the URI itself (bad parameter, bad escape …)
+        raise InvalidConnectionString(
+            f"malformed database connection string {db.mask_url(url)}: {db._scrub(str(exc), url)}",
+            invalid_params=["db_connection"],
+        ) from None
 
 
 def _rollback(conn: Any) -> None:
