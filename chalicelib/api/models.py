@@ -113,7 +113,6 @@ def _db_connection(value: Any, info: ValidationInfo) -> str:
 DbConnection = Annotated[str, BeforeValidator(_db_connection), WithJsonSchema({
     "type": "string", "x-error-code": "DATABASE_CONNECTION_ERROR",
     "pattern": r"^\s*[Pp][Oo][Ss][Tt][Gg][Rr][Ee][Ss](?:[Qq][Ll])?://",
-    "examples": ["postgresql://reader:password@db.internal:5432/highway_db"],
     "description": "postgresql://user:pass@host:port/db; default: the configured database. Never returned "
                    "unmasked; a malformed one is a 400 DATABASE_CONNECTION_ERROR"})]
 
@@ -142,8 +141,13 @@ def query_int(minimum: int, maximum: int | None = None) -> Any:
     return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_query_int)]
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 2.0 is the integer 2 (JSON Schema says so too); 2.5 and true stay errors."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def body_int(minimum: int, maximum: int | None = None) -> Any:
-    return Annotated[int, Field(ge=minimum, le=maximum)]
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_integral)]
 
 
 def _has_marker(annotation: Any) -> bool:
@@ -286,6 +290,14 @@ class ExecuteRequest(RequestModel):
 
 # ---- table lists and logs ---------------------------------------------------------------------------------
 
+# What chalicelib.pipeline.tablelist accepts per item, as a regex can say it: `table` or `schema.table`, each part
+# unquoted (letters, digits, _, $, any non-ASCII) or double-quoted ("" inside), at most 63 bytes (21 characters of
+# up to 3 bytes claimed); or a blank / `#` / `--` item, which is ignored.
+_NAME_PART = (r'(?:[A-Za-z0-9_$]{1,63}|[A-Za-z0-9_$\u0080-\ud7ff\ue000-\uffff]{1,21}'
+              r'|"(?:[^"\x00\r\n\ud800-\udfff\U00010000-\U0010ffff]|""){1,21}")')
+TABLE_NAME_ITEM_PATTERN = rf"^\s*(?:{_NAME_PART}(?:\.{_NAME_PART})?|#.*|--.*)?\s*$"
+
+
 def _name_list(value: Any) -> Any:
     if not isinstance(value, list):
         raise _fail("VALIDATION_ERROR", "table_names must be a list of table names")
@@ -300,7 +312,8 @@ class TableNamesRequest(RequestModel):
         {"table_names": ["bss_company", "public.bss_service_area"], "business_context": "高速公路服务区管理系统"}]})
 
     table_names: Annotated[list[Any], BeforeValidator(_name_list), WithJsonSchema({
-        "type": "array", "items": {"type": "string"}, "x-error-code": "INVALID_TABLE_NAME", "minItems": 1,
+        "type": "array", "items": {"type": "string", "pattern": TABLE_NAME_ITEM_PATTERN},
+        "x-error-code": "INVALID_TABLE_NAME", "minItems": 1,
         "contains": {"type": "string", "pattern": r"^\s*[^\s#-]"},
         "examples": [["bss_company", "public.bss_service_area"]],
         "description": "`table` or `schema.table`; blank items and `#`/`--` items are ignored, at least one name "
