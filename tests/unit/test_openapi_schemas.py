@@ -18,7 +18,7 @@ from chalicelib.api.operations import validate
 from chalicelib.pipeline.tablelist import parse_table_name
 from chalicelib.stores.files import safe_file_name
 
-FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True,
+FAST = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 
 
