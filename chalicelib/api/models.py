@@ -112,7 +112,8 @@ def _db_connection(value: Any, info: ValidationInfo) -> str:
 
 DbConnection = Annotated[str, BeforeValidator(_db_connection), WithJsonSchema({
     "type": "string", "x-error-code": "DATABASE_CONNECTION_ERROR",
-    "pattern": r"^\s*[Pp][Oo][Ss][Tt][Gg][Rr][Ee][Ss](?:[Qq][Ll])?://",
+    # the scheme, then a database name after the first `/` (the host may sit in the query, as `?host=/socket`)
+    "pattern": r"^\s*[Pp][Oo][Ss][Tt][Gg][Rr][Ee][Ss](?:[Qq][Ll])?://[^/?#]*/[^/?#\s]",
     "description": "postgresql://user:pass@host:port/db; default: the configured database. Never returned "
                    "unmasked; a malformed one is a 400 DATABASE_CONNECTION_ERROR"})]
 
