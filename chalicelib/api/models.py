@@ -18,11 +18,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
 from chalicelib.config import STEP_NAMES
@@ -85,10 +87,18 @@ def _time(value: str, info: ValidationInfo, *, end: bool) -> str:
 
 
 _TIME_DOC = "`YYYY-MM-DDTHH:MM:SS`, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`"
+# What _time accepts, as far as a regex can say it: real calendar days (29 February, accepted in leap years, is
+# not claimed), hours, minutes, optional seconds, an optional trailing Z.
+_MONTH_DAY = (r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              r"|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+TIME_PATTERN = rf"^[1-9][0-9]{{3}}-{_MONTH_DAY}(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?)?Z?$"
 StartTime = Annotated[str, AfterValidator(lambda v, i: _time(v, i, end=False)),
-                      WithJsonSchema({"type": "string", "description": _TIME_DOC})]
+                      WithJsonSchema({"type": "string", "pattern": TIME_PATTERN, "description": _TIME_DOC,
+                                      "examples": ["2025-06-27T14:30:52", "2025-06-27"]})]
 EndTime = Annotated[str, AfterValidator(lambda v, i: _time(v, i, end=True)),
-                    WithJsonSchema({"type": "string", "description": _TIME_DOC + " (a bare date: its end)"})]
+                    WithJsonSchema({"type": "string", "pattern": TIME_PATTERN,
+                                    "description": _TIME_DOC + " (a bare date: its end)",
+                                    "examples": ["2025-06-28T00:00:00", "2025-06-28"]})]
 
 
 def _db_connection(value: Any, info: ValidationInfo) -> str:
@@ -102,6 +112,8 @@ def _db_connection(value: Any, info: ValidationInfo) -> str:
 
 DbConnection = Annotated[str, BeforeValidator(_db_connection), WithJsonSchema({
     "type": "string", "x-error-code": "DATABASE_CONNECTION_ERROR",
+    # the scheme, then a database name after the first `/` (the host may sit in the query, as `?host=/socket`)
+    "pattern": r"^\s*[Pp][Oo][Ss][Tt][Gg][Rr][Ee][Ss](?:[Qq][Ll])?://[^/?#]*/[^/?#\s]",
     "description": "postgresql://user:pass@host:port/db; default: the configured database. Never returned "
                    "unmasked; a malformed one is a 400 DATABASE_CONNECTION_ERROR"})]
 
@@ -130,8 +142,13 @@ def query_int(minimum: int, maximum: int | None = None) -> Any:
     return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_query_int)]
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 2.0 is the integer 2 (JSON Schema says so too); 2.5 and true stay errors."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def body_int(minimum: int, maximum: int | None = None) -> Any:
-    return Annotated[int, Field(ge=minimum, le=maximum)]
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_integral)]
 
 
 def _has_marker(annotation: Any) -> bool:
@@ -152,10 +169,25 @@ def _blank_is_default_fields(model: type[BaseModel]) -> frozenset[str]:
 
 # ---- base classes -----------------------------------------------------------------------------------------
 
+def _allows_null(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "null" or any(o.get("type") == "null" for o in schema.get("anyOf", []))
+
+
 class RequestModel(BaseModel):
     """A JSON body: strict types, unknown fields ignored, `null` = absent, blank optional strings = default."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Every optional field also admits `null` (it means absent), as the server accepts it."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        required = set(schema.get("required", []))
+        for name, prop in list(schema.get("properties", {}).items()):
+            if name not in required and not _allows_null(prop):
+                outer = {k: prop.pop(k) for k in ("default", "title", "description", "examples") if k in prop}
+                schema["properties"][name] = {"anyOf": [prop, {"type": "null"}], **outer}
+        return schema
 
     @model_validator(mode="before")
     @classmethod
@@ -235,7 +267,11 @@ class ExecuteRequest(RequestModel):
     """POST /data_pipeline/tasks/{task_id}/execute."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"execution_mode": "complete"}, {"execution_mode": "step", "step_name": "ddl_generation"}]})
+        {"execution_mode": "complete"}, {"execution_mode": "step", "step_name": "ddl_generation"}],
+        # step mode needs a step: the schema says it as the validator does (MISSING_STEP_NAME otherwise)
+        "if": {"required": ["execution_mode"], "properties": {"execution_mode": {"const": "step"}}},
+        "then": {"required": ["step_name"], "properties": {"step_name": {"type": "string", "enum": list(STEP_NAMES)}}},
+    })
 
     execution_mode: choice(EXECUTION_MODES, code="INVALID_EXECUTION_MODE") | None = "complete"
     step_name: choice(STEP_NAMES, code="INVALID_STEP_NAME") | None = Field(
@@ -255,6 +291,14 @@ class ExecuteRequest(RequestModel):
 
 # ---- table lists and logs ---------------------------------------------------------------------------------
 
+# What chalicelib.pipeline.tablelist accepts per item, as a regex can say it: `table` or `schema.table`, each part
+# unquoted (letters, digits, _, $, any non-ASCII) or double-quoted ("" inside, no NUL or line break), at most 63
+# bytes (21 characters of up to 3 bytes claimed); or a blank / `#` / `--` item, which is ignored.
+_NAME_PART = (r'(?:[A-Za-z0-9_$]{1,63}|[A-Za-z0-9_$\u0080-\ud7ff\ue000-\uffff]{1,21}'
+              r'|"(?:[\x01-\x09\x0b\x0c\x0e-\x21\x23-\ud7ff\ue000-\uffff]|""){1,21}")')
+TABLE_NAME_ITEM_PATTERN = rf"^\s*(?:{_NAME_PART}(?:\.{_NAME_PART})?|#.*|--.*)?\s*$"
+
+
 def _name_list(value: Any) -> Any:
     if not isinstance(value, list):
         raise _fail("VALIDATION_ERROR", "table_names must be a list of table names")
@@ -269,8 +313,12 @@ class TableNamesRequest(RequestModel):
         {"table_names": ["bss_company", "public.bss_service_area"], "business_context": "高速公路服务区管理系统"}]})
 
     table_names: Annotated[list[Any], BeforeValidator(_name_list), WithJsonSchema({
-        "type": "array", "items": {"type": "string"}, "x-error-code": "INVALID_TABLE_NAME",
-        "description": "`table` or `schema.table`; blank items and `#`/`--` items are ignored"})]
+        "type": "array", "items": {"type": "string", "pattern": TABLE_NAME_ITEM_PATTERN},
+        "x-error-code": "INVALID_TABLE_NAME", "minItems": 1,
+        "contains": {"type": "string", "pattern": r"^\s*[^\s#-]"},
+        "examples": [["bss_company", "public.bss_service_area"]],
+        "description": "`table` or `schema.table`; blank items and `#`/`--` items are ignored, at least one name "
+                       "must remain"})]
     business_context: text(10_000) | None = None
 
 
@@ -338,6 +386,10 @@ def _backup_ts(value: str, info: ValidationInfo) -> str:
     return value
 
 
+_VECTOR_TABLE_NAME = "(?:" + "|".join(VECTOR_TABLES) + ")"
+_VECTOR_TABLE_LIST = rf"^[\s,]*{_VECTOR_TABLE_NAME}(?:\s*,[\s,]*{_VECTOR_TABLE_NAME})*[\s,]*$"
+
+
 def _vector_tables(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [t.strip() for t in value.split(",") if t.strip()]
@@ -362,7 +414,7 @@ class RestoreRequest(RequestModel):
     truncate_before_restore: bool | None = False
     tables: Annotated[list[str], BeforeValidator(_vector_tables), WithJsonSchema({"oneOf": [
         {"type": "array", "items": {"type": "string", "enum": list(VECTOR_TABLES)}, "minItems": 1},
-        {"type": "string", "description": "comma list"}]})] | None = Field(
+        {"type": "string", "description": "comma list", "pattern": _VECTOR_TABLE_LIST}]})] | None = Field(
         None, description="default: every table of the set")
     on_conflict: choice(RESTORE_CONFLICT_MODES) | None = Field(
         "error", description="error: 409 when a backed-up id exists; skip: keep existing rows")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
+import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,14 +35,44 @@ API_VERSION = "0.1.0"
 PREFIX = "/api/v0"
 REF = "#/components/schemas/{model}"
 TASK_ID_PATTERN = r"^task_[0-9]{8}_[0-9]{6}(_[0-9]{1,4})?$"
-PATH_PARAMETERS = {
-    "task_id": {"name": "task_id", "in": "path", "required": True, "description": "the task id",
-                "schema": {"type": "string", "pattern": TASK_ID_PATTERN, "examples": ["task_20250627_143052"]}},
-    "filename": {"name": "filename", "in": "path", "required": True,
-                 "description": "a plain file name (URL-encoded); `..`, `/`, `\\` and encoded variants are refused",
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^/\\]+$",
-                            "examples": ["table_list.txt"]}},
-}
+
+
+@functools.cache
+def _control_class() -> str:
+    """A regex character class of every control and format character (Unicode Cc, Cf): what
+    chalicelib.stores.files.safe_file_name refuses in a name. Built from the running Python's Unicode tables."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x110000):
+        if unicodedata.category(chr(code)) in ("Cc", "Cf"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+
+    def char(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    return "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+
+
+def file_name_pattern() -> str:
+    """No `/`, `\\`, `%` (encoded tricks), `..`, control or format character; not only dots and spaces. Built when
+    the document is (0.6 s of Unicode tables: not at import, not on a Lambda's cold start)."""
+    return rf"^(?!.*\.\.)(?=.*[^\s.])[^/\\%{_control_class()}]+$"
+
+
+def _path_parameters() -> dict[str, dict[str, Any]]:
+    return {
+        "task_id": {"name": "task_id", "in": "path", "required": True, "description": "the task id",
+                    "schema": {"type": "string", "pattern": TASK_ID_PATTERN, "examples": ["task_20250627_143052"]}},
+        "filename": {"name": "filename", "in": "path", "required": True,
+                     "description": "a plain file name (URL-encoded); `..`, `/`, `\\`, control characters and "
+                                    "encoded variants are refused",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": file_name_pattern(),
+                                "examples": ["table_list.txt"]}},
+    }
+
+
 DESCRIPTION = (
     "Turns a PostgreSQL database into Question-SQL training data. Every answer except file downloads and this "
     "document is the envelope `{success, code, message, data}`; failures carry `error{type, code, details, "
@@ -130,7 +162,7 @@ def _operation(path: str, spec: Operation, refs: dict[str, dict[str, Any]]) -> d
     op: dict[str, Any] = {"operationId": spec.op_id, "summary": spec.summary, "tags": [spec.tag]}
     if spec.description:
         op["description"] = spec.description
-    params = [PATH_PARAMETERS[name] for name in PATH_PARAMETERS if "{" + name + "}" in path]
+    params = [param for name, param in _path_parameters().items() if "{" + name + "}" in path]
     params += list(spec.headers) + (_query_parameters(spec.query) if spec.query else [])
     if params:
         op["parameters"] = params
@@ -157,6 +189,55 @@ def _operation(path: str, spec: Operation, refs: dict[str, dict[str, Any]]) -> d
     return op
 
 
+# ---- links: how one answer feeds the next request (clients and stateful fuzzers follow them) ---------------
+
+TASK_ID_FROM_CREATE = "$response.body#/data/task_id"
+
+
+def _link(operation_id: str, description: str, parameters: dict[str, str] | None = None,
+          body: dict[str, str] | None = None) -> dict[str, Any]:
+    link: dict[str, Any] = {"operationId": operation_id, "description": description}
+    if parameters:
+        link["parameters"] = parameters
+    if body:
+        link["requestBody"] = body
+    return link
+
+
+def _success(op: dict[str, Any]) -> dict[str, Any] | None:
+    return next((r for status, r in op["responses"].items() if status.startswith("2")), None)
+
+
+def _add_links(paths: dict[str, dict[str, Any]]) -> None:
+    """createTask's `task_id` → every task route (the path parameter, the vector routes' `task_id`); a task's file
+    list → its downloads; the task list → the listed task."""
+    ops = {op["operationId"]: (path, op) for path, item in paths.items() for op in item.values()}
+    links: dict[str, dict[str, Any]] = {}
+    for op_id, (path, op) in ops.items():
+        if "{task_id}" in path:
+            links[op_id] = _link(op_id, "the created task", {"path.task_id": TASK_ID_FROM_CREATE})
+        elif any(p.get("in") == "query" and p["name"] == "task_id" for p in op.get("parameters", [])):
+            links[op_id] = _link(op_id, "the created task's backups", {"query.task_id": TASK_ID_FROM_CREATE})
+        elif op_id == "restoreVectorBackup":
+            links[op_id] = _link(op_id, "restore the created task's latest backup", body={
+                "task_id": TASK_ID_FROM_CREATE, "on_conflict": "skip"})
+    _set_links(ops.get("createTask"), links)
+    task_id_of_request = {"path.task_id": "$request.path.task_id"}
+    _set_links(ops.get("listFiles"), {
+        name: _link(name, "the first listed file", {**task_id_of_request,
+                                                     "path.filename": "$response.body#/data/files/0/file_name"})
+        for name in ("downloadFile",) if name in ops})
+    _set_links(ops.get("listTasks"), {
+        name: _link(name, "the first listed task", {"path.task_id": "$response.body#/data/tasks/0/task_id"})
+        for name in ("getTask", "listFiles", "getLogs") if name in ops})
+
+
+def _set_links(entry: tuple[str, dict[str, Any]] | None, links: dict[str, dict[str, Any]]) -> None:
+    response = _success(entry[1]) if entry else None
+    if response is not None and links:
+        response["links"] = links
+
+
 def build_document(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The document of an app's routes (`app.routes`)."""
     operations = list(api_operations(routes))
@@ -166,6 +247,7 @@ def build_document(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method, spec in operations:
         paths.setdefault(path, {})[method] = _operation(path, spec, refs)
+    _add_links(paths)
     tags = list(dict.fromkeys(spec.tag for _, _, spec in operations))
     return {
         "openapi": "3.1.0",

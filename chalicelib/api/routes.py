@@ -31,7 +31,9 @@ TABLE_LIST_UPLOAD = {
     "content": {"multipart/form-data": {
         "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
                    "required": ["file"]},
-        "encoding": {"file": {"contentType": "text/plain"}}}}}
+        # The part's own name must end in .txt (415 otherwise): said where OpenAPI says it, in its headers.
+        "encoding": {"file": {"contentType": "text/plain", "headers": {"Content-Disposition": {
+            "schema": {"type": "string"}, "example": 'form-data; name="file"; filename="tables.txt"'}}}}}}}
 
 
 @api_route(api_bp, TASKS, "POST", Operation(

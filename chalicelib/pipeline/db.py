@@ -5,6 +5,7 @@ import logging
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import psycopg
 import psycopg2
 import psycopg2.extensions
 
@@ -140,31 +141,42 @@ def check_connection_allowed(url: str, policy: hosts.HostPolicy | None = None) -
     return (policy or hosts.get_host_policy()).check_url(url)
 
 
+# The two drivers: psycopg2 for introspection and loads, psycopg 3 where statements must travel through the
+# extended query protocol (db_pool.connect_extended). Both take libpq's parameters as keywords.
+_DRIVERS = {
+    "psycopg2": (psycopg2.connect, psycopg2.OperationalError, psycopg2.ProgrammingError),
+    "psycopg": (psycopg.connect, psycopg.OperationalError, psycopg.ProgrammingError),
+}
+
+
 def connect(
     url: str, *, application_name: str = "data_pipeline", connect_timeout: int = 10,
-    policy: hosts.HostPolicy | None = None,
+    policy: hosts.HostPolicy | None = None, driver: str = "psycopg2", **options: object,
 ) -> psycopg2.extensions.connection:
-    """Open a psycopg2 connection (UTF-8, bounded connect time) to an allowed host, at the address checked.
+    """Open a connection (UTF-8, bounded connect time) to an allowed host, at the address checked: psycopg2 by
+    default, psycopg 3 with `driver="psycopg"` (`options` go to the driver, e.g. autocommit=True).
 
     Raises InvalidConnectionString for a malformed or non-PostgreSQL URL, DatabaseHostNotAllowed when the host is
     not allowed (before any connection attempt) and DatabaseConnectionError when the server cannot be reached or
     refuses the login; messages name the host and the kind of failure, never the password or the server's text.
     """
+    open_connection, operational_error, programming_error = _DRIVERS[driver]
     endpoints = check_connection_allowed(url, policy)
     try:
-        conn = psycopg2.connect(
+        conn = open_connection(
             url,
             connect_timeout=connect_timeout,
             application_name=application_name,
             client_encoding="UTF8",
             **hosts.pinned_parameters(endpoints),
+            **options,
         )
-    except psycopg2.OperationalError as exc:
+    except operational_error as exc:
         kind = describe_connection_failure(str(exc), database=database_name(url), timeout=connect_timeout)
         where = ", ".join(e.text for e in endpoints)
         logger.warning("database connection failed", extra={"db": mask_url(url), "hosts": where, "kind": kind})
         raise DatabaseConnectionError(f"cannot connect to {mask_url(url)} (host {where}): {kind}") from None
-    except psycopg2.ProgrammingError:  # libpq rejected the URI itself (bad parameter, bad escape …)
+    except programming_error:  # libpq rejected the URI itself (bad parameter, bad escape …)
         raise InvalidConnectionString(
             f"malformed database connection string {mask_url(url)}: libpq refused its parameters",
             invalid_params=["db_connection"],

@@ -1,12 +1,31 @@
-"""A small pool of PostgreSQL connections shared by the threads of one invocation."""
+"""A small pool of PostgreSQL connections shared by the threads of one invocation, and the psycopg 3
+connections of the SQL validator (the extended query protocol, which psycopg2 never uses)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
+
 from chalicelib.pipeline import db
+
+logger = logging.getLogger(__name__)
+
+
+def connect_extended(url: str, *, application_name: str = "data_pipeline_validation",
+                     connect_timeout: int = 10) -> psycopg.Connection:
+    """A psycopg 3 connection (autocommit, UTF-8, bounded connect time) for statements that must go through
+    Parse/Bind/Execute: PostgreSQL refuses more than one statement there ("cannot insert multiple commands into
+    a prepared statement"), whatever a comment or quote trick hides.
+
+    Opened by `db.connect`: the same URL rules, host allow-list (checked after DNS, connection pinned to the checked
+    address) and password-free errors as every other connection.
+    """
+    return db.connect(url, application_name=application_name, connect_timeout=connect_timeout, driver="psycopg",
+                      autocommit=True)
 
 
 def _rollback(conn: Any) -> None:

@@ -18,18 +18,27 @@ from pglast import parser
 from pglast.parser import ParseError
 
 # Functions with effects outside the query (sleeping, sessions, files, large objects, settings, sequences,
-# remote connections, advisory locks, statistics resets) or that run SQL text of their own.
+# transaction ids, notifications, remote connections, advisory locks, replication, index maintenance, statistics
+# resets) or that run SQL text of their own (query_to_xml, ts_stat). Matched on the function's own name whatever
+# schema qualifies it (`pg_catalog.set_config`); PostgreSQL folds unquoted names, the parse tree holds the folded
+# form. A user-defined function that writes is not known here: the read-only transaction and a role with only
+# SELECT are the backstops for it.
 SIDE_EFFECT_FUNCTIONS = frozenset({
-    "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-    "pg_rotate_logfile", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_file_write",
-    "set_config", "nextval", "setval", "currval", "lastval", "txid_current", "pg_current_xact_id",
-    "pg_switch_wal", "pg_create_restore_point", "pg_start_backup", "pg_stop_backup", "pg_backup_start",
-    "pg_backup_stop", "pg_promote", "pg_notify", "pg_logical_emit_message", "pg_import_system_collations",
-    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "cursor_to_xml", "table_to_xml",
-    "table_to_xml_and_xmlschema", "database_to_xml", "schema_to_xml", "pg_create_logical_replication_slot",
-    "pg_create_physical_replication_slot", "pg_drop_replication_slot", "pg_replication_origin_create",
+    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile", "pg_rotate_logfile_old",
+    "pg_stat_file", "pg_logdir_ls", "set_config", "nextval", "setval", "currval", "lastval",
+    "txid_current", "txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned",
+    "pg_export_snapshot", "pg_log_backend_memory_contexts", "pg_switch_wal", "pg_promote",
+    "pg_start_backup", "pg_stop_backup", "pg_backup_start", "pg_backup_stop", "pg_notify",
+    "pg_import_system_collations", "pg_stat_statements_reset", "pg_truncate_visibility_map",
+    "brin_summarize_new_values", "brin_summarize_range", "brin_desummarize_range", "gin_clean_pending_list",
+    "ts_stat", "pg_prewarm",
 })
-SIDE_EFFECT_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_stat_reset")
+SIDE_EFFECT_PREFIXES = (
+    "pg_sleep", "lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_stat_reset", "pg_read_file",
+    "pg_read_binary_file", "pg_ls_", "pg_file_", "pg_create_", "pg_drop_replication", "pg_copy_",
+    "pg_replication_", "pg_logical_", "pg_wal_replay_", "query_to_xml", "cursor_to_xml", "table_to_xml",
+    "schema_to_xml", "database_to_xml",
+)
 _WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
 _LOCKS = {"LCS_FORUPDATE": ("FOR UPDATE", "FOR UPDATE"), "LCS_FORNOKEYUPDATE": ("FOR UPDATE", "FOR NO KEY UPDATE"),
           "LCS_FORSHARE": ("FOR SHARE", "FOR SHARE"), "LCS_FORKEYSHARE": ("FOR SHARE", "FOR KEY SHARE")}

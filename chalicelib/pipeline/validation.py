@@ -1,8 +1,12 @@
 """sql_validation: prove each generated SQL is a single read-only query that PostgreSQL can plan.
 
-Nothing is ever executed: PostgreSQL's own parser (pglast, in `sqltext`) first proves a single read-only
-query (rejected SQL never reaches the database), then `EXPLAIN` inside a read-only transaction with a
-statement timeout, always rolled back.
+Nothing is ever executed. Three locks, each enough on its own against a second statement:
+1. PostgreSQL's own parser (pglast, in `sqltext`) proves one read-only query; rejected SQL never reaches the
+   database.
+2. `EXPLAIN` goes through the extended query protocol (psycopg 3, Parse/Bind/Execute), where PostgreSQL itself
+   refuses more than one statement, in a read-only transaction with a statement timeout and
+   `standard_conforming_strings` on (the quoting rules the parser of step 1 reads by).
+3. The connection's role should have only SELECT (README, Security, "Read-only SQL").
 Many statements share a connection (one round trip each when valid) and a few connections work in
 parallel, so validation keeps up with a plain EXPLAIN loop while isolating every statement.
 Failing SQL can be sent to the LLM for repair in rounds; every repair is checked again the same way.
@@ -16,12 +20,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+import psycopg
+from psycopg.pq import TransactionStatus
 
 from chalicelib import errors
-from chalicelib.pipeline.db import connect
-from chalicelib.pipeline.db_pool import ConnectionPool
+from chalicelib.pipeline.db_pool import ConnectionPool, connect_extended
 from chalicelib.pipeline.models import QAPair, RepairRequest, TableDoc
 from chalicelib.pipeline.sqltext import check_read_only, normalize_sql
 from chalicelib.pipeline.validation_report import PairResult, ValidationReport
@@ -30,65 +33,69 @@ logger = logging.getLogger(__name__)
 
 # --- EXPLAIN ---------------------------------------------------------------------------------------
 
+# Our own fixed text (no caller's SQL in it), so it may use the simple protocol.
+_SESSION = ("SET default_transaction_read_only = on; SET standard_conforming_strings = on; "
+            "SET statement_timeout = {timeout_ms}")
+_TRANSACTION = ("BEGIN READ ONLY; SET LOCAL standard_conforming_strings = on; "
+                "SET LOCAL statement_timeout = {timeout_ms}")
 
-def _format_pg_error(exc: psycopg2.Error) -> str:
-    first = (exc.pgerror or str(exc)).strip().splitlines()
-    text = first[0].strip() if first else type(exc).__name__
-    diag = getattr(exc, "diag", None)
-    detail = getattr(diag, "message_detail", None) if diag is not None else None
-    hint = getattr(diag, "message_hint", None) if diag is not None else None
-    if detail:
-        text += f" DETAIL: {detail}"
-    if hint:
-        text += f" HINT: {hint}"
+
+def _format_pg_error(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    text = (diag.message_primary or "").strip()
+    if not text:
+        first = str(exc).strip().splitlines()
+        text = first[0].strip() if first else type(exc).__name__
+    if diag.message_detail:
+        text += f" DETAIL: {diag.message_detail}"
+    if diag.message_hint:
+        text += f" HINT: {diag.message_hint}"
     return text
 
 
-def _explain_script(sql: str, timeout_ms: int) -> str:
-    """One round trip: a read-only transaction with a local timeout, EXPLAIN, ROLLBACK.
-
-    Only called for SQL that passed `check_read_only` (one statement, every comment, string and quoted name
-    terminated), so nothing in it can swallow or escape the statements around it; the newline ends a
-    trailing `--` comment. When EXPLAIN fails PostgreSQL skips the rest and the caller rolls back.
-    """
-    return (f"BEGIN READ ONLY; SET LOCAL statement_timeout = {int(timeout_ms)}; "
-            f"EXPLAIN {sql.strip()}\n;ROLLBACK")
+def _send_explain(cur: Any, sql: str) -> None:
+    """`EXPLAIN <sql>` as one Parse/Bind/Execute (`binary=True` makes psycopg use PQsendQueryParams; without
+    parameters it would use the simple protocol, which runs every statement of a string)."""
+    cur.execute("EXPLAIN " + sql.strip(), binary=True)
 
 
-def _explain_on(conn: Any, sql: str, timeout_ms: int | None) -> str | None:
+def _explain_on(conn: psycopg.Connection, sql: str, timeout_ms: int | None) -> str | None:
     """EXPLAIN on an autocommit connection; None when valid, else PostgreSQL's error. The connection is
     always left idle (rolled back), so one failure never poisons the next statement.
 
     `timeout_ms` None: the session is already read-only with a statement timeout (`_configure_session`),
-    so the statement is sent alone and runs as its own read-only transaction.
+    so the statement is sent alone and runs as its own read-only transaction (one round trip).
     """
     try:
         with conn.cursor() as cur:
-            cur.execute(_explain_script(sql, timeout_ms) if timeout_ms is not None else "EXPLAIN " + sql.strip())
-        return None
-    except psycopg2.Error as exc:
-        if exc.pgcode is None:  # the connection itself failed
-            raise
-        if not conn.closed and conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
-            with conn.cursor() as cur:
+            if timeout_ms is not None:
+                cur.execute(_TRANSACTION.format(timeout_ms=int(timeout_ms)))
+            _send_explain(cur, sql)
+            if timeout_ms is not None:
                 cur.execute("ROLLBACK")
+        return None
+    except psycopg.Error as exc:
+        if exc.sqlstate is None or conn.closed:  # the connection itself failed
+            raise
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
         return _format_pg_error(exc)
 
 
-def _configure_session(conn: Any, timeout_ms: int) -> None:
-    """A connection owned by the validator: autocommit, every transaction read-only, statements time out."""
+def _configure_session(conn: psycopg.Connection, timeout_ms: int) -> None:
+    """A connection owned by the validator: autocommit, every transaction read-only, standard strings,
+    statements time out."""
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"SET default_transaction_read_only = on; SET statement_timeout = {int(timeout_ms)}")
+    conn.execute(_SESSION.format(timeout_ms=int(timeout_ms)))
 
 
-def explain_sql(conn: Any, sql: str, timeout_ms: int) -> str | None:
+def explain_sql(conn: psycopg.Connection, sql: str, timeout_ms: int) -> str | None:
     """None when PostgreSQL can plan `sql`, else its error text. Never executes the query.
 
-    Runs `EXPLAIN` (never ANALYZE) in a read-only transaction with a local statement timeout and always
-    rolls back, so one failure never poisons the next call on the same connection; the connection's own
-    settings (autocommit) are restored. SQL that fails the read-only check is not sent at all.
-    Connection-level failures (no SQLSTATE) propagate.
+    `conn` is a psycopg 3 connection (the extended protocol). Runs `EXPLAIN` (never ANALYZE) in a read-only
+    transaction with a local statement timeout and always rolls back, so one failure never poisons the next
+    call on the same connection; the connection's own settings (autocommit) are restored. SQL that fails the
+    read-only check is not sent at all. Connection-level failures (no SQLSTATE) propagate.
     """
     reason = check_read_only(sql)
     if reason:
@@ -169,7 +176,7 @@ class _Checker:
                 if conn is None:
                     conn = self._pool.get()
                 return _explain_on(conn, sql, None), conn
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if conn is not None:
                     self._pool.discard(conn)
                 conn = None
@@ -180,7 +187,7 @@ class _Checker:
         return None, conn  # unreachable
 
     def _connect(self, url: str) -> Any:
-        conn = connect(url, application_name="data_pipeline_validation")
+        conn = connect_extended(url, application_name="data_pipeline_validation")
         _configure_session(conn, self._timeout_ms)
         return conn
 

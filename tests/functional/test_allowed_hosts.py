@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from chalicelib.errors import DatabaseConnectionError, DatabaseHostNotAllowed
-from chalicelib.pipeline import db, hosts
+from chalicelib.pipeline import db, db_pool, hosts
 from chalicelib.steps import ddl_generation
 from tests.support.aws_api import api_environment, post_json
 
@@ -164,3 +164,17 @@ def test_a_task_database_that_does_not_resolve_is_a_400_naming_it(client):
     body = res.json_body
     assert res.status_code == 400 and body["error"]["code"] == "DATABASE_CONNECTION_ERROR"
     assert "nosuch.invalid:5432" in body["message"] and "DNS" in body["message"]
+
+
+def test_the_validators_extended_protocol_connections_pass_the_same_check(listener, monkeypatch):
+    """The SQL validator's psycopg 3 connections (db_pool.connect_extended) are opened by db.connect too: refused
+    before connecting outside the list, pinned and worded by us inside it."""
+    monkeypatch.setenv("DATA_PIPELINE_LOCAL", "1")
+    monkeypatch.setenv("DATA_PIPELINE_ALLOWED_DB_HOSTS", "db.internal.example:5432")
+    with pytest.raises(DatabaseHostNotAllowed, match=f"127.0.0.1:{listener.port}"):
+        db_pool.connect_extended(listener.url(), connect_timeout=5)
+    assert listener.accepts == 0
+    monkeypatch.setenv("DATA_PIPELINE_ALLOWED_DB_HOSTS", f"127.0.0.1:{listener.port}")
+    with pytest.raises(DatabaseConnectionError, match="the server closed the connection") as info:
+        db_pool.connect_extended(listener.url(), connect_timeout=5)
+    assert SECRET not in str(info.value) and listener.accepts == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import psycopg2
 import pytest
 
@@ -76,7 +77,7 @@ def test_destructive_sql_never_runs(shop_db):
 
 
 def test_explain_errors_carry_postgres_message_and_do_not_poison(shop_db):
-    conn = psycopg2.connect(shop_db)
+    conn = psycopg.connect(shop_db)  # explain_sql speaks the extended protocol (psycopg 3)
     try:
         err = explain_sql(conn, "select nope from orders;", 2000)
         assert err is not None and 'column "nope" does not exist' in err
@@ -98,7 +99,7 @@ def test_explain_errors_carry_postgres_message_and_do_not_poison(shop_db):
 
 
 def test_explain_never_executes(shop_db):
-    conn = psycopg2.connect(shop_db)
+    conn = psycopg.connect(shop_db)
     try:
         # A division by zero in the data would fail on execution; EXPLAIN only plans it.
         assert explain_sql(conn, "select 1 / (id - id) from orders;", 2000) is None
@@ -107,7 +108,7 @@ def test_explain_never_executes(shop_db):
 
 
 def test_statement_timeout_is_honoured(shop_db):
-    conn = psycopg2.connect(shop_db)
+    conn = psycopg.connect(shop_db)
     try:
         started = time.monotonic()
         # An immutable function is evaluated while planning, so EXPLAIN itself takes 3 s without a timeout.

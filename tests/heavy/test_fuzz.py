@@ -1,11 +1,15 @@
 """Fuzzing: schemathesis drives the real local server (moto + in-process step Lambdas + PostgreSQL + Chalice's
 local HTTP server) from the served OpenAPI document.
 
-Bounded: every operation gets positive (schema-valid) and negative (schema-violating) requests, at least
-MIN_REQUESTS in total, well under the time budget. Checks on every answer: no 5xx, the documented status,
-content type and schema, negative data rejected, the envelope (code == HTTP status, `error` on failures) except
-file downloads and the document itself, no stack trace, no password. Path parameters draw from real task ids and
-file names (seeded before), so the fuzzer reaches the handlers' real paths, not only 404s.
+Bounded: every operation gets positive (schema-valid) and negative (schema-violating) requests, then a stateful
+run follows the document's links (createTask's `task_id` into every task route, file lists into downloads), at
+least MIN_REQUESTS in total, well under the time budget. Every check schemathesis has runs on every answer (no 5xx,
+the documented status, content type, headers and schema, negative data rejected, valid data accepted, missing
+headers, unsupported methods, `Allow`, use after free, resource availability, auth), plus ours: the envelope
+(code == HTTP status, `error` on failures) except file downloads and the document itself, no stack trace, no
+password. Path parameters and the values a schema cannot describe (a database that exists, a cursor the server
+issued) draw from real ones (seeded before), so the fuzzer reaches the handlers' real paths, not only 404s.
+Last, TRACE, OPTIONS, PUT, PATCH, DELETE and an unknown method on every path: 405 in the envelope, with `Allow`.
 """
 from __future__ import annotations
 
@@ -21,13 +25,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as BUILT_IN_CHECKS
+from schemathesis.checks import load_all_checks
+from schemathesis.generation.stateful import run_state_machine_as_test
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 pytestmark = pytest.mark.heavy
 
@@ -35,7 +36,14 @@ API_KEY = "fuzz-api-key-7f3a"
 SECRET = "Fuzz-S3cret-Pa55word"  # the seeded task's database password: must never come back
 MIN_REQUESTS = 1000
 TIME_BUDGET_SECONDS = 300
-EXAMPLES = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 32}
+EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 24}
+STATEFUL_SCENARIOS, STATEFUL_STEPS = 30, 6
+OTHER_METHODS = ("TRACE", "OPTIONS", "PUT", "PATCH", "DELETE", "FROB")
+# A request the schema allows but the task's state refuses, with the code the API documents for it (a schema
+# describes requests, not the state of the task they name; stateful runs execute tasks created without a list).
+STATE_REFUSALS = {"TABLE_LIST_MISSING"}
+# A list given inline holds a comma or a newline after trimming (else it is read as a file name).
+TABLE_LISTS = ["bss_company,", "public.bss_company,public.bss_service_area", "# tables\nbss_company\n"]
 RAW_ROUTES = ("/openapi.json",)  # answered with the plain document
 FILE_ROUTES = ("/files/{filename}", "/files/vector_bak/{filename}")  # answered with the file (or a redirect)
 DEMO_TABLES = ["bss_company", "public.bss_service_area", "public.bss_car_day_count", "public.no_such_table"]
@@ -91,33 +99,46 @@ def seeded(server, session) -> dict[str, Any]:
 
 
 def _with_real_values(document: dict[str, Any], seeded: dict[str, Any]) -> dict[str, Any]:
-    """Valid task ids, file names, tables and connections are real ones (plus unknown ones): positive requests
-    reach real tasks, files and tables; negative ones send anything else."""
+    """Valid task ids, file names, tables, table lists and connections are real ones (plus unknown ones): positive
+    requests reach real tasks, files and tables; negative ones send anything else. Opaque cursors are left out
+    (empty: the first page): only the server can issue one, for the filters it was issued with."""
     task_ids = {"type": "string", "enum": [*seeded["task_ids"], "task_20000101_000000"]}
+    # Executing needs a table list and a reachable database: the demo task (or an unknown id).
+    runnable = {"type": "string", "enum": [seeded["task_ids"][1], "task_20000101_000000"]}
     file_names = {"type": "string", "enum": seeded["file_names"]}
+    db_url = {"type": "string", "enum": [seeded["db_url"]]}
     for path, item in document["paths"].items():
         for op in item.values():
             params = []
             for param in op.get("parameters", []):
                 if param["name"] == "task_id":
-                    param = {**param, "schema": task_ids}
+                    param = {**param, "schema": runnable if path.endswith("/execute") else task_ids}
                 elif param["name"] == "filename":
                     param = {**param, "schema": file_names}
+                elif param["name"] == "cursor":
+                    param = {**param, "schema": {"type": "string", "enum": [""]}}
                 params.append(param)
             if params:
                 op["parameters"] = params
-            body = _component(document, op.get("requestBody", {}).get("content", {}).get("application/json", {})
-                              .get("schema", {}))
+            content = op.get("requestBody", {}).get("content", {})
+            upload = content.get("multipart/form-data", {}).get("schema", {}).get("properties", {})
+            if "file" in upload:
+                upload["file"] = {"type": "string", "format": "binary", "enum": TABLE_LISTS}
+            body = _component(document, content.get("application/json", {}).get("schema", {}))
             properties = dict(body.get("properties", {}))
             if path.startswith("/data_pipeline/vector/") and "task_id" in properties:
                 properties["task_id"] = task_ids
             if path.endswith("/table-list") and "table_names" in properties:
                 properties["table_names"] = {"type": "array", "items": {"type": "string", "enum": DEMO_TABLES},
                                              "minItems": 1}
-            if path.startswith("/database/"):
-                properties["db_connection"] = {"type": "string", "enum": [seeded["db_url"]]}
-                if "table" in properties:
-                    properties["table"] = {"type": "string", "enum": DEMO_TABLES}
+            if "db_connection" in properties:
+                properties["db_connection"] = db_url
+            if "table_list_file" in properties:
+                properties["table_list_file"] = {"type": "string", "enum": TABLE_LISTS}
+            if "cursor" in properties:
+                properties["cursor"] = {"type": "null"}
+            if path.startswith("/database/") and "table" in properties:
+                properties["table"] = {"type": "string", "enum": DEMO_TABLES}
             if properties:
                 body["properties"] = properties
     return document
@@ -167,8 +188,20 @@ def nothing_leaks(ctx, response, case):
     return None
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection, envelope_answer, nothing_leaks]
+@schemathesis.check
+def valid_data_accepted(ctx, response, case):
+    """schemathesis's positive_data_acceptance, except a documented refusal for the task's state."""
+    body = _body_json(response)
+    if response.status_code == 400 and isinstance(body, dict) and \
+            (body.get("error") or {}).get("code") in STATE_REFUSALS:
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
+load_all_checks()
+CHECKS = [c for c in BUILT_IN_CHECKS.get_all() if c is not positive_data_acceptance and
+          c.__name__ not in ("envelope_answer", "nothing_leaks", "valid_data_accepted")]
+CHECKS += [valid_data_accepted, envelope_answer, nothing_leaks]
 
 
 def _order(operation: Any) -> tuple[int, str]:
@@ -221,6 +254,48 @@ def test_fuzz_the_api(server, session, seeded, monkeypatch):
             print(f"  {time.monotonic() - started:6.1f} s  {label} [{mode.value}]: {per_operation[label]} requests",
                   flush=True)
 
+    # Stateful: scenarios that follow the document's links, from a created task into every task route.
+    stateful_started = time.monotonic()
+    before = sum(statuses.values())
+    machine = schemas[GenerationMode.POSITIVE].as_state_machine()
+
+    class Workflow(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case):
+            return {"base_url": server, "session": session, "timeout": 60}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            label = f"{case.operation.method.upper()} {case.operation.path}"
+            with lock:
+                statuses[response.status_code] += 1
+                per_operation[label] += 1
+                by_status[label][response.status_code] += 1
+                stateful_labels.add(label)
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None,
+                                   recorder=getattr(self, "recorder", None))
+
+    stateful_labels: set[str] = set()
+    try:
+        run_state_machine_as_test(Workflow, settings=settings(
+            max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS, deadline=None, database=None,
+            derandomize=True, phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected, reported together
+        failures["stateful"] = f"{type(exc).__name__}: {str(exc)[:3000]}"
+    print(f"  {time.monotonic() - started:6.1f} s  stateful: {sum(statuses.values()) - before} requests in "
+          f"{time.monotonic() - stateful_started:.1f} s, {len(stateful_labels)} operations reached", flush=True)
+
+    # Methods the document does not list, on every path: 405 in the envelope, `Allow` naming the listed ones.
+    document = raw.json()
+    for path, item in document["paths"].items():
+        url = server + path.replace("{task_id}", seeded["task_ids"][1]).replace("{filename}", "table_list.txt")
+        allowed = {method.upper() for method in item}
+        for method in OTHER_METHODS:
+            res = session.request(method, url, timeout=30)
+            statuses[res.status_code] += 1
+            body = _body_json(res) or {}
+            assert res.status_code == 405 and body.get("code") == 405, (method, path, res.status_code, res.text[:300])
+            assert body["error"]["code"] == "METHOD_NOT_ALLOWED" and body["success"] is False, (method, path)
+            assert {m.strip() for m in res.headers["Allow"].split(",")} == allowed, (method, path, res.headers)
+
     # The key is required everywhere: without it, every operation answers 401 in the envelope.
     for operation in operations:
         url = server + operation.path.replace("{task_id}", seeded["task_ids"][0]).replace("{filename}", "x.txt")
@@ -240,3 +315,6 @@ def test_fuzz_the_api(server, session, seeded, monkeypatch):
     assert elapsed < TIME_BUDGET_SECONDS, f"fuzzing took {elapsed:.0f} s"
     assert not any(status >= 500 for status in statuses), statuses
     assert any(200 <= status < 300 for status in statuses), "no request got through"
+    # The links lead somewhere: the stateful run reached the task routes behind a created task.
+    assert {"POST /data_pipeline/tasks", "GET /data_pipeline/tasks/{task_id}"} <= stateful_labels, stateful_labels
+    assert len([label for label in stateful_labels if "{task_id}" in label]) >= 6, stateful_labels
