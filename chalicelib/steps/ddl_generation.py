@@ -14,6 +14,7 @@ from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.factory import get_llm_provider
+from chalicelib.steps import map_io
 from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded, shared_pool
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
@@ -30,78 +31,88 @@ DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 # Connections of one DDL batch: its tables borrow one for the samples and one for the enum check, never across
 # their LLM call, so a few serve the batch (and the database sees a few connections per Lambda, not one per table).
 DB_CONNECTIONS_PER_BATCH = 4
+INTROSPECT_CHUNK = 1000  # names introspected per round by the plan: one chunk's metadata in memory at a time
+MISSING_FILE = "work/ddl/missing.json"  # {table: reason} of listed tables the plan could not introspect
+REPORT_FILE = "work/ddl/tables.json"  # the last merge's per-table results: {succeeded: [...], failed: {...}}
+RESULT_DETAIL_MAX = 100  # tables named in the step result (the task item); all of them are in REPORT_FILE
 
 
 def _clear_previous_outputs(run: StepRun) -> None:
-    """A re-run replaces the step's outputs: files of tables no longer listed must not linger."""
-    for name in run.files.list_names():
-        if "/" not in name and (name.endswith(".ddl") or name.endswith("_detail.md")):
-            run.files.delete(name)
-    for name in run.files.list_names(TABLE_DOCS):
-        run.files.delete(name)
-    for name in (DOCS_BUNDLE, FILES_BUNDLE):
-        if run.files.exists(name):
-            run.files.delete(name)
+    """A re-run replaces the step's outputs: files of tables no longer listed must not linger. Listed a page at
+    a time and deleted DELETE_BATCH per request."""
+    top = (f["name"] for f in run.files.store.iter_files(run.task_id, top_level=True))
+    run.files.delete_many(name for name in top if name.endswith(".ddl") or name.endswith("_detail.md"))
+    run.files.delete_many(run.files.iter_names(TABLE_DOCS))
+    run.files.delete_many(run.files.iter_names(BATCH_SCHEMAS))
+    run.files.delete_many(name for name in (DOCS_BUNDLE, FILES_BUNDLE, SCHEMA_FILE) if run.files.exists(name))
 
 
 @step_lambda("step_ddl_plan")
 def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Introspect the listed tables INTROSPECT_CHUNK names at a time (one chunk's metadata in memory), write each
+    batch's metadata to work/batches/{i}.json and the batches to the Distributed Map's item manifest; returns
+    only references and counts."""
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         names = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
         run.log.info(f"Introspecting {len(names)} tables")
+        _clear_previous_outputs(run)
+        size = max(1, run.settings.ddl_batch_size)
+        seen: set[TableRef] = set()
+        pending: list[TableMeta] = []
+        batches: list[dict[str, Any]] = []
+        skipped: dict[str, str] = {}
+
+        def write_batches(final: bool) -> None:
+            ready = []
+            while len(pending) >= size or (final and pending):
+                chunk = pending[:size]
+                del pending[:size]
+                ready.append((len(batches), chunk))
+                batches.append({"index": len(batches), "tables": [meta.ref.to_dict() for meta in chunk]})
+            run_bounded(lambda item: run.files.put_text(
+                f"{BATCH_SCHEMAS}{item[0]:04d}.json",
+                json.dumps({meta.ref.display_name: meta.to_dict() for meta in item[1]}, ensure_ascii=False),
+            ), ready, DOC_READ_WORKERS)
+
         conn = db.connect(run.db_url)
         try:
-            found, missing = introspect.introspect_tables(
-                conn, names, exact_count_threshold=run.settings.exact_count_threshold
-            )
+            for start in range(0, len(names), INTROSPECT_CHUNK):
+                chunk_names = names[start:start + INTROSPECT_CHUNK]
+                found, missing = introspect.introspect_tables(
+                    conn, chunk_names, exact_count_threshold=run.settings.exact_count_threshold
+                )
+                # Written names resolved to catalog names; two spellings of one table are documented once.
+                for name in chunk_names:
+                    if name in found:
+                        meta = found[name]
+                        if meta.ref in seen:
+                            run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: "
+                                         "documented once")
+                            continue
+                        seen.add(meta.ref)
+                        pending.append(meta)
+                skipped.update({name.text: str(reason) for name, reason in missing.items()})
+                write_batches(final=False)
+                del found, missing
         finally:
             conn.close()
-        # Written names resolved to catalog names; two spellings of one table are documented once.
-        metas: dict[TableRef, TableMeta] = {}
-        for name in names:
-            if name in found:
-                meta = found[name]
-                if meta.ref in metas:
-                    run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: documented once")
-                metas.setdefault(meta.ref, meta)
-        skipped = {name.text: str(reason) for name, reason in missing.items()}
+        write_batches(final=True)
         for name, reason in skipped.items():
             run.log.error(f"Table {name} skipped: {reason}")
-        if not metas:
+        if not seen:
             raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
                              + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
-        _clear_previous_outputs(run)
-        ordered = list(metas)
-        run.files.put_text(
-            SCHEMA_FILE,
-            json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered}, ensure_ascii=False),
-        )
-        size = max(1, run.settings.ddl_batch_size)
-        batches = [[ref.to_dict() for ref in ordered[i : i + size]] for i in range(0, len(ordered), size)]
-        # Each Map iteration reads only its own tables' metadata (work/batches/{i}.json), not the whole schema.
-        for name in run.files.list_names(BATCH_SCHEMAS):
-            run.files.delete(name)
-        run_bounded(
-            lambda i: run.files.put_text(
-                f"{BATCH_SCHEMAS}{i:04d}.json",
-                json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered[i * size : (i + 1) * size]},
-                           ensure_ascii=False),
-            ),
-            list(range(len(batches))),
-            DOC_READ_WORKERS,
-        )
+        run.files.put_text(MISSING_FILE, json.dumps(skipped, ensure_ascii=False))
         run.tasks.update_progress(run.task_id, STEP,
-                                  {"total": len(ordered) + len(skipped), "done": 0, "failed": len(skipped),
+                                  {"total": len(seen) + len(skipped), "done": 0, "failed": len(skipped),
                                    "tables": {}})
         run.tasks.record_items_progress(
             run.task_id, STEP, "tables",
             {name: ({"ok": False, "error": reason}, False) for name, reason in skipped.items()},
             counted=False,  # already in `failed` above
         )
-        return {
-            "batches": [{"index": i, "tables": batch} for i, batch in enumerate(batches)],
-            "missing": skipped,
-        }
+        refs = map_io.write_items(run, "ddl", batches)
+        return {**refs, "tables": len(seen), "missing": len(skipped)}
 
 
 def _generate_table(run: StepRun, connections: ConnectionPool, meta: TableMeta, llm) -> dict[str, Any]:
@@ -227,11 +238,25 @@ def write_docs_bundle(run: StepRun) -> int:
     return len(docs)
 
 
+def _missing_tables(run: StepRun, missing: Any) -> dict[str, str]:
+    """The tables the plan could not introspect: its MISSING_FILE (the plan returns their count), or the map
+    itself from callers that pass it."""
+    if isinstance(missing, dict):
+        return dict(missing)
+    if not missing:
+        return {}
+    return json.loads(run.files.get_text(MISSING_FILE))
+
+
 @step_lambda("step_ddl_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Sum the batches' results (read from the Distributed Map's ResultWriter files, one at a time); the per-table
+    report goes to REPORT_FILE, the step result keeps counts and the first RESULT_DETAIL_MAX tables."""
     with step_run(event, STEP, logger_name=LOGGER) as run:
-        ok, failed, usages, crashed = [], dict(event.get("missing") or {}), [], {}
-        for batch in event.get("results") or []:
+        failed = _missing_tables(run, event.get("missing"))
+        ok: list[dict[str, Any]] = []
+        usages, crashed = [], {}
+        for batch in map_io.iter_outputs(run, event.get("results")):
             if batch.get("failed"):
                 # The whole Lambda for this batch failed (caught by the Map); its tables are failed.
                 reason = "batch failed: " + ": ".join(describe_failure(batch.get("error")))
@@ -244,7 +269,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             usages.append(batch.get("llm_usage") or {})
             for item in batch.get("tables") or []:
                 if item.get("ok"):
-                    ok.append(item)
+                    ok.append({k: item[k] for k in ("table", "seconds", "comment_sources") if k in item})
                 else:
                     failed[item["table"]] = item.get("error", "unknown error")
         # Counters from the merged results: exact even when a crashed batch had recorded some tables.
@@ -256,13 +281,16 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             first = next(iter(failed.items()), ("", "no tables"))
             raise StepFailed(f"ddl_generation produced no table: {len(failed)} failed (e.g. {first[0]}: {first[1]})")
         write_docs_bundle(run)
+        run.files.put_text(REPORT_FILE, json.dumps({"succeeded": ok, "failed": failed}, ensure_ascii=False))
         result = {
             "tables_total": len(ok) + len(failed),
             "tables_succeeded": len(ok),
             "tables_failed": len(failed),
-            "failed_tables": failed,
+            # The first RESULT_DETAIL_MAX of each: the task item stays small at any table count.
+            "failed_tables": dict(list(failed.items())[:RESULT_DETAIL_MAX]),
             "files_written": 2 * len(ok),
-            "seconds_per_table": {item["table"]: item["seconds"] for item in ok},
+            "seconds_per_table": {item["table"]: item["seconds"] for item in ok[:RESULT_DETAIL_MAX]},
+            "report_file": REPORT_FILE,
         }
         sources: dict[str, int] = {}
         for item in ok:
@@ -271,9 +299,10 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         providers = sorted({u.get("provider") for u in usages if u.get("provider")})
         result.update(comment_sources=sources, has_llm_comments=sources.get("llm", 0) > 0, comment_providers=providers)
         if failed:
-            run.log.warning(f"ddl_generation finished with {len(failed)} failed tables: {', '.join(failed)}")
+            shown = list(failed)[:RESULT_DETAIL_MAX]
+            run.log.warning(f"ddl_generation finished with {len(failed)} failed tables: {', '.join(shown)}"
+                            + (" …" if len(failed) > len(shown) else ""))
         run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files; comments kept: "
                      f"{_sources_text(sources)} (provider: {', '.join(providers) or 'none'})")
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"tables_succeeded": len(ok), "tables_failed": len(failed)}
-
