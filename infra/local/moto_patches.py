@@ -178,7 +178,10 @@ def write_moto_distributed_map_results() -> Callable[[], None]:
     (a TODO of the LocalStack port) and drops the children's outputs. AWS writes them: `{Prefix}/{map run
     id}/manifest.json` listing `SUCCEEDED_n.json` files, each a JSON array of `{Name, Status, Input, Output, …}`
     with `Output` a JSON string. This patch writes the same files from the outputs moto collected, so code that
-    reads a map run's results (the merge steps) runs locally as on AWS. Call the returned function to undo."""
+    reads a map run's results (the merge steps) runs locally as on AWS. Its `Parameters` paths (`Bucket.$`,
+    `Prefix.$`) are read from the Map state's input, as on AWS (moto reads them from the children's outputs).
+    Call the returned function to undo."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer import result_writer_decl
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval import (
         resource_eval_s3,
     )
@@ -216,11 +219,24 @@ def write_moto_distributed_map_results() -> Callable[[], None]:
         env.stack.append({"MapRunArn": map_run_arn, "ResultWriterDetails": {"Bucket": parameters["Bucket"],
                                                                             "Key": key}})
 
+    writer = result_writer_decl.ResultWriter
+    original_eval = writer._eval_body
+
+    def _eval_body(self: Any, env: Any) -> None:
+        env.stack.append(env.states.get_input())  # the Map state's input, above the children's outputs
+        self.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()
+        env.stack.append(parameters)
+        self.resource_eval.eval_resource(env=env)
+
     _handle_put_object._data_pipeline_results = True  # type: ignore[attr-defined]
     cls._handle_put_object = staticmethod(_handle_put_object)  # type: ignore[method-assign]
+    writer._eval_body = _eval_body  # type: ignore[method-assign]
 
     def undo() -> None:
         cls._handle_put_object = original  # type: ignore[method-assign]
+        writer._eval_body = original_eval  # type: ignore[method-assign]
 
     return undo
 
