@@ -14,6 +14,7 @@ from typing import Any
 
 from chalicelib.errors import StepFailed
 from chalicelib.steps.runtime import StepRun
+from chalicelib.stores.files import task_prefix
 
 MAPS = "work/maps/"
 
@@ -51,7 +52,7 @@ def iter_outputs(run: StepRun, results: Any) -> Iterator[dict[str, Any]]:
         return
     details = results.get("ResultWriterDetails", results)
     bucket, key = details.get("Bucket"), details.get("Key")
-    prefix = run.files.store.key(run.task_id, "")
+    prefix = task_prefix(run.task_id)
     if bucket != run.files.store.bucket or not str(key).startswith(prefix):
         raise StepFailed(f"the map results s3://{bucket}/{key} are not this task's files")
     manifest = json.loads(run.files.get_text(key[len(prefix):]))
