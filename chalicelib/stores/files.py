@@ -159,12 +159,26 @@ class FileStore:
 
     def iter_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
                    with_etag: bool = False, top_level: bool = False) -> Iterator[dict[str, Any]]:
-        """list_files one S3 page (1,000 keys) at a time, in S3's key order (UTF-8 bytes), nothing sorted or
-        kept: for listings that grow with the number of tables."""
+        """list_files one S3 page (1,000 keys) at a time, nothing sorted or kept: for listings that grow with
+        the number of tables. Without `include_internal`, the work/ and logs/ trees are not listed at all (the
+        task folder is listed with a delimiter, then each other sub-folder)."""
         base = task_prefix(task_id)
+        if top_level or include_internal or prefix:
+            yield from self._iter_pages(base, prefix, with_etag, top_level, include_internal)
+            return
+        folders: list[str] = []
+        yield from self._iter_pages(base, "", with_etag, True, False, folders)
+        for folder in folders:
+            if not folder.startswith(INTERNAL_PREFIXES):
+                yield from self._iter_pages(base, folder, with_etag, False, False)
+
+    def _iter_pages(self, base: str, prefix: str, with_etag: bool, top_level: bool, include_internal: bool,
+                    folders: list[str] | None = None) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")
         options = {"Delimiter": "/"} if top_level else {}
         for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, **options):
+            if folders is not None:
+                folders.extend(p["Prefix"][len(base):] for p in page.get("CommonPrefixes", []))
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(base):]
                 if not include_internal and name.startswith(INTERNAL_PREFIXES):
