@@ -26,7 +26,7 @@ BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
 # All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
 DOCS_BUNDLE = "work/docs.json"
-FILES_BUNDLE = "work/files.json"  # {file name: text} of the .ddl / _detail.md files of the last run
+FILES_BUNDLE = "work/files.json"  # no longer written: a bundle of every file's text (removed by the next plan)
 DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 # Connections of one DDL batch: its tables borrow one for the samples and one for the enum check, never across
 # their LLM call, so a few serve the batch (and the database sees a few connections per Lambda, not one per table).
@@ -213,28 +213,32 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"tables": results, "llm_usage": llm.usage.to_dict()}
 
 
-def read_batches(run: StepRun) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def read_batches(run: StepRun, with_files: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """What every ddl_generation batch left in `work/tables/*.json` (one file per batch, named after its first
-    table, read DOC_READ_WORKERS at a time): the TableDocs as dicts, ordered by table file stem, and the texts
-    of the .ddl / _detail.md files it wrote, by file name."""
-    names = run.files.list_names(TABLE_DOCS)
-    batches = [json.loads(text) for text in run_bounded(run.files.get_text, names, DOC_READ_WORKERS)]
-    docs = [doc for batch in batches for doc in batch["docs"]]
-    files = {name: text for batch in batches for name, text in batch["files"].items()}
+    table, read DOC_READ_WORKERS at a time, a group of files in memory at once): the TableDocs as dicts, ordered
+    by table file stem, and (unless `with_files` is False) the texts of the .ddl / _detail.md files it wrote."""
+    names = list(run.files.iter_names(TABLE_DOCS))
+    docs: list[dict[str, Any]] = []
+    files: dict[str, str] = {}
+    for start in range(0, len(names), 4 * DOC_READ_WORKERS):
+        for text in run_bounded(run.files.get_text, names[start:start + 4 * DOC_READ_WORKERS], DOC_READ_WORKERS):
+            batch = json.loads(text)
+            docs += batch["docs"]
+            if with_files:
+                files.update(batch["files"])
     return sorted(docs, key=lambda doc: TableMeta.from_dict(doc["meta"]).ref.file_stem), files
 
 
 def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
-    return read_batches(run)[0]
+    return read_batches(run, with_files=False)[0]
 
 
 def write_docs_bundle(run: StepRun) -> int:
-    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation) and the texts of the files
-    they wrote into FILES_BUNDLE (for training_load, which checks them against S3); returns how many tables."""
-    docs, files = read_batches(run)
-    run_bounded(lambda item: run.files.put_text(*item),
-                [(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False)),
-                 (FILES_BUNDLE, json.dumps(files, ensure_ascii=False))], 2)
+    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation); returns how many tables.
+    The texts of the files they wrote stay in the batch files, where training_load reads them a round at a
+    time (an old FILES_BUNDLE is removed by the plan)."""
+    docs, _files = read_batches(run, with_files=False)
+    run.files.put_text(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False))
     return len(docs)
 
 
