@@ -21,7 +21,7 @@ from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, s
 
 STEP = "ddl_generation"
 LOGGER = "DDLMDGenerator"
-SCHEMA_FILE = "work/schema.json"
+SCHEMA_FILE = "work/schema.json"  # no longer written (every table's metadata in one file); removed by the plan
 BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
 # All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
@@ -167,6 +167,18 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
         return result
 
 
+def _introspect_batch(run: StepRun, refs: list[TableRef]) -> dict[str, Any]:
+    """The metadata of a batch given as a plain list of tables (not by the plan, which wrote it to S3): only
+    these tables are introspected."""
+    conn = db.connect(run.db_url)
+    try:
+        found, _missing = introspect.introspect_tables(conn, refs,
+                                                       exact_count_threshold=run.settings.exact_count_threshold)
+    finally:
+        conn.close()
+    return {meta.ref.display_name: meta.to_dict() for meta in found.values()}
+
+
 def table_workers(settings: Any, batch_len: int) -> int:
     """Tables of one batch processed at once: the whole batch, capped by the LLM concurrency limit."""
     return max(1, min(batch_len, settings.llm_max_concurrency))
@@ -183,7 +195,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
             schema = json.loads(run.files.get_text(f"{BATCH_SCHEMAS}{int(batch['index']):04d}.json"))
         else:
             refs = [TableRef.from_dict(item) for item in batch]
-            schema = json.loads(run.files.get_text(SCHEMA_FILE))
+            schema = _introspect_batch(run, refs)
         if not refs:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
