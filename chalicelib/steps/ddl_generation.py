@@ -315,9 +315,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         providers = sorted({u.get("provider") for u in usages if u.get("provider")})
         result.update(comment_sources=sources, has_llm_comments=sources.get("llm", 0) > 0, comment_providers=providers)
         if failed:
-            shown = list(failed)[:RESULT_DETAIL_MAX]
-            run.log.warning(f"ddl_generation finished with {len(failed)} failed tables: {', '.join(shown)}"
-                            + (" …" if len(failed) > len(shown) else ""))
+            run.log.warning("ddl_generation finished with failed tables", failed=len(failed),
+                            first_failed=list(failed)[:RESULT_DETAIL_MAX], report_file=REPORT_FILE)
         run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files; comments kept: "
                      f"{_sources_text(sources)} (provider: {', '.join(providers) or 'none'})")
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))

@@ -97,10 +97,9 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
         pair_file = current_pair_file(run)
         pairs = [QAPair.from_dict(item) for item in json.loads(run.files.get_text(pair_file))]
         embedder = get_embedding_provider(run.settings)
-        run.log.info(
-            f"Loading {len(ddl_names)} DDL files, {len(md_names)} documentation files and {len(pairs)} pairs "
-            f"with {embedder.model_name} ({embedder.dimension}-d), up to {FILES_PER_ROUND} files per round"
-        )
+        run.log.info("training load started", ddl_files=len(ddl_names), documentation_files=len(md_names),
+                     pairs=len(pairs), embedding_model=embedder.model_name, dimension=embedder.dimension,
+                     files_per_round=FILES_PER_ROUND)
         counts: dict[str, Any] = {}
         sections_total = 0
         rounds = iter_task_texts(run, ddl_names + md_names, etags)
@@ -122,7 +121,7 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 batch_size=run.settings.embedding_batch_size,
                 provenance=provenance(run, ddl_round, [n for n, _ in sections], pair_file),
             ))
-        run.log.info(f"{sections_total} documentation sections loaded from {len(md_names)} files")
+        run.log.info("documentation sections loaded", sections=sections_total, files=len(md_names))
         result = {**counts, "embedding_model": embedder.model_name, "embedding_dim": embedder.dimension}
         run.log.info(f"training_load completed: {json.dumps(counts, ensure_ascii=False)}")
         run.tasks.mark_step_completed(run.task_id, STEP, result)
