@@ -1,5 +1,6 @@
 """Patches of moto for the local stack: DynamoDB conditional writes made atomic per item (as in DynamoDB),
-and three that take CPU out of moto's request path without changing what it answers. Each returns a
+three that take CPU out of moto's request path without changing what it answers, and two that make moto's
+Distributed Map read and write S3 as AWS does (ItemReader of a JSON object, ResultWriter's result files). Each returns a
 function undoing it; applying one twice does nothing the second time.
 """
 from __future__ import annotations
