@@ -15,6 +15,7 @@ app.register_blueprint(openapi_bp, url_prefix="/api/v0")
 app.register_middleware(api_middleware, "http")
 app.register_blueprint(auth_bp)  # the API key authorizer Lambda of the deployed API (AuthMode SecretsManagerKey)
 
-from chalicelib.steps import steps_bp  # noqa: E402  (after the app: the steps need nothing from it)
+from chalicelib.steps import step_blueprints  # noqa: E402  (after the app: the steps need nothing from it)
 
-app.register_blueprint(steps_bp)
+for steps_bp in step_blueprints():
+    app.register_blueprint(steps_bp)

@@ -63,11 +63,10 @@ def list_task_files(task_id: str) -> dict[str, Any]:
     TaskStore().get_task(task_id)
     files = FileStore()
     entries = [dict(f) for f in files.list_files(task_id)]
-    records = logstore.read_records(task_id, files)
-    if records:
-        info = logstore.log_file_info(task_id, files)
-        size = len(logstore.render_text(records).encode("utf-8"))
-        entries.append({"name": logstore.LOG_FILE_NAME, "size": size, "last_modified": info["last_modified"]})
+    # The log is listed from its chunks' listing (never downloaded to be listed): its size is what is stored.
+    info = logstore.log_file_info(task_id, files)
+    if info["exists"]:
+        entries.append({"name": logstore.LOG_FILE_NAME, "size": info["size"], "last_modified": info["last_modified"]})
     pairs = sorted((e for e in entries if _PAIR.match(e["name"])), key=lambda e: e["last_modified"])
     primary = pairs[-1]["name"] if pairs else None
     out = [{

@@ -58,7 +58,7 @@ def query_logs(task_id: str, body: LogQueryRequest) -> dict[str, Any]:
         "pagination": {"page": page, "page_size": page_size, "total": total, "total_pages": total_pages,
                        "has_next": page < total_pages, "has_prev": page > 1},
         "log_file_info": {"exists": bool(records), "file_path": _log_file(task_id),
-                          "file_size": len(logstore.render_text(records).encode("utf-8")),
+                          "file_size": info["size"],
                           "last_modified": last.strftime("%Y-%m-%dT%H:%M:%S") if last else None},
         "query_time": f"{time.perf_counter() - started:.3f}s",
     }

@@ -42,7 +42,7 @@ def public_task_view(item: dict[str, Any]) -> dict[str, Any]:
         "current_step": item.get("current_step") or None,
         "total_steps": len(STEP_NAMES),
         "steps": steps,
-        "progress": {k: v for k, v in (item.get("progress") or {}).items() if v},
+        "progress": {k: _shown(v) for k, v in (item.get("progress") or {}).items() if v},
         "results": item.get("results") or {},
         "llm_usage": item.get("llm_usage") or {},
         "error_message": item.get("error_message"),
@@ -52,3 +52,10 @@ def public_task_view(item: dict[str, Any]) -> dict[str, Any]:
         if execution else None,
     }
     return mask_secrets(public)
+
+
+def _shown(progress: Any) -> Any:
+    """A step's progress without its bookkeeping keys (`_…`: counts of kept records, ids of counted chunks)."""
+    if not isinstance(progress, dict):
+        return progress
+    return {k: v for k, v in progress.items() if not str(k).startswith("_")}

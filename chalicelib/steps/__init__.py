@@ -1,6 +1,6 @@
 """Step Lambdas: one thin module per pipeline step, each a Lambda per state-machine task.
 
-Importing this package registers every handler on `steps_bp`.
+Importing this package registers every handler, each on the Blueprint of its module (`step_blueprints()`).
 """
 from chalicelib.steps import (  # noqa: F401  (imported for their registrations)
     ddl_generation,
@@ -10,6 +10,6 @@ from chalicelib.steps import (  # noqa: F401  (imported for their registrations)
     training_load,
     vector_tables,
 )
-from chalicelib.steps.blueprint import steps_bp
+from chalicelib.steps.blueprint import step_blueprints
 
-__all__ = ["steps_bp"]
+__all__ = ["step_blueprints"]

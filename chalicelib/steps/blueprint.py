@@ -1,4 +1,9 @@
-"""The Blueprint that carries every step Lambda (app.py registers it) and `step_lambda`, how a step registers."""
+"""The Blueprints that carry the step Lambdas (app.py registers them) and `step_lambda`, how a step registers.
+
+Chalice names a blueprint's Lambda handler `{blueprint import name}.{function name}` (the `Handler` of the
+packaged template), so every step module gets a Blueprint of its own, named after that module: the handler string
+is then the module where the decorated function really lives (`chalicelib.steps.ddl_generation.plan`).
+"""
 from __future__ import annotations
 
 import functools
@@ -10,7 +15,12 @@ from chalice import Blueprint
 from chalicelib.observability import instrument_step
 from chalicelib.tasklog import lambda_logger
 
-steps_bp = Blueprint(__name__)
+_blueprints: dict[str, Blueprint] = {}
+
+
+def step_blueprints() -> list[Blueprint]:
+    """One Blueprint per step module that registered a Lambda (import chalicelib.steps first)."""
+    return list(_blueprints.values())
 
 
 def step_lambda(name: str) -> Callable[[Callable[[dict, Any], Any]], Any]:
@@ -19,7 +29,8 @@ def step_lambda(name: str) -> Callable[[Callable[[dict, Any], Any]], Any]:
     by X-Ray and measured in CloudWatch metrics (chalicelib/observability.py)."""
 
     def register(handler: Callable[[dict, Any], Any]) -> Any:
-        return steps_bp.lambda_function(name=name)(instrument_step(name, with_lambda_context(handler)))
+        blueprint = _blueprints.setdefault(handler.__module__, Blueprint(handler.__module__))
+        return blueprint.lambda_function(name=name)(instrument_step(name, with_lambda_context(handler)))
 
     return register
 

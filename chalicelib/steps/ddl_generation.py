@@ -14,94 +14,105 @@ from chalicelib.pipeline import db, ddl, introspect, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.factory import get_llm_provider
+from chalicelib.steps import map_io
 from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded, shared_pool
 from chalicelib.steps.runtime import StepRun, bind_step_log, describe_failure, step_run, sum_usage
 
 STEP = "ddl_generation"
 LOGGER = "DDLMDGenerator"
-SCHEMA_FILE = "work/schema.json"
+SCHEMA_FILE = "work/schema.json"  # no longer written (every table's metadata in one file); removed by the plan
 BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
 # All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
 DOCS_BUNDLE = "work/docs.json"
-FILES_BUNDLE = "work/files.json"  # {file name: text} of the .ddl / _detail.md files of the last run
+FILES_BUNDLE = "work/files.json"  # no longer written: a bundle of every file's text (removed by the next plan)
 DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 # Connections of one DDL batch: its tables borrow one for the samples and one for the enum check, never across
 # their LLM call, so a few serve the batch (and the database sees a few connections per Lambda, not one per table).
 DB_CONNECTIONS_PER_BATCH = 4
+INTROSPECT_CHUNK = 1000  # names introspected per round by the plan: one chunk's metadata in memory at a time
+MISSING_FILE = "work/ddl/missing.json"  # {table: reason} of listed tables the plan could not introspect
+REPORT_FILE = "work/ddl/tables.json"  # the last merge's per-table results: {succeeded: [...], failed: {...}}
+RESULT_DETAIL_MAX = 100  # tables named in the step result (the task item); all of them are in REPORT_FILE
 
 
 def _clear_previous_outputs(run: StepRun) -> None:
-    """A re-run replaces the step's outputs: files of tables no longer listed must not linger."""
-    for name in run.files.list_names():
-        if "/" not in name and (name.endswith(".ddl") or name.endswith("_detail.md")):
-            run.files.delete(name)
-    for name in run.files.list_names(TABLE_DOCS):
-        run.files.delete(name)
-    for name in (DOCS_BUNDLE, FILES_BUNDLE):
-        if run.files.exists(name):
-            run.files.delete(name)
+    """A re-run replaces the step's outputs: files of tables no longer listed must not linger. Listed a page at
+    a time and deleted DELETE_BATCH per request."""
+    top = (f["name"] for f in run.files.store.iter_files(run.task_id, top_level=True))
+    run.files.delete_many(name for name in top if name.endswith(".ddl") or name.endswith("_detail.md"))
+    run.files.delete_many(run.files.iter_names(TABLE_DOCS))
+    run.files.delete_many(run.files.iter_names(BATCH_SCHEMAS))
+    run.files.delete_many(name for name in (DOCS_BUNDLE, FILES_BUNDLE, SCHEMA_FILE) if run.files.exists(name))
 
 
 @step_lambda("step_ddl_plan")
 def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Introspect the listed tables INTROSPECT_CHUNK names at a time (one chunk's metadata in memory), write each
+    batch's metadata to work/batches/{i}.json and the batches to the Distributed Map's item manifest; returns
+    only references and counts."""
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         names = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
         run.log.info(f"Introspecting {len(names)} tables")
+        _clear_previous_outputs(run)
+        size = max(1, run.settings.ddl_batch_size)
+        seen: set[TableRef] = set()
+        pending: list[TableMeta] = []
+        batches: list[dict[str, Any]] = []
+        skipped: dict[str, str] = {}
+
+        def write_batches(final: bool) -> None:
+            ready = []
+            while len(pending) >= size or (final and pending):
+                chunk = pending[:size]
+                del pending[:size]
+                ready.append((len(batches), chunk))
+                batches.append({"index": len(batches), "tables": [meta.ref.to_dict() for meta in chunk]})
+            run_bounded(lambda item: run.files.put_text(
+                f"{BATCH_SCHEMAS}{item[0]:04d}.json",
+                json.dumps({meta.ref.display_name: meta.to_dict() for meta in item[1]}, ensure_ascii=False),
+            ), ready, DOC_READ_WORKERS)
+
         conn = db.connect(run.db_url)
         try:
-            found, missing = introspect.introspect_tables(
-                conn, names, exact_count_threshold=run.settings.exact_count_threshold
-            )
+            for start in range(0, len(names), INTROSPECT_CHUNK):
+                chunk_names = names[start:start + INTROSPECT_CHUNK]
+                found, missing = introspect.introspect_tables(
+                    conn, chunk_names, exact_count_threshold=run.settings.exact_count_threshold
+                )
+                # Written names resolved to catalog names; two spellings of one table are documented once.
+                for name in chunk_names:
+                    if name in found:
+                        meta = found[name]
+                        if meta.ref in seen:
+                            run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: "
+                                         "documented once")
+                            continue
+                        seen.add(meta.ref)
+                        pending.append(meta)
+                skipped.update({name.text: str(reason) for name, reason in missing.items()})
+                write_batches(final=False)
+                del found, missing
         finally:
             conn.close()
-        # Written names resolved to catalog names; two spellings of one table are documented once.
-        metas: dict[TableRef, TableMeta] = {}
-        for name in names:
-            if name in found:
-                meta = found[name]
-                if meta.ref in metas:
-                    run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: documented once")
-                metas.setdefault(meta.ref, meta)
-        skipped = {name.text: str(reason) for name, reason in missing.items()}
+        write_batches(final=True)
         for name, reason in skipped.items():
             run.log.error(f"Table {name} skipped: {reason}")
-        if not metas:
+        if not seen:
             raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
                              + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
-        _clear_previous_outputs(run)
-        ordered = list(metas)
-        run.files.put_text(
-            SCHEMA_FILE,
-            json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered}, ensure_ascii=False),
-        )
-        size = max(1, run.settings.ddl_batch_size)
-        batches = [[ref.to_dict() for ref in ordered[i : i + size]] for i in range(0, len(ordered), size)]
-        # Each Map iteration reads only its own tables' metadata (work/batches/{i}.json), not the whole schema.
-        for name in run.files.list_names(BATCH_SCHEMAS):
-            run.files.delete(name)
-        run_bounded(
-            lambda i: run.files.put_text(
-                f"{BATCH_SCHEMAS}{i:04d}.json",
-                json.dumps({ref.display_name: metas[ref].to_dict() for ref in ordered[i * size : (i + 1) * size]},
-                           ensure_ascii=False),
-            ),
-            list(range(len(batches))),
-            DOC_READ_WORKERS,
-        )
+        run.files.put_text(MISSING_FILE, json.dumps(skipped, ensure_ascii=False))
         run.tasks.update_progress(run.task_id, STEP,
-                                  {"total": len(ordered) + len(skipped), "done": 0, "failed": len(skipped),
+                                  {"total": len(seen) + len(skipped), "done": 0, "failed": len(skipped),
                                    "tables": {}})
         run.tasks.record_items_progress(
             run.task_id, STEP, "tables",
             {name: ({"ok": False, "error": reason}, False) for name, reason in skipped.items()},
             counted=False,  # already in `failed` above
         )
-        return {
-            "batches": [{"index": i, "tables": batch} for i, batch in enumerate(batches)],
-            "missing": skipped,
-        }
+        refs = map_io.write_items(run, "ddl", batches)
+        return {**refs, "tables": len(seen), "missing": len(skipped)}
 
 
 def _generate_table(run: StepRun, connections: ConnectionPool, meta: TableMeta, llm) -> dict[str, Any]:
@@ -162,6 +173,18 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
         return result
 
 
+def _introspect_batch(run: StepRun, refs: list[TableRef]) -> dict[str, Any]:
+    """The metadata of a batch given as a plain list of tables (not by the plan, which wrote it to S3): only
+    these tables are introspected."""
+    conn = db.connect(run.db_url)
+    try:
+        found, _missing = introspect.introspect_tables(conn, refs,
+                                                       exact_count_threshold=run.settings.exact_count_threshold)
+    finally:
+        conn.close()
+    return {meta.ref.display_name: meta.to_dict() for meta in found.values()}
+
+
 def table_workers(settings: Any, batch_len: int) -> int:
     """Tables of one batch processed at once: the whole batch, capped by the LLM concurrency limit."""
     return max(1, min(batch_len, settings.llm_max_concurrency))
@@ -178,7 +201,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
             schema = json.loads(run.files.get_text(f"{BATCH_SCHEMAS}{int(batch['index']):04d}.json"))
         else:
             refs = [TableRef.from_dict(item) for item in batch]
-            schema = json.loads(run.files.get_text(SCHEMA_FILE))
+            schema = _introspect_batch(run, refs)
         if not refs:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
@@ -208,36 +231,54 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"tables": results, "llm_usage": llm.usage.to_dict()}
 
 
-def read_batches(run: StepRun) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def read_batches(run: StepRun, with_files: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """What every ddl_generation batch left in `work/tables/*.json` (one file per batch, named after its first
-    table, read DOC_READ_WORKERS at a time): the TableDocs as dicts, ordered by table file stem, and the texts
-    of the .ddl / _detail.md files it wrote, by file name."""
-    names = run.files.list_names(TABLE_DOCS)
-    batches = [json.loads(text) for text in run_bounded(run.files.get_text, names, DOC_READ_WORKERS)]
-    docs = [doc for batch in batches for doc in batch["docs"]]
-    files = {name: text for batch in batches for name, text in batch["files"].items()}
+    table, read DOC_READ_WORKERS at a time, a group of files in memory at once): the TableDocs as dicts, ordered
+    by table file stem, and (unless `with_files` is False) the texts of the .ddl / _detail.md files it wrote."""
+    names = list(run.files.iter_names(TABLE_DOCS))
+    docs: list[dict[str, Any]] = []
+    files: dict[str, str] = {}
+    for start in range(0, len(names), 4 * DOC_READ_WORKERS):
+        for text in run_bounded(run.files.get_text, names[start:start + 4 * DOC_READ_WORKERS], DOC_READ_WORKERS):
+            batch = json.loads(text)
+            docs += batch["docs"]
+            if with_files:
+                files.update(batch["files"])
     return sorted(docs, key=lambda doc: TableMeta.from_dict(doc["meta"]).ref.file_stem), files
 
 
 def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
-    return read_batches(run)[0]
+    return read_batches(run, with_files=False)[0]
 
 
 def write_docs_bundle(run: StepRun) -> int:
-    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation) and the texts of the files
-    they wrote into FILES_BUNDLE (for training_load, which checks them against S3); returns how many tables."""
-    docs, files = read_batches(run)
-    run_bounded(lambda item: run.files.put_text(*item),
-                [(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False)),
-                 (FILES_BUNDLE, json.dumps(files, ensure_ascii=False))], 2)
+    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation); returns how many tables.
+    The texts of the files they wrote stay in the batch files, where training_load reads them a round at a
+    time (an old FILES_BUNDLE is removed by the plan)."""
+    docs, _files = read_batches(run, with_files=False)
+    run.files.put_text(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False))
     return len(docs)
+
+
+def _missing_tables(run: StepRun, missing: Any) -> dict[str, str]:
+    """The tables the plan could not introspect: its MISSING_FILE (the plan returns their count), or the map
+    itself from callers that pass it."""
+    if isinstance(missing, dict):
+        return dict(missing)
+    if not missing:
+        return {}
+    return json.loads(run.files.get_text(MISSING_FILE))
 
 
 @step_lambda("step_ddl_merge")
 def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Sum the batches' results (read from the Distributed Map's ResultWriter files, one at a time); the per-table
+    report goes to REPORT_FILE, the step result keeps counts and the first RESULT_DETAIL_MAX tables."""
     with step_run(event, STEP, logger_name=LOGGER) as run:
-        ok, failed, usages, crashed = [], dict(event.get("missing") or {}), [], {}
-        for batch in event.get("results") or []:
+        failed = _missing_tables(run, event.get("missing"))
+        ok: list[dict[str, Any]] = []
+        usages, crashed = [], {}
+        for batch in map_io.iter_outputs(run, event.get("results")):
             if batch.get("failed"):
                 # The whole Lambda for this batch failed (caught by the Map); its tables are failed.
                 reason = "batch failed: " + ": ".join(describe_failure(batch.get("error")))
@@ -250,7 +291,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             usages.append(batch.get("llm_usage") or {})
             for item in batch.get("tables") or []:
                 if item.get("ok"):
-                    ok.append(item)
+                    ok.append({k: item[k] for k in ("table", "seconds", "comment_sources") if k in item})
                 else:
                     failed[item["table"]] = item.get("error", "unknown error")
         # Counters from the merged results: exact even when a crashed batch had recorded some tables.
@@ -262,13 +303,16 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             first = next(iter(failed.items()), ("", "no tables"))
             raise StepFailed(f"ddl_generation produced no table: {len(failed)} failed (e.g. {first[0]}: {first[1]})")
         write_docs_bundle(run)
+        run.files.put_text(REPORT_FILE, json.dumps({"succeeded": ok, "failed": failed}, ensure_ascii=False))
         result = {
             "tables_total": len(ok) + len(failed),
             "tables_succeeded": len(ok),
             "tables_failed": len(failed),
-            "failed_tables": failed,
+            # The first RESULT_DETAIL_MAX of each: the task item stays small at any table count.
+            "failed_tables": dict(list(failed.items())[:RESULT_DETAIL_MAX]),
             "files_written": 2 * len(ok),
-            "seconds_per_table": {item["table"]: item["seconds"] for item in ok},
+            "seconds_per_table": {item["table"]: item["seconds"] for item in ok[:RESULT_DETAIL_MAX]},
+            "report_file": REPORT_FILE,
         }
         sources: dict[str, int] = {}
         for item in ok:
@@ -277,9 +321,9 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         providers = sorted({u.get("provider") for u in usages if u.get("provider")})
         result.update(comment_sources=sources, has_llm_comments=sources.get("llm", 0) > 0, comment_providers=providers)
         if failed:
-            run.log.warning(f"ddl_generation finished with {len(failed)} failed tables: {', '.join(failed)}")
+            run.log.warning("ddl_generation finished with failed tables", failed=len(failed),
+                            first_failed=list(failed)[:RESULT_DETAIL_MAX], report_file=REPORT_FILE)
         run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files; comments kept: "
                      f"{_sources_text(sources)} (provider: {', '.join(providers) or 'none'})")
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"tables_succeeded": len(ok), "tables_failed": len(failed)}
-

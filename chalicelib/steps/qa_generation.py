@@ -51,8 +51,7 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
         themes = qa.extract_themes(llm, docs, run.business_context, run.settings.theme_count)
         if not themes:
             raise StepFailed("no business theme could be extracted from the table documentation")
-        for name in run.files.list_names(THEME_PAIRS):
-            run.files.delete(name)
+        run.files.delete_many(run.files.iter_names(THEME_PAIRS))
         run.files.put_text(THEMES_FILE, json.dumps([t.to_dict() for t in themes], ensure_ascii=False))
         for theme in themes:
             run.log.info(f"Theme: {theme.topic_name} ({', '.join(theme.related_tables)})")

@@ -26,6 +26,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.introspect": "SchemaInspector",
     "chalicelib.pipeline.names": "SchemaInspector",
     "chalicelib.pipeline.db": "DatabaseConnector",
+    "chalicelib.pipeline.db_pool": "DatabaseConnector",
     "chalicelib.pipeline.hosts": "DatabaseConnector",
     "chalicelib.pipeline.ddl": "DDLMDGenerator",
     "chalicelib.pipeline.ddl_render": "DDLMDGenerator",

@@ -19,6 +19,7 @@ from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa, validation, validation_report
 from chalicelib.pipeline.models import QAPair
 from chalicelib.providers.factory import get_llm_provider
+from chalicelib.steps import map_io
 from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.qa_generation import current_pair_file, load_table_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
@@ -50,8 +51,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         source = run.files.get_text(file_name)
         pairs = [QAPair.from_dict(item) for item in json.loads(source)]
         size = max(1, run.settings.validation_batch_size)
-        for name in run.files.list_names(WORK):
-            run.files.delete(name)
+        run.files.delete_many(run.files.iter_names(WORK))
         run.files.put_text(SOURCE_FILE, source)
         batches = [pairs[start:start + size] for start in range(0, len(pairs), size)]
         for index, batch in enumerate(batches):
@@ -66,10 +66,8 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                                                       "done": 0, "failed": 0, "batches": {}})
         run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} in {len(batches)} batch(es) "
                      f"of up to {size}")
-        return {
-            "batches": [{"index": index} for index in range(len(batches))],
-            "max_concurrency": max(1, run.settings.validation_map_concurrency),
-        }
+        refs = map_io.write_items(run, "validation", [{"index": index} for index in range(len(batches))])
+        return {**refs, "max_concurrency": max(1, run.settings.validation_map_concurrency)}
 
 
 @step_lambda("step_sql_validation_batch")
@@ -111,9 +109,10 @@ def _load_plan(run: StepRun) -> dict[str, Any]:
     return json.loads(run.files.get_text(PLAN_FILE))
 
 
-def _failed_batches(results: list[dict[str, Any]]) -> dict[int, str]:
+def _failed_batches(run: StepRun, results: Any) -> dict[int, str]:
+    """{batch index: reason} of the Map's failed items (its outputs read from the ResultWriter's files)."""
     failed = {}
-    for item in results:
+    for item in map_io.iter_outputs(run, results):
         if item.get("failed"):
             failed[int(item.get("batch_index", -1))] = ": ".join(describe_failure(item.get("error")))
     return failed
@@ -125,7 +124,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER) as run:
         plan_data = _load_plan(run)
         file_name = plan_data["pair_file"]
-        failed = _failed_batches(event.get("results") or [])
+        failed = _failed_batches(run, event.get("results"))
         missing = [i for i in range(plan_data["batches"]) if i not in failed and not run.files.exists(result_file(i))]
         if failed or missing:
             details = [f"batch {i}: {reason}" for i, reason in sorted(failed.items())]

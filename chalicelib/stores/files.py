@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,6 +14,7 @@ from chalicelib.config import get_settings
 from chalicelib.errors import FileNotFound, ValidationError
 
 INTERNAL_PREFIXES = ("work/", "logs/")
+DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
 _CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
     ".md": "text/markdown; charset=utf-8",
@@ -133,16 +135,50 @@ class FileStore:
     def delete(self, task_id: str, name: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self.key(task_id, name))
 
-    def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
-                   with_etag: bool = False, top_level: bool = False) -> list[dict[str, Any]]:
-        """[{name, size, last_modified}] relative to the task folder (plus `etag`, unquoted, when asked);
-        work/ and logs/ hidden unless asked; with `top_level` only the files directly in the folder (S3 then
-        does not list the work/ and logs/ trees at all)."""
+    def delete_many(self, task_id: str, names: Iterable[str]) -> int:
+        """Delete files by name, DELETE_BATCH per DeleteObjects request (names may be a generator: at most one
+        batch is held); returns how many. A key S3 reports as not deleted is an error naming it."""
+        count, batch = 0, []
+        for name in names:
+            batch.append({"Key": self.key(task_id, name)})
+            if len(batch) == DELETE_BATCH:
+                count += self._delete_batch(batch)
+                batch = []
+        if batch:
+            count += self._delete_batch(batch)
+        return count
+
+    def _delete_batch(self, batch: list[dict[str, str]]) -> int:
+        answer = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = answer.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise RuntimeError(f"S3 did not delete {len(errors)} of {len(batch)} objects "
+                               f"(e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')})")
+        return len(batch)
+
+    def iter_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
+                   with_etag: bool = False, top_level: bool = False) -> Iterator[dict[str, Any]]:
+        """list_files one S3 page (1,000 keys) at a time, nothing sorted or kept: for listings that grow with
+        the number of tables. Without `include_internal`, the work/ and logs/ trees are not listed at all (the
+        task folder is listed with a delimiter, then each other sub-folder)."""
         base = task_prefix(task_id)
-        out = []
+        if top_level or include_internal or prefix:
+            yield from self._iter_pages(base, prefix, with_etag, top_level, include_internal)
+            return
+        folders: list[str] = []
+        yield from self._iter_pages(base, "", with_etag, True, False, folders)
+        for folder in folders:
+            if not folder.startswith(INTERNAL_PREFIXES):
+                yield from self._iter_pages(base, folder, with_etag, False, False)
+
+    def _iter_pages(self, base: str, prefix: str, with_etag: bool, top_level: bool, include_internal: bool,
+                    folders: list[str] | None = None) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")
         options = {"Delimiter": "/"} if top_level else {}
         for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, **options):
+            if folders is not None:
+                folders.extend(p["Prefix"][len(base):] for p in page.get("CommonPrefixes", []))
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(base):]
                 if not include_internal and name.startswith(INTERNAL_PREFIXES):
@@ -150,7 +186,14 @@ class FileStore:
                 entry = {"name": name, "size": obj["Size"], "last_modified": obj["LastModified"]}
                 if with_etag:
                     entry["etag"] = obj.get("ETag", "").strip('"')
-                out.append(entry)
+                yield entry
+
+    def list_files(self, task_id: str, include_internal: bool = False, prefix: str = "", *,
+                   with_etag: bool = False, top_level: bool = False) -> list[dict[str, Any]]:
+        """[{name, size, last_modified}] relative to the task folder (plus `etag`, unquoted, when asked);
+        work/ and logs/ hidden unless asked; with `top_level` only the files directly in the folder (S3 then
+        does not list the work/ and logs/ trees at all)."""
+        out = list(self.iter_files(task_id, include_internal, prefix, with_etag=with_etag, top_level=top_level))
         return sorted(out, key=lambda f: f["name"])
 
     def task_dir_exists(self, task_id: str) -> bool:
@@ -186,6 +229,13 @@ class TaskFiles:
 
     def delete(self, name: str) -> None:
         self.store.delete(self.task_id, name)
+
+    def delete_many(self, names: Iterable[str]) -> int:
+        return self.store.delete_many(self.task_id, names)
+
+    def iter_names(self, prefix: str = "") -> Iterator[str]:
+        """Names starting with `prefix` (internal files included), one S3 page at a time, in key order."""
+        return (f["name"] for f in self.store.iter_files(self.task_id, include_internal=True, prefix=prefix))
 
     def list_names(self, prefix: str = "") -> list[str]:
         """Names (relative to the task folder) starting with `prefix`, internal files included."""

@@ -59,8 +59,12 @@ def render_text(records: list[dict[str, Any]]) -> str:
 
 
 def log_file_info(task_id: str, files: FileStore | None = None) -> dict[str, Any]:
-    """{exists, chunks, last_modified} of the task's log chunks (without reading them)."""
+    """{exists, chunks, size, last_modified} of the task's log chunks from their listing (a page of 1,000 per
+    request), without reading them: `size` is the bytes stored (the JSON-lines chunks)."""
     files = files or FileStore()
-    chunks = files.list_files(task_id, include_internal=True, prefix=LOG_PREFIX)
-    last = max((c["last_modified"] for c in chunks), default=None)
-    return {"exists": bool(chunks), "chunks": len(chunks), "last_modified": last}
+    count, size, last = 0, 0, None
+    for chunk in files.iter_files(task_id, include_internal=True, prefix=LOG_PREFIX):
+        count += 1
+        size += chunk["size"]
+        last = chunk["last_modified"] if last is None or chunk["last_modified"] > last else last
+    return {"exists": bool(count), "chunks": count, "size": size, "last_modified": last}

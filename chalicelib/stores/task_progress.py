@@ -2,6 +2,7 @@
 Map iterations, counted once when Step Functions delivers an iteration twice. Mixed into TaskStore."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -9,6 +10,16 @@ from botocore.exceptions import ClientError
 from chalicelib.stores.task_items import conditional_failed, invalid_path, step_key
 
 RECORDS_PER_UPDATE = 40  # progress records per UpdateItem: its expression stays well under DynamoDB's 4 KB
+# Per-item records kept on the task item per collection (the first ones to finish); the done/failed counters
+# count every item. Beyond that the records live in the step's S3 files, so the item stays far from DynamoDB's
+# 400 KB at any table count (the chunk ids that keep a re-delivered chunk from being counted twice: 16
+# characters per chunk of up to RECORDS_PER_UPDATE items).
+RECORDS_KEPT = 100
+HIDDEN = "_"  # progress keys starting with it are bookkeeping, not shown by the status view
+
+
+def _chunk_id(records: dict[str, Any]) -> str:
+    return hashlib.sha1("\x1f".join(sorted(records)).encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
 
 
 class TaskProgressWrites:
@@ -70,8 +81,10 @@ class TaskProgressWrites:
 
     def _record_chunk(self, task_id: str, step: str, collection: str,
                       records: dict[str, tuple[dict[str, Any], bool]], counted: bool) -> None:
-        names = {"#s": step_key(step), "#c": collection}
-        values: dict[str, Any] = {":zero": 0}
+        names = {"#s": step_key(step), "#c": collection, "#kept": f"{HIDDEN}{collection}_kept",
+                 "#marks": f"{HIDDEN}{collection}_counted"}
+        values: dict[str, Any] = {":zero": 0, ":max": RECORDS_KEPT, ":n": len(records),
+                                  ":chunk": {_chunk_id(records)}}
         sets = []
         for i, (key, (record, _ok)) in enumerate(records.items()):
             names[f"#k{i}"] = key
@@ -84,20 +97,38 @@ class TaskProgressWrites:
                 names[f"#{counter}"] = counter
                 values[f":{counter}"] = amount
                 counters.append(f"progress.#s.#{counter} = if_not_exists(progress.#s.#{counter}, :zero) + :{counter}")
+        kept = "progress.#s.#kept = if_not_exists(progress.#s.#kept, :zero) + :n"
+        room = "(attribute_not_exists(progress.#s.#kept) OR progress.#s.#kept < :max)"
+        fresh = "attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)"
         replace = "SET " + ", ".join(sets) + ", updated_at = :now"
 
-        def record_them() -> None:
-            if not counted:
-                self._update(task_id, replace, values, names)
-                return
+        def attempt(expression: str, condition: str) -> bool:
             try:
-                self._update(task_id, "SET " + ", ".join(sets + counters) + ", updated_at = :now", values, names,
-                             condition="attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)")
+                self._update(task_id, expression, values, names, condition=condition)
             except ClientError as exc:
                 if not conditional_failed(exc):
                     raise
-                self._update(task_id, replace, values, names)
+                return False
+            return True
 
+        def record_them() -> None:
+            if not counted:
+                # Records only (their counts were taken elsewhere), while the collection has room.
+                if not attempt("SET " + ", ".join(sets + [kept]) + ", updated_at = :now", f"{fresh} AND {room}"):
+                    attempt(replace, "attribute_exists(progress.#s.#c.#k0)")
+                return
+            # 1. the records and their counts, while fewer than RECORDS_KEPT records are kept on the item;
+            if attempt("SET " + ", ".join(sets + counters + [kept]) + ", updated_at = :now", f"{fresh} AND {room}"):
+                return
+            # 2. the item is full: counts only, the chunk remembered so that a re-delivery is not counted again;
+            if attempt("SET " + ", ".join(counters) + ", updated_at = :now ADD progress.#s.#marks :chunk",
+                       f"{fresh} AND (attribute_not_exists(progress.#s.#marks) "
+                       "OR NOT contains(progress.#s.#marks, :chunkid))"):
+                return
+            # 3. a re-delivered chunk: its kept records are replaced, nothing counted twice.
+            attempt(replace, "attribute_exists(progress.#s.#c.#k0)")
+
+        values[":chunkid"] = _chunk_id(records)
         try:
             record_them()
             return

@@ -47,7 +47,9 @@ from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes
     fast_moto_dynamodb_results,
     make_moto_dynamodb_writes_atomic,
     memoize_moto_host_lookup,
+    read_moto_item_reader_json_objects,
     reuse_moto_lambda_clients,
+    write_moto_distributed_map_results,
 )
 from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import STEP_FUNCTION_NAMES
@@ -311,7 +313,8 @@ class LocalStack:
         # Each undo is kept as soon as its patch is on, so a failed start (stop() runs them) leaves none behind.
         self._undo_patches.append(dispatch_moto_lambda_invocations(self.dispatcher.invoke))
         for patch in (make_moto_dynamodb_writes_atomic, memoize_moto_host_lookup, fast_moto_dynamodb_results,
-                      reuse_moto_lambda_clients):
+                      reuse_moto_lambda_clients, write_moto_distributed_map_results,
+                      read_moto_item_reader_json_objects):
             self._undo_patches.append(patch())
         # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -187,8 +187,9 @@ def test_check_deployment_zip_flags_local_only_packages(tmp_path):
     with zipfile.ZipFile(good, "w") as archive:
         archive.writestr("app.py", "x")
         archive.writestr("numpy/__init__.py", "x")
-        for data in ("column_roles.json", "labels.json"):  # the heuristic vocabularies must ship
-            archive.writestr(f"chalicelib/providers/heuristic/data/{data}", "{}")
+        for data in ("providers/heuristic/data/column_roles.json", "providers/heuristic/data/labels.json",
+                     "data/errors.json"):  # the vocabularies and the error catalogue must ship
+            archive.writestr(f"chalicelib/{data}", "{}")
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("pgserver/__init__.py", "x")
         archive.writestr("tokenizers-0.23.3.dist-info/METADATA", "x")
@@ -202,7 +203,10 @@ def test_sql_validation_fans_out_over_batches_and_merges_once():
     assert states["ShouldRunSqlValidation"]["Choices"][0]["Next"] == "SqlValidationPlan"
     plan, batches, merge = states["SqlValidationPlan"], states["SqlValidationBatches"], states["SqlValidationMerge"]
     assert plan["Resource"] == "${StepSqlValidationPlanArn}" and plan["Next"] == "SqlValidationBatches"
-    assert batches["ItemsPath"] == plan["ResultPath"] + ".batches"
+    # A Distributed Map: the items come from the plan's S3 manifest, the results go to S3 (ResultWriter).
+    assert batches["ItemReader"]["Parameters"] == {"Bucket.$": plan["ResultPath"] + ".items.Bucket",
+                                                   "Key.$": plan["ResultPath"] + ".items.Key"}
+    assert batches["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert batches["ItemSelector"]["batch_index.$"] == "$$.Map.Item.Value.index"
     inner = batches["ItemProcessor"]["States"]
     assert inner["SqlValidationBatch"]["Resource"] == "${StepSqlValidationBatchArn}"
@@ -210,6 +214,48 @@ def test_sql_validation_fans_out_over_batches_and_merges_once():
     assert batches["Next"] == "SqlValidationMerge"
     assert merge["Resource"] == "${StepSqlValidationMergeArn}"
     assert merge["Parameters"]["results.$"] == batches["ResultPath"]
+    assert batches["ResultWriter"]["Parameters"]["Prefix.$"] == plan["ResultPath"] + ".results.Prefix"
     # The merge replaces the batch list and results with its small summary, then the pipeline goes on.
     assert merge["ResultPath"] == plan["ResultPath"] and merge["Next"] == "ShouldRunTrainingLoad"
     assert "SqlValidation" not in states
+
+
+def test_fan_outs_that_grow_with_the_database_are_distributed_maps_over_s3():
+    """DDL batches and validation batches grow with the database: their items come from an S3 manifest and
+    their results go to S3, so no state carries them (256 KB quota). QA themes are bounded by a setting."""
+    states = _definition()["States"]
+    for name, plan in (("DdlTables", "$.ddl"), ("SqlValidationBatches", "$.validation")):
+        state = states[name]
+        assert "ItemsPath" not in state and state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert state["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+        assert state["ItemReader"]["Parameters"] == {"Bucket.$": f"{plan}.items.Bucket", "Key.$": f"{plan}.items.Key"}
+        assert state["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+        assert state["ResultWriter"]["Parameters"] == {"Bucket.$": f"{plan}.results.Bucket",
+                                                       "Prefix.$": f"{plan}.results.Prefix"}
+        # Only the ResultWriter's manifest reference goes on: {Bucket, Key}.
+        assert set(state["ResultSelector"]) == {"Bucket.$", "Key.$"}
+    assert states["QaPairs"]["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE"
+
+
+def test_llm_errors_are_retried_per_item_with_full_jitter():
+    states = _definition()["States"]
+    for map_name, task_name in (("DdlTables", "DdlTable"), ("SqlValidationBatches", "SqlValidationBatch"),
+                                ("QaPairs", "QaTheme")):
+        task = states[map_name]["ItemProcessor"]["States"][task_name]
+        retried = {error: retry for retry in task["Retry"] for error in retry["ErrorEquals"]}
+        for error in ("LLMRateLimited", "LLMTimeout"):
+            assert retried[error]["JitterStrategy"] == "FULL" and retried[error]["BackoffRate"] >= 2, task_name
+            assert retried[error]["MaxDelaySeconds"] <= 60, task_name
+        assert task["Catch"][0]["ErrorEquals"] == ["States.ALL"], task_name
+
+
+def test_state_machine_role_reads_map_items_writes_map_results_and_starts_child_runs():
+    resources = _resources()
+    policy = resources["StateMachineMapRunPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "StateMachineRole"}]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert statements["MapItemsAndResults"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert statements["MapItemsAndResults"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/tasks/*/work/maps/*"}
+    assert statements["MapChildExecutions"]["Action"] == "states:StartExecution"
+    assert statements["MapChildExecutions"]["Resource"] == {"Ref": STATE_MACHINE_RESOURCE}
+    assert all(s["Resource"] != "*" for s in statements.values())

@@ -6,10 +6,12 @@ Map fan-outs, retries and failure handling are checked independently of the real
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections import defaultdict
 
+import boto3
 import pytest
 from chalice import Chalice
 
@@ -26,6 +28,26 @@ class SqlBroken(Exception):
 
 
 # -- the project's state machine, driven by contract stand-ins of the step handlers ----------------------------
+
+
+def _write_items(event: dict, map_name: str, items: list) -> dict:
+    """What a plan step returns for a Distributed Map: its items in an S3 manifest, where its results go."""
+    bucket = os.environ["DATA_PIPELINE_BUCKET"]
+    base = f"tasks/{event['task_id']}/work/maps/{map_name}"
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{base}/items.json", Body=json.dumps(items).encode())
+    return {"items": {"Bucket": bucket, "Key": f"{base}/items.json"},
+            "results": {"Bucket": bucket, "Prefix": f"{base}/results"}, "count": len(items)}
+
+
+def map_outputs(reference: dict) -> list:
+    """The child outputs a Distributed Map's ResultWriter left in S3 (manifest, then its SUCCEEDED files)."""
+    s3 = boto3.client("s3")
+    manifest = json.loads(s3.get_object(Bucket=reference["Bucket"], Key=reference["Key"])["Body"].read())
+    outputs = []
+    for entry in manifest["ResultFiles"]["SUCCEEDED"]:
+        children = json.loads(s3.get_object(Bucket=reference["Bucket"], Key=entry["Key"])["Body"].read())
+        outputs += [json.loads(child["Output"]) for child in children]
+    return outputs
 
 
 class ContractApp:
@@ -71,7 +93,7 @@ class ContractApp:
 
     def step_ddl_plan(self, event):
         tables = [{"schema": "public", "name": n} for n in ("a", "b", "bad", "c")]
-        return {"batches": [tables[i:i + 2] for i in range(0, 4, 2)], "missing": {"public.gone": "not found"}}
+        return {**_write_items(event, "ddl", [tables[i:i + 2] for i in range(0, 4, 2)]), "missing": 1}
 
     def step_ddl_tables(self, event):
         if any(t["name"] == "bad" for t in event["tables"]):
@@ -93,7 +115,7 @@ class ContractApp:
     def step_sql_validation_plan(self, event):
         if event["plan"]["execution_mode"] == "step":
             raise SqlBroken("relation public.x does not exist")
-        return {"batches": [{"index": 0}, {"index": 1}, {"index": 2}], "max_concurrency": 2}
+        return {**_write_items(event, "validation", [{"index": 0}, {"index": 1}, {"index": 2}]), "max_concurrency": 2}
 
     def step_sql_validation_batch(self, event):
         if event["batch_index"] == 1:
@@ -101,7 +123,7 @@ class ContractApp:
         return {"index": event["batch_index"], "total": 10, "valid_after": 10}
 
     def step_sql_validation_merge(self, event):
-        return {"pairs_kept": 20, "batches": len(event["results"])}
+        return {"pairs_kept": 20, "batches": len(map_outputs(event["results"]))}
 
     def step_training_load(self, event):
         if self.flaky_failures:
@@ -142,9 +164,12 @@ def test_complete_run_goes_through_every_step(contract):
     assert output["final"] == {"status": "completed"}
 
     (merge,) = app.events["step_ddl_merge"]
-    assert merge["missing"] == {"public.gone": "not found"}
-    assert merge["results"][0]["tables"] == [{"table": "a", "ok": True}, {"table": "b", "ok": True}]
-    failed = merge["results"][1]
+    assert merge["missing"] == 1  # a count: the plan's {table: reason} stays in S3
+    # The Map passes the merge a reference to its results in S3, never the results themselves.
+    assert set(merge["results"]) == {"Bucket", "Key"}
+    results = map_outputs(merge["results"])
+    assert results[0]["tables"] == [{"table": "a", "ok": True}, {"table": "b", "ok": True}]
+    failed = results[1]
     assert failed["failed"] is True and [t["name"] for t in failed["tables"]] == ["bad", "c"]
     assert failed["error"]["Error"] == "RuntimeError"
     assert {e["theme_index"] for e in app.events["step_qa_theme"]} == {0, 1}
@@ -152,7 +177,7 @@ def test_complete_run_goes_through_every_step(contract):
     assert qa_merge["themes_usage"] == {"calls": 1} and len(qa_merge["results"]) == 2
     assert sorted(e["batch_index"] for e in app.events["step_sql_validation_batch"]) == [0, 1, 2]
     (validation_merge,) = app.events["step_sql_validation_merge"]
-    ok_0, failed_1, ok_2 = validation_merge["results"]
+    ok_0, failed_1, ok_2 = map_outputs(validation_merge["results"])
     assert ok_0 == {"index": 0, "total": 10, "valid_after": 10} and ok_2["index"] == 2
     assert failed_1["failed"] is True and failed_1["batch_index"] == 1
     assert failed_1["error"]["Error"] == "RuntimeError"

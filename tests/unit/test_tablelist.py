@@ -104,7 +104,7 @@ def test_empty_text_gives_empty_list():
 
 def test_too_many_tables():
     text = "\n".join(f"t{i}" for i in range(MAX_TABLES + 1))
-    with pytest.raises(ValidationError, match="at most 1000"):
+    with pytest.raises(ValidationError, match=f"names {MAX_TABLES + 1:,} tables; at most {MAX_TABLES:,} are allowed"):
         parse_table_list(text)
     assert len(parse_table_list("\n".join(f"t{i % MAX_TABLES}" for i in range(MAX_TABLES + 50)))) == MAX_TABLES
 
@@ -138,3 +138,14 @@ def test_render_round_trips_written_and_catalog_names():
 def test_names_round_trip_through_their_dict_form():
     for name in parse_table_list('SalesOrder, "SalesOrder", Ods.Orders, public.2019'):
         assert TableName.from_dict(name.to_dict()) == name
+
+
+def test_ten_thousand_tables_are_accepted_and_fit_the_upload_limit():
+    """The cap is at least 10,000 (issue #9): such a list of realistic names fits the 1 MB upload limit."""
+    from chalicelib.config import get_settings
+
+    assert MAX_TABLES >= 10_000
+    text = "\n".join(f"ods.fact_warehouse_table_{i:05d}" for i in range(10_000))
+    assert len(text.encode("utf-8")) < get_settings().max_upload_bytes
+    refs = parse_table_list(text)
+    assert len(refs) == 10_000 and refs[-1] == literal("ods", "fact_warehouse_table_09999")
