@@ -101,6 +101,8 @@ class Settings:
     table_list_buckets: tuple[str, ...] = ()
     local_stack: bool = False
     table_list_dir: str | None = None
+    # A task in_progress whose item has not changed for this long is checked against its execution when read.
+    reconcile_after_seconds: int = 60
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -185,4 +187,5 @@ def get_settings() -> Settings:
                                  if b.strip()),
         local_stack=_env_flag("DATA_PIPELINE_LOCAL", default=_env("AWS_LAMBDA_FUNCTION_NAME") is None),
         table_list_dir=_env("DATA_PIPELINE_TABLE_LIST_DIR"),
+        reconcile_after_seconds=_env_int("DATA_PIPELINE_RECONCILE_AFTER_SECONDS", 60),
     )
