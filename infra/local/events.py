@@ -156,14 +156,25 @@ class ExecutionEvents:
 
 def watch_moto_executions(publish: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
     """moto's executions call `publish(DescribeExecution answer)` once when they end. StopExecution ends an
-    execution at once as on AWS (moto kept it RUNNING until its running task returned). Returns the undo."""
+    execution at once as on AWS (moto kept it RUNNING until its running task returned) and keeps the error and
+    cause it was given (moto dropped them). Returns the undo."""
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
+    from moto.stepfunctions.responses import StepFunctionResponse
 
     original_terminated, original_stop = BaseExecutionWorkerCommunication.terminated, Execution.stop
+    original_stop_request = StepFunctionResponse.stop_execution
     if getattr(original_terminated, "_data_pipeline_events", False):
         raise RuntimeError("another LocalStack watches executions in this process")
     lock = threading.Lock()
+    request = threading.local()  # the StopExecution request's error and cause, for Execution.stop
+
+    def stop_request(self: Any) -> Any:
+        request.details = (self._get_param("error"), self._get_param("cause"))
+        try:
+            return original_stop_request(self)
+        finally:
+            request.details = None
 
     def report(execution: Any) -> None:
         with lock:
@@ -183,6 +194,8 @@ def watch_moto_executions(publish: Callable[[dict[str, Any]], None]) -> Callable
             report(self.execution)
 
     def stop(self: Any, stop_date: datetime.datetime, error: str | None, cause: str | None) -> None:
+        given_error, given_cause = getattr(request, "details", None) or (None, None)
+        error, cause = error or given_error or None, cause or given_cause or None
         original_stop(self, stop_date, error, cause)
         if self.exec_status == ExecutionStatus.RUNNING:
             self.exec_status = ExecutionStatus.ABORTED
@@ -193,9 +206,11 @@ def watch_moto_executions(publish: Callable[[dict[str, Any]], None]) -> Callable
     terminated._data_pipeline_events = True  # type: ignore[attr-defined]
     BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
     Execution.stop = stop  # type: ignore[method-assign]
+    StepFunctionResponse.stop_execution = stop_request  # type: ignore[method-assign]
 
     def undo() -> None:
         BaseExecutionWorkerCommunication.terminated = original_terminated  # type: ignore[method-assign]
         Execution.stop = original_stop  # type: ignore[method-assign]
+        StepFunctionResponse.stop_execution = original_stop_request  # type: ignore[method-assign]
 
     return undo
