@@ -1,6 +1,7 @@
 """Patches of moto for the local stack: DynamoDB conditional writes made atomic per item (as in DynamoDB),
-and three that take CPU out of moto's request path without changing what it answers. Each returns a
-function undoing it; applying one twice does nothing the second time.
+three that take CPU out of moto's request path without changing what it answers, and the AWS quotas moto does
+not enforce as AWS does (Step Functions payloads and history, DynamoDB item size; their limits and switches:
+infra/local/quotas.py). Each returns a function undoing it; applying one twice does nothing the second time.
 """
 from __future__ import annotations
 
