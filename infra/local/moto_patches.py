@@ -188,6 +188,7 @@ _STATE_SIZE_CHECKERS = (
 )
 _ITERATION_WORKER = "moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.iteration_worker"
 HISTORY_LIMIT_ERROR = "States.Runtime"
+_EXECUTION_END_EVENTS = ("ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut")
 
 
 def enforce_step_functions_quotas() -> Callable[[], None]:
@@ -248,8 +249,9 @@ def enforce_step_functions_quotas() -> Callable[[], None]:
         event_id = original_add_event(self, context, event_type, *args, **kwargs)
         maximum = limit("history_events")
         env = getattr(self, "_data_pipeline_env", None)
-        if maximum is not None and env is not None and event_id >= maximum - 1 and env.is_running():
-            # AWS: event number 25,000 is ExecutionFailed unless it is ExecutionSucceeded.
+        if maximum is not None and env is not None and event_id >= maximum and env.is_running() and \
+                str(getattr(event_type, "value", event_type)) not in _EXECUTION_END_EVENTS:
+            # AWS: once the history is full the execution fails, unless that last event ended it.
             env._data_pipeline_error = {
                 "error": HISTORY_LIMIT_ERROR,
                 "cause": f"The execution reached the maximum number of history events ({maximum}).",

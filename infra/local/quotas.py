@@ -65,6 +65,8 @@ def limit(name: str) -> int | None:
         return quota.default
     if raw in _OFF:
         return None
+    if quota.unit == "on/off":
+        raise ValueError(f"{quota.env} must be on or off, got {raw!r}")
     try:
         value = int(raw)
     except ValueError:

@@ -108,6 +108,9 @@ def test_every_quota_is_on_by_default_and_each_switch_or_number_changes_it(monke
     monkeypatch.setenv("DATA_PIPELINE_QUOTA_STATE_PAYLOAD_BYTES", "lots")
     with pytest.raises(ValueError, match="DATA_PIPELINE_QUOTA_STATE_PAYLOAD_BYTES must be off or a number"):
         limit("state_payload")
+    monkeypatch.setenv("DATA_PIPELINE_QUOTA_LAMBDA_TIMEOUT", "5")  # the functions' own timeouts, or none
+    with pytest.raises(ValueError, match="DATA_PIPELINE_QUOTA_LAMBDA_TIMEOUT must be on or off"):
+        limit("lambda_timeout")
 
 
 # -- Step Functions ---------------------------------------------------------------------------------------------
