@@ -347,9 +347,9 @@ def enforce_dynamodb_item_size() -> Callable[[], None]:
 
     def update_item(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         maximum = limit("dynamodb_item")
-        if maximum is None:
-            return original_update(self, table_name, key, *args, **kwargs)
         table = self.get_table(table_name)
+        if maximum is None or table.hash_key_attr not in key:  # moto answers a malformed key itself
+            return original_update(self, table_name, key, *args, **kwargs)
         hash_key = DynamoType(key[table.hash_key_attr])
         range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr in key else None
         existed = table.get_item(hash_key, range_key) is not None
@@ -360,10 +360,12 @@ def enforce_dynamodb_item_size() -> Callable[[], None]:
             return item
         items = table.items[hash_key] if range_key is not None else table.items
         slot = range_key if range_key is not None else hash_key
-        if existed and before:
-            items[slot] = before[0]
-        else:
+        if not existed:
             items.pop(slot, None)
+        elif before:
+            items[slot] = before[0]
+        else:  # moto copies every item it updates; without that copy the update cannot be undone
+            raise RuntimeError("moto made no copy of the item before updating it: cannot undo an oversize update")
         raise ItemSizeToUpdateTooLarge()
 
     update_item._data_pipeline_quota = True  # type: ignore[attr-defined]
