@@ -80,11 +80,12 @@ def test_the_rule_and_its_lambda_are_wired_in_the_template_and_the_app(pipeline_
 
 def test_an_aborted_execution_fails_its_task_within_seconds_and_the_task_runs_again(
         pipeline, pipeline_stack, llm_stub, monkeypatch):
-    # A model that takes 4 s per answer keeps ddl_generation running while the execution is stopped.
+    # A model that takes 6 s per answer keeps ddl_generation running while the execution is stopped: the task
+    # is failed long before that Lambda returns (StopExecution ends the execution at once, as on AWS).
     monkeypatch.setenv("LLM_BASE_URL", llm_stub.base_url)
     monkeypatch.setenv("LLM_API_KEY", "test-key")
     monkeypatch.setenv("LLM_MAX_RETRIES", "0")
-    llm_stub.default = lambda request: StubAnswer(content="{}", delay=4)
+    llm_stub.default = lambda request: StubAnswer(content="{}", delay=6)
     task_id = _task(pipeline)
     pipeline.execute(task_id, execution_mode="step", step_name="ddl_generation")
     arn = _execution_arn(task_id)
@@ -95,7 +96,7 @@ def test_an_aborted_execution_fails_its_task_within_seconds_and_the_task_runs_ag
 
     pipeline_stack.sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped by hand")
     status, waited = _wait_failed(pipeline, task_id, timeout=10)
-    assert status["status"] == "failed" and waited < 5
+    assert status["status"] == "failed" and waited < 3
     assert status["error_message"] == "execution ABORTED: Operator: stopped by hand"
     assert status["step_status"]["ddl_generation"] == "failed"
     assert pipeline_stack.sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
