@@ -128,6 +128,8 @@ class Settings:
     llm_max_retry_wait_seconds: float = 2.0
     llm_context_tokens: int = 32768
     llm_answer_tokens: int = 4096
+    # A task in_progress whose item has not changed for this long is checked against its execution when read.
+    reconcile_after_seconds: int = 60
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -231,6 +233,7 @@ def get_settings() -> Settings:
         llm_max_retry_wait_seconds=float(_env("LLM_MAX_RETRY_WAIT_SECONDS", "2") or "2"),
         llm_context_tokens=_env_int("LLM_CONTEXT_TOKENS", 32768),
         llm_answer_tokens=_env_int("LLM_ANSWER_TOKENS", 4096),
+        reconcile_after_seconds=_env_int("DATA_PIPELINE_RECONCILE_AFTER_SECONDS", 60),
     )
 
 

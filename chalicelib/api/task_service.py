@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from typing import Any
 from chalicelib.api.models import CreateTaskRequest, ExecuteRequest, ListTasksParams, QueryTasksRequest
 from chalicelib.api.table_list_service import resolve_table_list_file, store_table_list
 from chalicelib.api.task_cancel import stop_execution
-from chalicelib.api.task_events import log_api_event
+from chalicelib.api.task_events import API_LOGGER, log_api_event
 from chalicelib.api.task_view import public_task_view
 from chalicelib.aws import get_sfn
 from chalicelib.config import STEP_NAMES, Settings, get_settings
@@ -26,7 +27,11 @@ from chalicelib.errors import (
 from chalicelib.pipeline.db import check_connection_allowed, database_name
 from chalicelib.providers.factory import check_providers_ready
 from chalicelib.stores.files import FileStore
+from chalicelib.stores.task_reconcile import fail_lost_execution, lost_execution_message
 from chalicelib.stores.tasks import TaskStore, now_iso
+from chalicelib.tasklog import TaskLogger
+
+logger = logging.getLogger(__name__)
 
 FLAGS = ("enable_sql_validation", "enable_llm_repair", "modify_original_file", "enable_training_data_load",
          "backup_vector_tables", "truncate_vector_tables")
@@ -101,11 +106,45 @@ def public_tasks(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """API views of a page of tasks; the per-task S3 look-ups run a few at a time, not one after another."""
     files = FileStore()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda item: public_task(item, files), items))
+        return list(pool.map(lambda item: public_task(reconcile_stale_task(item), files), items))
 
 
 def get_task_status(task_id: str) -> dict[str, Any]:
-    return public_task(TaskStore().get_task(task_id))
+    return public_task(reconcile_stale_task(TaskStore().get_task(task_id)))
+
+
+def reconcile_stale_task(item: dict[str, Any]) -> dict[str, Any]:
+    """The task as it is: an item in_progress unchanged for longer than DATA_PIPELINE_RECONCILE_AFTER_SECONDS
+    is checked with DescribeExecution, and failed with the cause when its execution no longer runs (the
+    EventBridge rule does the same within seconds; this covers an event that never arrived)."""
+    execution_arn = (item.get("execution") or {}).get("execution_arn")
+    if item.get("status") != "in_progress" or not execution_arn:
+        return item
+    try:
+        changed_at = datetime.fromisoformat(item.get("updated_at") or item.get("started_at") or "")
+    except ValueError:
+        return item
+    age = (datetime.now(UTC) - changed_at.replace(tzinfo=changed_at.tzinfo or UTC)).total_seconds()
+    if age <= get_settings().reconcile_after_seconds:
+        return item
+    sfn = get_sfn()
+    try:
+        described = sfn.describe_execution(executionArn=execution_arn)
+        status, error, cause = described["status"], described.get("error"), described.get("cause")
+    except sfn.exceptions.ExecutionDoesNotExist:
+        status, error, cause = "LOST", None, "Step Functions no longer knows the execution"
+    except Exception as exc:  # the read still answers, with the item as stored
+        logger.warning("execution check failed", extra={"task_id": item["task_id"], "error": type(exc).__name__})
+        return item
+    if status == "RUNNING":
+        return item
+    store = TaskStore()
+    message = lost_execution_message(status, error, cause)
+    if fail_lost_execution(store, item["task_id"], execution_arn, (item.get("execution") or {}).get("execution_id"),
+                           message):
+        with TaskLogger(item["task_id"], logger_name=API_LOGGER, files=FileStore()) as log:
+            log.error("task marked failed, its execution ended: %s", message)
+    return store.get_task(item["task_id"])
 
 
 def list_tasks(params: ListTasksParams) -> dict[str, Any]:

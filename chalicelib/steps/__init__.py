@@ -6,6 +6,7 @@ from chalicelib.steps import (  # noqa: F401  (imported for their registrations)
     ddl_generation,
     lifecycle,
     qa_generation,
+    reconcile,
     sql_validation,
     training_load,
     vector_tables,

@@ -34,7 +34,7 @@ def create_aws_resources(client: Callable[[str], Any], *, endpoint_url: str, buc
     for name in function_names:
         # The code is never run: invocations are dispatched to the Chalice handler of that name.
         lam.create_function(FunctionName=name, Runtime="python3.11", Role=role_arn, Handler="index.handler",
-                            Code={"ZipFile": code}, Timeout=timeouts.get(name, 60))
+                            Code={"ZipFile": code}, Timeout=timeouts.get(name, timeouts.get("*", 60)))
     text = definition_text if definition_text is not None else load_definition_text()
     substitutions = {placeholder_for(name): function_arn(name) for name in function_names}
     unknown = find_placeholders(text) - set(substitutions)

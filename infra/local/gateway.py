@@ -5,14 +5,25 @@ and an unknown path with API Gateway's `{"message": "Missing Authentication Toke
 gateway responses (infra/template.py `gateway_responses`) turn those into envelopes; here the same answers are
 produced locally: an unknown path is a 404 `NOT_FOUND` envelope, a method the route lacks a 405
 `METHOD_NOT_ALLOWED` envelope (error.type `MethodNotAllowed`) with the route's methods in `Allow`.
+
+API Gateway's quotas hold here too (infra/local/quotas.py): a body above 10 MB is its 413 `PAYLOAD_TOO_LARGE`
+answer and an integration that takes longer than 29 s its 504 `INTEGRATION_TIMEOUT` answer, both in the
+envelope the deployed gateway responses give (infra/api_gateway.py).
 """
 from __future__ import annotations
 
+import logging
+import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 from chalice.local import ChaliceRequestHandler, LocalGateway, RouteMatcher
+
+from infra.api_gateway import GATEWAY_RESPONSES
+from infra.local.quotas import limit
+
+logger = logging.getLogger(__name__)
 
 METHOD_NOT_ALLOWED = {"error_type": "MethodNotAllowed", "code": "METHOD_NOT_ALLOWED"}
 NOT_FOUND = {"error_type": "NotFound", "code": "NOT_FOUND"}
@@ -42,7 +53,45 @@ class EnvelopeGateway(LocalGateway):
             allowed = ", ".join(sorted(views))
             return _envelope(405, f"Method {method} is not allowed on {resource} (allowed: {allowed})",
                              METHOD_NOT_ALLOWED, {"Allow": allowed})
-        return super().handle_request(method, path, headers, body)
+        payload_limit = limit("api_payload")
+        if payload_limit is not None and body is not None and len(body) > payload_limit:
+            return _gateway_response("REQUEST_TOO_LARGE",
+                                     f"Request body too large: {len(body)} bytes (limit {payload_limit})")
+        timeout = limit("api_timeout")
+        if timeout is None:
+            return super().handle_request(method, path, headers, body)
+        return self._handle_within(timeout, method, path, headers, body)
+
+    def _handle_within(self, timeout: int, method: str, path: str, headers: Any, body: bytes | None) -> Any:
+        """The app's answer, or API Gateway's 504 once `timeout` seconds passed (the handler runs on to its end,
+        as a Lambda behind API Gateway does)."""
+        answer: list[Any] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                answer.append(LocalGateway.handle_request(self, method, path, headers, body))
+            except BaseException as exc:  # handed to the request's thread, which raises it as Chalice would
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="api-integration", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if failure:
+            raise failure[0]
+        if answer:
+            return answer[0]
+        logger.warning("api integration timeout", extra={"method": method, "path": urlsplit(path).path,
+                                                         "seconds": timeout})
+        return _gateway_response("INTEGRATION_TIMEOUT", f"Endpoint request timed out after {timeout} s")
+
+
+def _gateway_response(response_type: str, details: str) -> dict[str, Any]:
+    """The envelope the deployed API's gateway response of `response_type` answers (infra/api_gateway.py)."""
+    status, error_type, code, message = GATEWAY_RESPONSES[response_type]
+    from chalicelib.api.envelope import failure
+
+    return failure(status or 500, message, error_type=error_type, code=code, details=details).to_dict()
 
 
 class EnvelopeRequestHandler(ChaliceRequestHandler):

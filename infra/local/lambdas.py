@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infra.local.quotas import limit
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,8 @@ STATE_PAYLOAD_LIMIT = 256 * 1024
 DEFAULT_WORKERS = 6
 # A worker gets this long beyond the function's timeout before it is killed, as Lambda kills a late sandbox.
 KILL_GRACE_SECONDS = 5.0
+# Chalice's timeout for a function the config does not name.
+DEFAULT_TIMEOUT_SECONDS = 60
 
 AppFactory = Callable[[], Any]
 
@@ -127,13 +131,13 @@ class _Worker:
         if answer.get("ready") is not True:
             raise RuntimeError(f"Lambda worker did not start: {answer.get('error') or answer}")
 
-    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def call(self, request: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n")
         self.process.stdin.flush()
         return self._read(timeout)
 
-    def _read(self, timeout: float) -> dict[str, Any]:
+    def _read(self, timeout: float | None) -> dict[str, Any]:
         ready, _, _ = select.select([self._answers], [], [], timeout)
         if not ready:
             raise TimeoutError
@@ -197,14 +201,15 @@ class WorkerPool:
         worker.process.kill()
         worker.stop()
 
-    def invoke(self, name: str, raw_event: str, timeout_seconds: int) -> tuple[bytes, bool]:
+    def invoke(self, name: str, raw_event: str, timeout_seconds: int, *, enforce_timeout: bool = True
+               ) -> tuple[bytes, bool]:
         worker = self._idle.get()
         request = {"function": name, "event": raw_event, "timeout": timeout_seconds, "env": dict(os.environ)}
         try:
-            answer = worker.call(request, timeout_seconds + KILL_GRACE_SECONDS)
+            answer = worker.call(request, timeout_seconds + KILL_GRACE_SECONDS if enforce_timeout else None)
         except TimeoutError:
             self._replace(worker)
-            return error_payload("Sandbox.Timedout", f"Task timed out after {timeout_seconds} seconds"), True
+            return timed_out_payload(timeout_seconds), True
         except (EOFError, OSError, ValueError) as exc:
             self._replace(worker)
             return error_payload("Runtime.ExitError", f"RequestId: local Error: Runtime exited: {exc}"), True
@@ -282,12 +287,17 @@ if __name__ == "__main__":
 
 
 def lambda_timeouts() -> dict[str, int]:
-    """Per-function timeouts from .chalice/config.json (dev stage), for the context's remaining time."""
+    """Per-function timeouts from .chalice/config.json (dev stage), the one source the deployed functions' come
+    from too: a function's `lambda_timeout`, else the stage's (under the key `*`), else Chalice's 60 s."""
     path = ROOT / ".chalice" / "config.json"
     if not path.exists():
         return {}
     stage = json.loads(path.read_text(encoding="utf-8")).get("stages", {}).get("dev", {})
-    return {name: int(cfg.get("lambda_timeout", 60)) for name, cfg in stage.get("lambda_functions", {}).items()}
+    default = int(stage.get("lambda_timeout", DEFAULT_TIMEOUT_SECONDS))
+    timeouts = {name: int(cfg.get("lambda_timeout", default))
+                for name, cfg in stage.get("lambda_functions", {}).items()}
+    timeouts["*"] = default
+    return timeouts
 
 
 class LambdaDispatcher:
@@ -330,14 +340,58 @@ class LambdaDispatcher:
             function_name = function_name.split(":function:", 1)[1]
         return function_name.split(":", 1)[0]
 
+    def timeout_for(self, name: str) -> int:
+        return self.timeouts.get(name, self.timeouts.get("*", DEFAULT_TIMEOUT_SECONDS))
+
     def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        """One invocation as Lambda runs it, within the quotas of infra/local/quotas.py: a request above the
+        payload quota is refused (413 RequestEntityTooLargeException), a response above it is the function
+        error `Function.ResponseSizeTooLarge`, and an invocation past the function's timeout is
+        `Sandbox.Timedout`."""
         name = self.handler_name(function_name)
         raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
-        timeout = self.timeouts.get(name, 60)
+        payload_limit = limit("lambda_payload")
+        if payload_limit is not None and len(raw.encode("utf-8")) > payload_limit:
+            raise RequestEntityTooLarge(
+                f"{len(raw.encode('utf-8'))} byte payload is too large for the RequestResponse invocation type "
+                f"(limit {payload_limit} bytes)")
+        timeout = self.timeout_for(name)
+        enforced = limit("lambda_timeout") is not None
         if self.workers is not None:
-            payload, function_error = self.workers.invoke(name, raw, timeout)
+            payload, function_error = self.workers.invoke(name, raw, timeout, enforce_timeout=enforced)
+        elif enforced:
+            payload, function_error = run_with_timeout(self.app, name, raw, timeout)
         else:
             payload, function_error = run_handler(self.app, name, raw, timeout)
+        if payload_limit is not None and not function_error and len(payload) > payload_limit:
+            logger.warning("lambda %s answered %d bytes: above the invocation payload quota", name, len(payload))
+            payload, function_error = error_payload(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size exceeded maximum allowed payload size ({payload_limit} bytes)."), True
         if function_error:
             response_headers["x-amz-function-error"] = "Unhandled"
         return payload
+
+
+def run_with_timeout(app: Any, name: str, raw_event: str, timeout_seconds: int) -> tuple[bytes, bool]:
+    """run_handler in a thread of its own, answered `Sandbox.Timedout` once the timeout passes, as Lambda
+    answers. A thread cannot be killed as a sandbox is: the late handler runs on to its end unobserved (its
+    writes may still land; the worker processes of `make serve` are killed instead)."""
+    answer: list[tuple[bytes, bool]] = []
+    thread = threading.Thread(target=lambda: answer.append(run_handler(app, name, raw_event, timeout_seconds)),
+                              name=f"lambda-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_seconds)
+    if answer:
+        return answer[0]
+    logger.warning("lambda %s timed out after %d s", name, timeout_seconds)
+    return timed_out_payload(timeout_seconds), True
+
+
+def timed_out_payload(timeout_seconds: int) -> bytes:
+    return error_payload("Sandbox.Timedout", f"Task timed out after {timeout_seconds} seconds")
+
+
+class RequestEntityTooLarge(Exception):
+    """Lambda's answer (HTTP 413) to an invocation whose request is above the payload quota; becomes moto's
+    error response in `dispatch_moto_lambda_invocations`."""

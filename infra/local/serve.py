@@ -7,7 +7,8 @@ the local state is: tasks, files and logs persist in `<root>/.local/state` acros
 
 Environment: API_PORT (default 8084), DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL (use an existing PostgreSQL
 instead of the embedded one, for the business data / the vectors), LLM_* and EMBEDDING_* (providers; without
-them the heuristic LLM and the bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL.
+them the heuristic LLM and the bundled MiniLM model are used), DATA_PIPELINE_API_KEY, DATA_PIPELINE_LOG_LEVEL,
+DATA_PIPELINE_LOCAL_QUOTAS and DATA_PIPELINE_QUOTA_* (the AWS quotas enforced locally, infra/local/quotas.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from chalicelib.api.auth import describe_local_auth
 from infra.local.lambdas import DEFAULT_WORKERS
+from infra.local.quotas import SWITCH, describe_quotas
 from infra.local.stack import ROOT, LocalStack
 
 logger = logging.getLogger("data_pipeline.serve")
@@ -113,6 +115,9 @@ def startup_banner(stack: LocalStack) -> str:
                      f"{restored.get('items', 0)} task items restored]")
         if stack.interrupted:
             lines.append(f"  interrupted while the server was down, now failed: {', '.join(stack.interrupted)}")
+    if stack.enforce_quotas:
+        lines.append(f"  AWS quotas enforced ({SWITCH}=off turns them all off):")
+        lines += ["    " + line for line in describe_quotas()]
     return "\n".join(lines)
 
 

@@ -9,7 +9,11 @@ The dev-only glue of the project is here:
 - moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
   are atomic per item as in real DynamoDB, and three patches take CPU out of moto's request path without
   changing what it answers (infra/local/moto_patches.py);
-- which database holds the business data and which the vectors (infra/local/databases.py).
+- which database holds the business data and which the vectors (infra/local/databases.py);
+- the AWS quotas moto does not enforce (payload sizes, history events, timeouts, item size), on unless
+  DATA_PIPELINE_LOCAL_QUOTAS=off (infra/local/quotas.py);
+- EventBridge's rules of infra/resources.json on execution status changes, delivered to their Lambda
+  (infra/local/events.py).
 
     with LocalStack() as stack:                  # or stack = LocalStack(...).start(); ...; stack.stop()
         stack.sfn.start_execution(stateMachineArn=stack.state_machine_arn, input=...)
@@ -41,16 +45,17 @@ from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget
     ensure_demo_database,
     resolve_databases,
 )
+from infra.local.events import EVENT_FUNCTION_NAMES, ExecutionEvents, rules_from_template, watch_moto_executions
 from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, LambdaDispatcher, lambda_timeouts
+from infra.local.moto_map_patches import read_moto_item_reader_json_objects, write_moto_distributed_map_results
 from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes_atomic: re-exported)
     dispatch_moto_lambda_invocations,
     fast_moto_dynamodb_results,
     make_moto_dynamodb_writes_atomic,
     memoize_moto_host_lookup,
-    read_moto_item_reader_json_objects,
     reuse_moto_lambda_clients,
-    write_moto_distributed_map_results,
 )
+from infra.local.moto_quota_patches import enforce_dynamodb_item_size, enforce_step_functions_quotas
 from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import STEP_FUNCTION_NAMES
 
@@ -91,6 +96,11 @@ class LocalStack:
     persist: keep the bucket's objects and the task table's items in `root/.local/state` across restarts
         (infra/local/persistence.py); tasks left in_progress by a stopped server are failed "interrupted".
         False: moto's memory only, nothing written.
+    event_functions: Lambda functions that are targets of the EventBridge rules of infra/resources.json (the
+        reconcile Lambda); default: those of the project when the stack runs the project's step functions,
+        none otherwise. An execution that ends is delivered to the rules that match it (infra/local/events.py).
+    enforce_quotas: patch moto so that the AWS quotas of infra/local/quotas.py can hold; each is then on or off
+        as the environment says when it is checked (DATA_PIPELINE_LOCAL_QUOTAS=off: all off).
     """
 
     def __init__(
@@ -108,10 +118,18 @@ class LocalStack:
         table_name: str = "data-pipeline-tasks",
         lambda_workers: int = 0,
         persist: bool = True,
+        event_functions: Sequence[str] | None = None,
+        enforce_quotas: bool = True,
     ) -> None:
         self.root = Path(root)
         self.server_url = server_url
         self.function_names = tuple(function_names)
+        if event_functions is None:
+            event_functions = EVENT_FUNCTION_NAMES if self.function_names == tuple(STEP_FUNCTION_NAMES) else ()
+        self.event_functions = tuple(event_functions)
+        self.enforce_quotas = enforce_quotas
+        self.events: ExecutionEvents | None = None
+        self._lambda_client: Any = None
         self.definition_text = definition_text
         self.load_demo = load_demo
         self.demo_database = demo_database
@@ -150,6 +168,7 @@ class LocalStack:
             self._start_moto()
             self._set_environment()
             self._create_resources()
+            self._start_events()
             self.timings["moto"] = time.monotonic() - started
             if self.persist:
                 started = time.monotonic()
@@ -181,6 +200,9 @@ class LocalStack:
             gc.set_threshold(*self._saved_gc)
             gc.unfreeze()
             self._saved_gc = None
+        if self.events is not None:
+            self.events.stop()
+            self.events = None
         self.dispatcher.stop_workers()
         if self._journal is not None:
             if self._moto is not None and self._moto.journaling is not None:
@@ -316,6 +338,11 @@ class LocalStack:
                       reuse_moto_lambda_clients, write_moto_distributed_map_results,
                       read_moto_item_reader_json_objects):
             self._undo_patches.append(patch())
+        if self.enforce_quotas:
+            self._undo_patches.append(enforce_step_functions_quotas())
+            self._undo_patches.append(enforce_dynamodb_item_size())
+        if self.event_functions:
+            self._undo_patches.append(watch_moto_executions(self._publish_execution_end))
         # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -371,10 +398,29 @@ class LocalStack:
         logger.info("local state in %s: %d objects, %d items", self.state_dir, self.restored["objects"],
                     self.restored["items"])
 
+    def _publish_execution_end(self, described: dict[str, Any]) -> None:
+        if self.events is not None and described.get("stateMachineArn") == self.state_machine_arn:
+            self.events.publish(described)
+
+    def _start_events(self) -> None:
+        """EventBridge's rules on this state machine's executions, delivered to their Lambda functions."""
+        if not self.event_functions:
+            return
+        rules = rules_from_template(self.event_functions, self.state_machine_arn or "")
+        self.events = ExecutionEvents(rules, self.invoke_lambda)
+
+    def invoke_lambda(self, name: str, event: dict[str, Any]) -> tuple[Any, str | None]:
+        """Invoke a Lambda function of the stack through moto's Lambda API: (decoded answer, FunctionError)."""
+        if self._lambda_client is None:
+            self._lambda_client = self.client("lambda")
+        reply = self._lambda_client.invoke(FunctionName=name, Payload=json.dumps(event, ensure_ascii=False).encode())
+        raw = reply["Payload"].read()
+        return (json.loads(raw) if raw else None), reply.get("FunctionError")
+
     def _create_resources(self) -> None:
         self.state_machine_arn = create_aws_resources(
             self.client, endpoint_url=self.endpoint_url, bucket=self.bucket, table_name=self.table_name,
-            function_names=self.function_names, timeouts=self.dispatcher.timeouts,
+            function_names=self.function_names + self.event_functions, timeouts=self.dispatcher.timeouts,
             definition_text=self.definition_text, function_arn=self.function_arn)
         self._set_env("DATA_PIPELINE_STATE_MACHINE_ARN", self.state_machine_arn)
 
