@@ -76,19 +76,10 @@ def _column_lines(meta: TableMeta) -> list[tuple[str | None, str]]:
 
 
 def _pack(lines: list[tuple[str | None, str]], tokens: int) -> list[list[tuple[str | None, str]]]:
-    """The lines in order, in groups of at most `tokens` (a longer line is cut to fit alone)."""
-    groups: list[list[tuple[str | None, str]]] = [[]]
-    used = 0
-    for name, line in lines:
-        cost = estimate_tokens(line) + 1
-        if cost > tokens:
-            line, cost = clip_to_tokens(line, tokens - 1), tokens
-        if groups[-1] and used + cost > tokens:
-            groups.append([])
-            used = 0
-        groups[-1].append((name, line))
-        used += cost
-    return [group for group in groups if group]
+    """The lines in order, in groups of at most `tokens` (a longer line is cut to fit alone): chunk_lines keeps
+    the order and puts every line in exactly one group, so each keeps its column name."""
+    names = iter([name for name, _ in lines])
+    return [[(next(names), line) for line in chunk] for chunk in chunk_lines([line for _, line in lines], tokens)]
 
 
 def _comments_text(meta: TableMeta, context: str, columns: list[str], rows: str, part: str, lang: str) -> str:
