@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from chalicelib import errors
-from chalicelib.api import models
+from chalicelib.api import model_fields, models
 from chalicelib.api.openapi import file_name_pattern, openapi_document
 from chalicelib.api.operations import validate
 from chalicelib.pipeline.tablelist import parse_table_name
@@ -73,7 +73,7 @@ def test_integral_json_numbers_are_integers_as_the_schema_says():
 
 
 @FAST
-@given(st.from_regex(models.TIME_PATTERN, fullmatch=True))
+@given(st.from_regex(model_fields.TIME_PATTERN, fullmatch=True))
 def test_every_time_the_schema_allows_is_accepted(value):
     assert validate(models.LogQueryRequest, {"start_time": value, "end_time": value}).start_time
 
