@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from chalicelib.config import Settings, get_settings
 from chalicelib.pipeline.ports import EmbeddingProvider, LLMProvider
-from chalicelib.providers.embeddings import MiniLMEmbeddings, OpenAIEmbeddings
+from chalicelib.providers.embeddings import configured_embeddings
 from chalicelib.providers.heuristic import HeuristicProvider
 from chalicelib.providers.openai_chat import OpenAIProvider
 
@@ -17,8 +17,6 @@ def get_llm_provider(settings: Settings | None = None) -> LLMProvider:
 
 
 def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvider:
-    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else offline all-MiniLM-L6-v2 (384-d)."""
-    settings = settings or get_settings()
-    if settings.has_remote_embeddings:
-        return OpenAIEmbeddings(settings)
-    return MiniLMEmbeddings()
+    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else the offline model EMBEDDING_MODEL names
+    (default providers.embeddings.DEFAULT_OFFLINE_MODEL)."""
+    return configured_embeddings(settings or get_settings())
