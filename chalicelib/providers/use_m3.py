@@ -40,8 +40,9 @@ class USEEmbeddings:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
+        model = get_model()  # outside the lock: get_model takes it to load the model
         with _LOCK:
-            vectors = get_model().encode([str(t) for t in texts])
+            vectors = model.encode([str(t) for t in texts])
         return vectors.reshape(len(texts), -1).tolist()
 
     def embed_queries(self, texts: list[str]) -> list[list[float]]:
