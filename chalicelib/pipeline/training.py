@@ -6,6 +6,11 @@ none, the langchain_postgres/Vanna one. Ids are deterministic (uuid5 of collecti
 `-ddl`/`-doc`/`-sql` suffix). A row is skipped, and never embedded, when its id is stored already or when
 its collection already holds the same document, whoever wrote it (Vanna's own `train()`, an earlier load),
 so loading the same data twice adds no rows. Documents are written exactly as Vanna writes them.
+
+Every row records the embedding model and dimension it was embedded with (cmetadata `embedding_model`,
+`embedding_dim`); a load into a collection holding vectors of another model or dimension is refused before
+anything is embedded (errors.EmbeddingError naming both), never mixed: a question embedded by one model finds
+nothing meaningful among vectors of another.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib import errors
 from chalicelib.config import get_settings
 from chalicelib.pipeline import vector_layout
 from chalicelib.pipeline.db import connect
@@ -90,7 +96,8 @@ class Provenance:
             return self.pair_file
         return files[index] if index < len(files) else None
 
-    def metadata(self, collection: str, source_file: str | None, embedding_model: str) -> dict[str, Any]:
+    def metadata(self, collection: str, source_file: str | None, embedding_model: str,
+                 embedding_dim: int | None = None) -> dict[str, Any]:
         writer = self.writers.get(collection) or {}
         return {
             "task_id": self.task_id,
@@ -99,6 +106,7 @@ class Provenance:
             "provider": writer.get("provider") or "unknown",
             "model": writer.get("model"),
             "embedding_model": embedding_model,
+            "embedding_dim": embedding_dim,
             "loaded_by": LOADED_BY,
         }
 
@@ -119,11 +127,11 @@ class _Item:
     collection: str
     row_id: str
     document: str
-    meta: Mapping[str, Any] | None  # shared by every item of one source (its JSON is encoded once)
+    meta: Mapping[str, Any]  # shared by every item of one source (its JSON is encoded once)
 
 
 def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair], provenance: Provenance | None,
-           embedding_model: str) -> list[_Item]:
+           embedding_model: str, embedding_dim: int) -> list[_Item]:
     """Every non-blank input, duplicates removed, order kept. Documents exactly as Vanna writes them:
     DDL and documentation as given, a pair as json.dumps({"question", "sql"}, ensure_ascii=False)."""
     raw: list[tuple[str, int, str]] = [("ddl", i, d) for i, d in enumerate(ddl)]
@@ -131,6 +139,7 @@ def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair], proven
     raw += [("sql", i, json.dumps({"question": p.question, "sql": p.sql}, ensure_ascii=False))
             for i, p in enumerate(pairs)]
     metas: dict[tuple[str, str | None], dict[str, Any]] = {}
+    bare = {"embedding_model": embedding_model, "embedding_dim": embedding_dim}  # without provenance
     seen: set[str] = set()
     items: list[_Item] = []
     for collection, index, document in raw:
@@ -140,12 +149,13 @@ def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair], proven
         if row_id in seen:
             continue
         seen.add(row_id)
-        meta = None
+        meta: Mapping[str, Any] = bare
         if provenance is not None:
             source = provenance.source_file(collection, index)
             meta = metas.get((collection, source))
             if meta is None:
-                meta = metas[(collection, source)] = provenance.metadata(collection, source, embedding_model)
+                meta = metas[(collection, source)] = provenance.metadata(collection, source, embedding_model,
+                                                                         embedding_dim)
         items.append(_Item(collection, row_id, document, meta))
     return items
 
@@ -153,6 +163,25 @@ def _items(ddl: list[str], documentation: list[str], pairs: list[QAPair], proven
 def _collection_ids(conn: Any, names: list[str]) -> dict[str, str]:
     """uuid of each collection, created (deterministically) when absent."""
     return vector_layout.collection_ids(conn, names, ID_NAMESPACE)
+
+
+def check_same_model(conn: Any, collections: Mapping[str, str], wanted: set[str], model_name: str,
+                     dimension: int) -> None:
+    """Refuse (errors.EmbeddingError naming both) a load into a collection whose rows hold vectors of another
+    embedding model or dimension. Rows that record no model (written by Vanna or LangChain) are checked by their
+    dimension only."""
+    uuids = {collections[name]: name for name in wanted}
+    for cid, found in vector_layout.stored_models(conn, list(uuids)).items():
+        for stored_model, stored_dim, rows in found:
+            other_model = stored_model is not None and stored_model != model_name
+            if other_model or stored_dim != dimension:
+                held = f"{stored_model or 'an unrecorded model'} ({stored_dim}-d)"
+                raise errors.EmbeddingError(
+                    f"collection {uuids[cid]!r} holds {rows} vector(s) of {held}; refusing to load vectors of "
+                    f"{model_name or 'the configured model'} ({dimension}-d) into it (the two cannot be searched "
+                    "together). Configure the stored model (EMBEDDING_MODEL) or back up and truncate the vector "
+                    "tables and load again"
+                )
 
 
 def _already_stored(conn: Any, layout: VectorLayout, items: list[_Item], collections: dict[str, str]
@@ -186,7 +215,9 @@ def load_training_data(
     Only items neither stored under their id nor present as the same document in their collection are
     embedded. Vectors are written with binary COPY, one transaction per `write_batch_size` rows (default
     DATA_PIPELINE_VECTOR_WRITE_BATCH_SIZE; see `write_embeddings`). With `provenance`, each new row's cmetadata
-    holds task_id, db_name, source_file, provider, model, embedding_model and loaded_by besides Vanna's `id`.
+    holds task_id, db_name, source_file, provider, model, embedding_model, embedding_dim and loaded_by besides
+    Vanna's `id` (without it: embedding_model and embedding_dim). A collection holding vectors of another model or
+    dimension is refused first (`check_same_model`).
     The HNSW cosine index is created once, when absent, after the rows are in (building it over a full
     table is much cheaper than growing it row by row); later loads never rebuild it.
 
@@ -199,9 +230,9 @@ def load_training_data(
         write_batch_size = get_settings().vector_write_batch_size
     write_batch_size = max(1, int(write_batch_size))
     model_name = getattr(embedder, "model_name", "")
-    items = _items(ddl, documentation, pairs, provenance, model_name)
     dimension = int(embedder.dimension)
     check = before_write or (lambda: None)
+    items = _items(ddl, documentation, pairs, provenance, model_name, dimension)
     conn = connect(pg_url, application_name="data_pipeline_training")
     try:
         check()
@@ -210,6 +241,7 @@ def load_training_data(
             layout = vector_layout.detect_layout(cur)
         assert layout is not None  # ensure_vector_tables created it
         collections = _collection_ids(conn, list(SUFFIXES))
+        check_same_model(conn, collections, {item.collection for item in items}, model_name, dimension)
         same_id, same_document = _already_stored(conn, layout, items, collections)
         todo = [item for item in items if item.row_id not in same_id and item.row_id not in same_document]
         log.info(f"training load ({layout.name} layout): {len(items)} item(s), {len(same_id)} already stored, "

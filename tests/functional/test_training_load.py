@@ -82,7 +82,7 @@ def test_load_twice_adds_nothing_and_matches_vanna_layout(scratch_db):
     for row_id, collection, document, cmetadata in rows:
         assert row_id.endswith(suffix[collection])
         assert row_id == training_id(collection, document)
-        assert cmetadata == {"id": row_id}
+        assert cmetadata == {"id": row_id, "embedding_model": "hash-8", "embedding_dim": 8}
         if collection == "sql":
             parsed = json.loads(document)
             assert set(parsed) == {"question", "sql"}

@@ -9,6 +9,7 @@ import psycopg2
 import pytest
 
 from chalicelib.pipeline.db import database_name
+from chalicelib.providers.embeddings import DEFAULT_OFFLINE_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ def test_loaded_rows_say_which_task_database_file_and_provider_produced_them(pip
             collection]
         assert meta["db_name"] == dbname
         assert (meta["provider"], meta["model"]) == ("heuristic", None)  # no LLM configured in the tests
-        assert meta["embedding_model"] == "all-MiniLM-L6-v2" and meta["loaded_by"] == "data_pipeline"
+        assert meta["embedding_model"] == DEFAULT_OFFLINE_MODEL and meta["loaded_by"] == "data_pipeline"
+        assert meta["embedding_dim"] == 384
         expected = {"ddl": {f"{table}.ddl"}, "documentation": {f"{table}_detail.md", "metadata_detail.md"},
                     "sql": {status["results"]["qa_generation"]["pair_file"]}}[collection]
         assert meta["source_file"] in expected and meta["source_file"] in files

@@ -87,7 +87,7 @@ def _expected_metadata(collection, document, row_id):
     writer = {"provider": "openai-compatible", "model": "qwen-plus"} if collection == "sql" else \
         {"provider": "heuristic", "model": None}
     return {"id": row_id, "task_id": PROVENANCE.task_id, "db_name": "shop", "source_file": source, **writer,
-            "embedding_model": "all-MiniLM-L6-v2", "loaded_by": "data_pipeline"}
+            "embedding_model": "all-MiniLM-L6-v2", "embedding_dim": 384, "loaded_by": "data_pipeline"}
 
 
 def test_langchain_postgres_and_vanna_read_what_the_product_loaded(scratch_db, embeddings):

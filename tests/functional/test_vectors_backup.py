@@ -60,7 +60,7 @@ def test_backup_writes_verified_csv_and_log(loaded_db):
                                           newline="")))
     assert len(emb) == 10
     for row in emb:
-        assert json.loads(row["cmetadata"]) == {"id": row["id"]}
+        assert json.loads(row["cmetadata"]) == {"id": row["id"], "embedding_model": "hash-8", "embedding_dim": 8}
         assert len(json.loads(row["embedding"])) == 8
     assert any("\r\nand CRLF" in row["document"] for row in emb)
     coll = list(csv.DictReader(io.StringIO(files[f"vector_bak/langchain_pg_collection_{TS}.csv"].decode())))

@@ -56,7 +56,8 @@ def test_model_is_a_process_singleton():
     assert minilm.get_model() is minilm.get_model()
 
 
-def test_default_provider_is_minilm(monkeypatch):
+def test_minilm_stays_selectable_by_embedding_model(monkeypatch):
     monkeypatch.delenv("EMBEDDING_BASE_URL", raising=False)
+    monkeypatch.setenv("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
     assert isinstance(get_embedding_provider(), MiniLMEmbeddings)
     assert MiniLMEmbeddings().embed([]) == []
