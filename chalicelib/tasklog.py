@@ -87,17 +87,19 @@ class _Sink:
 
 
 def render(template: str, fields: dict[str, Any]) -> str:
-    """The text a person reads: `template` with its `{key}` places filled from `fields`; a template without places
-    gets the fields appended as `(key=value, …)`. A template that does not format is kept as it is, fields appended."""
+    """The text a person reads: `template` with its `{key}` places filled from `fields` (dicts and lists as JSON); a
+    template without places gets the fields appended as `(key=value, …)`. A template that does not format is kept
+    as it is, fields appended."""
     if not fields:
         return template
+    shown = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in fields.items()}
     try:
-        text = template.format_map(fields)
+        text = template.format_map(shown)
     except (KeyError, IndexError, ValueError, AttributeError):
         text = None
     if text is not None and text != template:
         return text
-    return f"{template} ({', '.join(f'{k}={v}' for k, v in fields.items())})"
+    return f"{template} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
 class TaskLogger:

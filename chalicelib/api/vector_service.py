@@ -175,14 +175,16 @@ def restore_backup(body: RestoreRequest) -> dict[str, Any]:
                              invalid_params=["tables"])
     csvs = {table: files.get_bytes(task_id, in_set[table]) for table in wanted}
     with TaskLogger(task_id, logger_name=LOGGER, files=FileStore()) as log:
-        log.info(f"restoring vector backup {chosen['timestamp']} ({', '.join(wanted)}) into {mask_url(url)}; "
-                 f"truncate_before_restore={truncate}, on_conflict={on_conflict}")
+        log.info("restoring vector backup {timestamp} ({tables}) into {database}; "
+                 "truncate_before_restore={truncate}, on_conflict={on_conflict}",
+                 timestamp=chosen["timestamp"], tables=", ".join(wanted), database=mask_url(url), truncate=truncate,
+                 on_conflict=on_conflict)
         try:
             report = restore_vector_backup(url, csvs, truncate, on_conflict=on_conflict)
         except DataPipelineError as exc:
-            log.error(f"vector restore failed: {exc.message}")
+            log.error("vector restore failed: {error}", error=exc.message, code=exc.code)
             raise
-        log.info(f"vector restore done: { {t: r['restored'] for t, r in report.items()} }")
+        log.info("vector restore done: {restored}", restored={t: r["restored"] for t, r in report.items()})
     result = {
         "task_id": task_id,
         "timestamp": chosen["timestamp"],

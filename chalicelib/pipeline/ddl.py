@@ -257,7 +257,7 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str =
                  if isinstance(v, str) and v.strip()}
     matched, unknown = _match_columns(meta, list(suggested))
     if unknown:
-        logger.warning(f"the {source} provider commented columns that do not exist; dropped",
+        logger.warning("the {provider} provider commented columns that do not exist; dropped",
                        extra={"table": meta.ref.sql_name, "provider": source, "columns": unknown})
     from_llm: dict[str, str] = {}
     for key, column in matched.items():
@@ -276,7 +276,7 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str =
 
     enum_matched, enum_unknown = _match_columns(meta, [str(c) for c in (suggestion.enum_candidates or [])])
     if enum_unknown:
-        logger.warning(f"the {source} provider named enum columns that do not exist; dropped",
+        logger.warning("the {provider} provider named enum columns that do not exist; dropped",
                        extra={"table": meta.ref.sql_name, "provider": source, "columns": enum_unknown})
     candidates = list(dict.fromkeys(enum_matched.values()))
     return table_comment, comments, sources, candidates

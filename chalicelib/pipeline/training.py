@@ -244,9 +244,10 @@ def load_training_data(
         check_same_model(conn, collections, {item.collection for item in items}, model_name, dimension)
         same_id, same_document = _already_stored(conn, layout, items, collections)
         todo = [item for item in items if item.row_id not in same_id and item.row_id not in same_document]
-        log.info(f"training load ({layout.name} layout): {len(items)} item(s), {len(same_id)} already stored, "
-                 f"{len(same_document)} already in their collection under another id (same document), "
-                 f"{len(todo)} to embed")
+        log.info("training load ({layout} layout): {items} item(s), {same_id} already stored, {same_document} already "
+                 "in their collection under another id (same document), {to_embed} to embed",
+                 extra={"layout": layout.name, "items": len(items), "same_id": len(same_id),
+                        "same_document": len(same_document), "to_embed": len(todo)})
         inserted = dict.fromkeys(SUFFIXES, 0)
         collection_of = {item.row_id: item.collection for item in todo}
         pending: list[tuple[str, str, str]] = []
@@ -267,7 +268,7 @@ def load_training_data(
             pending.clear()
             pending_meta.clear()
             pending_vectors.clear()
-            log.info(f"training load: stored {written}/{len(todo)}")
+            log.info("training load: stored {written}/{to_embed}", extra={"written": written, "to_embed": len(todo)})
 
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
@@ -293,6 +294,6 @@ def load_training_data(
         "dimension": dimension,
         "index_created": index_created,
     }
-    log.info(f"training load finished: ddl {inserted['ddl']}, documentation {inserted['documentation']}, "
-             f"sql {inserted['sql']} new; {skipped} already present")
+    log.info("training load finished: ddl {ddl}, documentation {documentation}, sql {sql} new; {skipped} already "
+             "present", extra={**{k: inserted[k] for k in ("ddl", "documentation", "sql")}, "skipped": skipped})
     return result

@@ -229,7 +229,8 @@ def validate_pairs(
                 valid_before=error is None, valid_after=error is None, error=error, original_error=error,
             ))
         invalid = sum(not r.valid_before for r in report.results)
-        log.info(f"SQL validation: {len(pairs) - invalid}/{len(pairs)} valid before repair")
+        log.info("SQL validation: {valid}/{total} valid before repair",
+                 extra={"valid": len(pairs) - invalid, "total": len(pairs)})
         if enable_repair and llm is not None:
             _run_repair_rounds(report, checker, llm, docs, max_rounds, repair_batch_size, log)
     finally:
@@ -238,10 +239,9 @@ def validate_pairs(
         r.dropped = not r.valid_after
     report.duration_seconds = round(time.monotonic() - started, 3)
     counts = report.counts()
-    log.info(
-        f"SQL validation finished: {counts['valid_after']}/{counts['total']} valid, "
-        f"{counts['repaired']} repaired, {counts['dropped']} unrepairable, {report.rounds_used} round(s)"
-    )
+    log.info("SQL validation finished: {valid_after}/{total} valid, {repaired} repaired, {dropped} unrepairable, "
+             "{rounds} round(s)", extra={**{k: counts[k] for k in ("valid_after", "total", "repaired", "dropped")},
+                                          "rounds": report.rounds_used})
     return report
 
 
@@ -254,7 +254,8 @@ def _run_repair_rounds(
         if not failing:
             return
         report.rounds_used = round_no
-        log.info(f"SQL repair round {round_no}/{max_rounds}: {len(failing)} failing statement(s)")
+        log.info("SQL repair round {round}/{max_rounds}: {failing} failing statement(s)",
+                 extra={"round": round_no, "max_rounds": max_rounds, "failing": len(failing)})
         answers: dict[int, str] = {}
         for start in range(0, len(failing), max(1, batch_size)):
             batch = failing[start:start + batch_size]
@@ -266,7 +267,7 @@ def _run_repair_rounds(
                 raise  # retrying can fix it: the state machine retries the batch, no pair is dropped for it
             except errors.LLMError as exc:
                 report.repair_error = f"{type(exc).__name__}: {exc}"
-                log.warning(f"SQL repair stopped: the LLM failed ({report.repair_error})")
+                log.warning("SQL repair stopped: the LLM failed ({error})", extra={"error": report.repair_error})
                 _record_round(failing, answers, checker, round_no)
                 return
         _record_round(failing, answers, checker, round_no)

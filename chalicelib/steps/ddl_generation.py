@@ -54,7 +54,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
     only references and counts."""
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         names = tablelist.parse_table_list(run.files.get_text("table_list.txt"))
-        run.log.info(f"Introspecting {len(names)} tables")
+        run.log.info("Introspecting {tables} tables", tables=len(names))
         _clear_previous_outputs(run)
         size = max(1, run.settings.ddl_batch_size)
         seen: set[TableRef] = set()
@@ -86,8 +86,8 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     if name in found:
                         meta = found[name]
                         if meta.ref in seen:
-                            run.log.info(f"Table {name.text} is {meta.ref.display_name}, already listed: "
-                                         "documented once")
+                            run.log.info("Table {listed} is {table}, already listed: documented once",
+                                         listed=name.text, table=meta.ref.display_name)
                             continue
                         seen.add(meta.ref)
                         pending.append(meta)
@@ -98,7 +98,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
             conn.close()
         write_batches(final=True)
         for name, reason in skipped.items():
-            run.log.error(f"Table {name} skipped: {reason}")
+            run.log.error("Table {table} skipped: {reason}", table=name, reason=reason)
         if not seen:
             raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
                              + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
@@ -154,7 +154,7 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
     name = ref.display_name
     started = time.monotonic()
     with bind_step_log(run.log):
-        run.log.info(f"开始处理表: {name}")
+        run.log.info("开始处理表: {table}", table=name)
         try:
             if name not in schema:
                 raise StepFailed(f"table {name} is not in this run's introspected schema")
@@ -165,11 +165,13 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
             raise
         except Exception as exc:  # recorded per table; the step decides in merge
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            run.log.error(f"Table {name} failed ({_provider_label(llm)}): {reason}")
+            run.log.error("Table {table} failed ({provider}): {reason}", table=name, provider=_provider_label(llm),
+                          reason=reason)
             result = {"table": name, "ok": False, "error": reason, "seconds": round(time.monotonic() - started, 3)}
         else:
-            run.log.info(f"Table {name} done in {result['seconds']} s; comments kept: "
-                         f"{_sources_text(result['comment_sources'])} ({_provider_label(llm)})")
+            run.log.info("Table {table} done in {seconds} s; comments kept: {comments} ({provider})", table=name,
+                         seconds=result["seconds"], comments=_sources_text(result["comment_sources"]),
+                         provider=_provider_label(llm))
         return result
 
 
@@ -205,7 +207,7 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not refs:
             return {"tables": [], "llm_usage": {}}
         llm = get_llm_provider(run.settings)
-        run.log.info(f"Commenting {len(refs)} tables with the {_provider_label(llm)}")
+        run.log.info("Commenting {tables} tables with the {provider}", tables=len(refs), provider=_provider_label(llm))
         connections = ConnectionPool(run.db_url, DB_CONNECTIONS_PER_BATCH)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
@@ -286,7 +288,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 for item in tables.get("tables", []) if isinstance(tables, dict) else tables:
                     name = TableRef.from_dict(item).display_name
                     failed[name] = crashed[name] = reason
-                    run.log.error(f"Table {name} failed: {reason}")
+                    run.log.error("Table {table} failed: {reason}", table=name, reason=reason)
                 continue
             usages.append(batch.get("llm_usage") or {})
             for item in batch.get("tables") or []:
@@ -323,7 +325,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if failed:
             run.log.warning("ddl_generation finished with failed tables", failed=len(failed),
                             first_failed=list(failed)[:RESULT_DETAIL_MAX], report_file=REPORT_FILE)
-        run.log.info(f"ddl_generation completed: {len(ok)} tables, {2 * len(ok)} files; comments kept: "
-                     f"{_sources_text(sources)} (provider: {', '.join(providers) or 'none'})")
+        run.log.info("ddl_generation completed: {tables} tables, {files} files; comments kept: {comments} "
+                     "(provider: {providers})", tables=len(ok), files=2 * len(ok), comments=_sources_text(sources),
+                     providers=", ".join(providers) or "none")
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"tables_succeeded": len(ok), "tables_failed": len(failed)}

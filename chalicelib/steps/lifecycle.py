@@ -33,10 +33,9 @@ def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
         for name in plan["skipped"]:
             run.tasks.mark_step_skipped(run.task_id, name)
         steps = [name for name, runs in plan["run"].items() if runs]
-        run.log.info(
-            f"Execution plan: mode={plan['execution_mode']}, steps={', '.join(steps)}, "
-            f"backup_vector_tables={plan['backup']}, truncate_vector_tables={plan['truncate']}"
-        )
+        run.log.info("Execution plan: mode={mode}, steps={steps}, backup_vector_tables={backup}, "
+                     "truncate_vector_tables={truncate}", mode=plan["execution_mode"], steps=", ".join(steps),
+                     backup=plan["backup"], truncate=plan["truncate"])
         return plan
 
 
@@ -47,7 +46,7 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         finished = all(step_status.get(name) in ("completed", "skipped") for name in STEP_NAMES)
         status = "completed" if finished else "partial_completed"
         run.tasks.finish_task(run.task_id, status)
-        run.log.info(f"Execution finished: task status {status}")
+        run.log.info("Execution finished: task status {status}", status=status)
         return {"status": status}
 
 
@@ -62,5 +61,5 @@ def handle_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if current in STEP_NAMES:
             run.tasks.mark_step_failed(run.task_id, current, error_message)
         run.tasks.finish_task(run.task_id, "failed", error_message)
-        run.log.error(f"Execution failed in {current or 'preparation'}: {error_message}")
+        run.log.error("Execution failed in {step}: {error}", step=current or "preparation", error=error_message)
         return {"failed_step": current, "error": error_message}

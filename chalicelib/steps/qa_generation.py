@@ -47,14 +47,15 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
         docs = load_table_docs(run)
         llm = get_llm_provider(run.settings)
-        run.log.info(f"Extracting {run.settings.theme_count} business themes from {len(docs)} tables ({llm.name})")
+        run.log.info("Extracting {themes} business themes from {tables} tables ({provider})",
+                     themes=run.settings.theme_count, tables=len(docs), provider=llm.name)
         themes = qa.extract_themes(llm, docs, run.business_context, run.settings.theme_count)
         if not themes:
             raise StepFailed("no business theme could be extracted from the table documentation")
         run.files.delete_many(run.files.iter_names(THEME_PAIRS))
         run.files.put_text(THEMES_FILE, json.dumps([t.to_dict() for t in themes], ensure_ascii=False))
         for theme in themes:
-            run.log.info(f"Theme: {theme.topic_name} ({', '.join(theme.related_tables)})")
+            run.log.info("Theme: {theme} ({tables})", theme=theme.topic_name, tables=", ".join(theme.related_tables))
         run.tasks.update_progress(
             run.task_id, STEP,
             {"total": len(themes), "themes_total": len(themes), "done": 0, "failed": 0, "themes": {}},
@@ -74,7 +75,7 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run.files.put_text(
             f"{THEME_PAIRS}{index:03d}.json", json.dumps([p.to_dict() for p in pairs], ensure_ascii=False)
         )
-        run.log.info(f"Theme '{theme.topic_name}': {len(pairs)} Question-SQL pairs")
+        run.log.info("Theme '{theme}': {pairs} Question-SQL pairs", theme=theme.topic_name, pairs=len(pairs))
         run.tasks.record_item_progress(
             run.task_id, STEP, "themes", theme.topic_name,
             {"ok": True, "pairs": len(pairs), "seconds": round(time.monotonic() - started, 3)}, ok=True,
@@ -92,7 +93,7 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 name, message = describe_failure(item.get("error"))
                 topic = themes[int(item["theme_index"])].topic_name
                 failed[topic] = f"{name}: {message}"
-                run.log.warning(f"Theme '{topic}' skipped: {name}: {message}")
+                run.log.warning("Theme '{theme}' skipped: {error}: {reason}", theme=topic, error=name, reason=message)
                 run.tasks.record_item_progress(run.task_id, STEP, "themes", topic,
                                                {"ok": False, "error": failed[topic]}, ok=False)
                 continue
@@ -119,6 +120,6 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "duplicates_removed": generated - len(pairs),
             "pairs": len(pairs),
         }
-        run.log.info(f"qa_generation completed: {len(pairs)} pairs in {file_name}")
+        run.log.info("qa_generation completed: {pairs} pairs in {file}", pairs=len(pairs), file=file_name)
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"pair_file": file_name, "pairs": len(pairs)}

@@ -213,10 +213,10 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
         with bind_step_log(log):
             yield run
     except DataPipelineError as exc:
-        log.error(f"{step} failed: {exc.message}")
+        log.error("{step} failed: {error}", step=step, error=exc.message, code=exc.code)
         raise
     except Exception as exc:
-        log.error(f"{step} failed: {type(exc).__name__}: {exc}")
+        log.error("{step} failed: {error_type}: {error}", step=step, error_type=type(exc).__name__, error=str(exc))
         raise
     finally:
         log.flush()

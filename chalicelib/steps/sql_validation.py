@@ -64,8 +64,8 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # done/failed count batches (one Map iteration each), so total does too.
         run.tasks.update_progress(run.task_id, STEP, {"total": len(batches), "statements_total": len(pairs),
                                                       "done": 0, "failed": 0, "batches": {}})
-        run.log.info(f"Validating {len(pairs)} SQL statements from {file_name} in {len(batches)} batch(es) "
-                     f"of up to {size}")
+        run.log.info("Validating {statements} SQL statements from {file} in {batches} batch(es) of up to {size}",
+                     statements=len(pairs), file=file_name, batches=len(batches), size=size)
         refs = map_io.write_items(run, "validation", [{"index": index} for index in range(len(batches))])
         return {**refs, "max_concurrency": max(1, run.settings.validation_map_concurrency)}
 
@@ -79,7 +79,8 @@ def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
         pairs = [QAPair.from_dict(item) for item in batch["pairs"]]
         enable_repair = bool(run.params.get("enable_llm_repair", True))
         llm = get_llm_provider(run.settings)
-        run.log.info(f"Batch {index}: {len(pairs)} statements (repair={enable_repair}, {llm.name})")
+        run.log.info("Batch {batch}: {statements} statements (repair={repair}, {provider})", batch=index,
+                     statements=len(pairs), repair=enable_repair, provider=llm.name)
         report = validation.validate_pairs(
             run.db_url,
             pairs,
@@ -95,8 +96,8 @@ def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run.files.put_text(result_file(index), _dump({"report": report.to_dict(), "llm_usage": usage}))
         counts = report.counts()
         if report.repair_error:
-            run.log.error(f"Batch {index}: LLM repair stopped: {report.repair_error}; "
-                          "unrepaired pairs are treated as invalid")
+            run.log.error("Batch {batch}: LLM repair stopped: {error}; unrepaired pairs are treated as invalid",
+                          batch=index, error=report.repair_error)
         run.tasks.record_item_progress(run.task_id, STEP, "batches", f"batch_{index}",
                                        {"total": counts["total"], "valid_after": counts["valid_after"]}, ok=True)
         return {"index": index, "total": counts["total"], "valid_after": counts["valid_after"],
@@ -155,7 +156,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 run.files.put_text(f"{file_name}.backup", run.files.get_text(SOURCE_FILE))
             run.files.put_text(file_name, qa.render_pairs_json(kept))
             run.files.put_text(f"file_modifications_{ts}.log", validation_report.render_modifications_log(report, ts))
-            run.log.info(f"{file_name} rewritten: {len(kept)} pairs kept of {len(pairs)}")
+            run.log.info("{file} rewritten: {kept} pairs kept of {pairs}", file=file_name, kept=len(kept),
+                         pairs=len(pairs))
         counts = report.counts()
         result = {
             **counts,
@@ -165,6 +167,6 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "pairs_kept": len(kept),
             "batches": plan_data["batches"],
         }
-        run.log.info(f"sql_validation completed: {json.dumps(counts, ensure_ascii=False)}")
+        run.log.info("sql_validation completed: {counts}", counts=counts)
         run.tasks.mark_step_completed(run.task_id, STEP, result, sum_usage(usages))
         return {"pairs_kept": len(kept), "batches": plan_data["batches"]}

@@ -50,8 +50,8 @@ def iter_task_texts(run: StepRun, names: list[str], etags: dict[str, str]) -> It
     for start in range(0, len(missing), FILES_PER_ROUND):
         chunk = missing[start:start + FILES_PER_ROUND]
         yield dict(zip(chunk, run_bounded(run.files.get_text, chunk, DOC_READ_WORKERS), strict=True))
-    run.log.info(f"{len(names)} files: {bundled} from the ddl_generation bundle (checked "
-                 f"against their ETags), {len(missing)} read from S3")
+    run.log.info("{files} files: {bundled} from the ddl_generation bundle (checked against their ETags), {read} "
+                 "read from S3", files=len(names), bundled=bundled, read=len(missing))
 
 
 def _md5(text: str) -> str:
@@ -82,7 +82,7 @@ def provenance(run: StepRun, ddl_files: list[str], documentation_files: list[str
         try:
             db_name = run.db_name
         except DatabaseConnectionError as exc:
-            run.log.warning(f"provenance: no database name recorded ({exc.message})")
+            run.log.warning("provenance: no database name recorded ({error})", error=exc.message)
     return training.Provenance(task_id=run.task_id, db_name=db_name, ddl_files=ddl_files,
                                documentation_files=documentation_files, pair_file=pair_file,
                                writers={"ddl": ddl_writer, "documentation": ddl_writer, "sql": qa_writer})
@@ -124,6 +124,6 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
             ))
         run.log.info("documentation sections loaded", sections=sections_total, files=len(md_names))
         result = {**counts, "embedding_model": embedder.model_name, "embedding_dim": embedder.dimension}
-        run.log.info(f"training_load completed: {json.dumps(counts, ensure_ascii=False)}")
+        run.log.info("training_load completed: {counts}", counts=counts)
         run.tasks.mark_step_completed(run.task_id, STEP, result)
         return {"loaded": {name: counts[name] for name in ("ddl", "documentation", "sql")}}

@@ -19,7 +19,7 @@ def backup(event: dict[str, Any], context: Any) -> dict[str, Any]:
         report = vectors.backup_vector_tables(run.pgvector_url, run.files.put_bytes, run.run_ts)
         run.tasks.set_result(run.task_id, "vector_backup", report)
         counts = report["counts"]
-        run.log.info(f"Vector backup done: {counts}")
+        run.log.info("Vector backup done: {counts}", counts=counts)
         return {"counts": counts, "files": report.get("files", [])}
 
 
@@ -33,5 +33,5 @@ def truncate(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise VectorTruncateFailed("no verified backup in this execution: langchain_pg_embedding left untouched")
         removed = vectors.truncate_embeddings(run.pgvector_url, backup_result["counts"])
         run.tasks.set_result(run.task_id, "vector_truncate", {"rows_removed": removed})
-        run.log.info(f"langchain_pg_embedding truncated: {removed} rows removed (backed up first)")
+        run.log.info("langchain_pg_embedding truncated: {removed} rows removed (backed up first)", removed=removed)
         return {"rows_removed": removed}

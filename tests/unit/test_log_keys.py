@@ -2,9 +2,11 @@
 `message` and the keys as fields; the task's own log keeps the rendered text people read, and the keys."""
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
+from pathlib import Path
 
 import boto3
 import pytest
@@ -16,7 +18,9 @@ from chalicelib.stores import logstore
 from chalicelib.stores.files import FileStore
 from chalicelib.tasklog import TaskLogger, render
 
+ROOT = Path(__file__).resolve().parents[2]
 TASK = "task_20250701_143052"
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 
 
 @pytest.fixture
@@ -72,3 +76,24 @@ def test_domain_logger_extra_keys_travel_through_the_bridge(files):
     assert record["message"] == "theme 客流 dropped" and record["fields"] == {"theme": "客流"}
     assert record["logger"] == runtime._LOGGER_NAMES["chalicelib.pipeline.qa"]
 
+
+def _fstring_log_calls(path: Path, root: Path = ROOT) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOG_METHODS
+                and node.args and isinstance(node.args[0], ast.JoinedStr | ast.BinOp)):
+            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_log_message_is_built_by_formatting():
+    """A message is a constant template; values go in as keys (f-strings and `%`/`+` on the message are refused)."""
+    offenders = [hit for path in [ROOT / "app.py", *(ROOT / "chalicelib").rglob("*.py")]
+                 for hit in _fstring_log_calls(path)]
+    assert not offenders, offenders
+
+
+def test_the_rule_sees_an_fstring_message(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('log.info(f"x {y}")\nlog.info("x {y}", y=1)\nlog.error("a" + b)\n', encoding="utf-8")
+    assert _fstring_log_calls(sample, tmp_path) == ["sample.py:1", "sample.py:3"]
