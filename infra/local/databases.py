@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -145,3 +147,27 @@ def _execute(url: str, statement: str) -> None:
             cur.execute(statement)
     finally:
         conn.close()
+
+
+def start_databases(root: Path, server_url: str | None, load_demo: bool,
+                    demo_database: str) -> tuple[Databases, Any, str]:
+    """(the business and vector targets, the pgserver handle or None, the embedded server's label): where the
+    environment (DATA_PIPELINE_DB_URL / PGVECTOR_DB_URL) says, else on the embedded server — `server_url`, or
+    pgserver under `root/.local/pgdata`, started only when something is left unset."""
+    env_db = (os.environ.get("DATA_PIPELINE_DB_URL") or "").strip() or None
+    env_vectors = (os.environ.get("PGVECTOR_DB_URL") or "").strip() or None
+    needs_server = env_db is None and (load_demo or env_vectors is None)
+    pg, label, url = None, "embedded", None
+    if needs_server and server_url is not None:
+        label, url = "embedded (the stack's PostgreSQL server)", server_url
+    elif needs_server:
+        import pgserver
+
+        pgdata = root / ".local" / "pgdata"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+        label, url = f"embedded (pgserver in {pgdata})", pg.get_uri()
+        logger.info("embedded PostgreSQL running in %s", pgdata)
+    demo_url = ensure_demo_database(url, demo_database) if url and load_demo else None
+    vector_url = ensure_database(url, VECTOR_DATABASE) if url and env_vectors is None else None
+    return resolve_databases(env_db, env_vectors, demo_url, vector_url, label), pg, label

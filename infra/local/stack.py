@@ -41,21 +41,12 @@ from infra.local.databases import (  # noqa: F401  (database_url, DatabaseTarget
     Databases,
     DatabaseTarget,
     database_url,
-    ensure_database,
-    ensure_demo_database,
-    resolve_databases,
+    start_databases,
 )
-from infra.local.events import EVENT_FUNCTION_NAMES, ExecutionEvents, rules_from_template, watch_moto_executions
+from infra.local.events import EVENT_FUNCTION_NAMES, ExecutionEvents, rules_from_template
 from infra.local.lambdas import ACCOUNT_ID, REGION, AppFactory, LambdaDispatcher, lambda_timeouts
-from infra.local.moto_map_patches import read_moto_item_reader_json_objects, write_moto_distributed_map_results
-from infra.local.moto_patches import (  # noqa: F401  (make_moto_dynamodb_writes_atomic: re-exported)
-    dispatch_moto_lambda_invocations,
-    fast_moto_dynamodb_results,
-    make_moto_dynamodb_writes_atomic,
-    memoize_moto_host_lookup,
-    reuse_moto_lambda_clients,
-)
-from infra.local.moto_quota_patches import enforce_dynamodb_item_size, enforce_step_functions_quotas
+from infra.local.local_patches import apply_local_patches
+from infra.local.moto_patches import make_moto_dynamodb_writes_atomic  # noqa: F401  (re-exported)
 from infra.local.persistence import Journal, fail_interrupted_tasks, journaling_moto_server, restore
 from infra.template import STEP_FUNCTION_NAMES
 
@@ -299,50 +290,21 @@ class LocalStack:
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 
     def _start_postgres(self) -> None:
-        """Business data and vectors where the environment says (`resolve_databases`); the embedded server
-        (pgserver under root, or `server_url`) is started only for what the environment leaves unset."""
+        """Business data and vectors where the environment says; the embedded server (pgserver under root, or
+        `server_url`) is started only for what the environment leaves unset (infra/local/databases.py)."""
         if not self.use_postgres:
             return
-        env_db = (os.environ.get("DATA_PIPELINE_DB_URL") or "").strip() or None
-        env_vectors = (os.environ.get("PGVECTOR_DB_URL") or "").strip() or None
-        needs_server = env_db is None and (self.load_demo or env_vectors is None)
-        server_url = self._embedded_server_url() if needs_server else None
-        demo_url = vector_url = None
-        if server_url and self.load_demo:
-            demo_url = ensure_demo_database(server_url, self.demo_database)
-        if server_url and env_vectors is None:
-            vector_url = ensure_database(server_url, VECTOR_DATABASE)
-        self.databases = resolve_databases(env_db, env_vectors, demo_url, vector_url, self.embedded_label)
+        started = start_databases(self.root, self.server_url, self.load_demo, self.demo_database)
+        self.databases, self._pg, self.embedded_label = started
         self.db_url = self.databases.business.url
         self.pgvector_url = self.databases.vectors.url
-
-    def _embedded_server_url(self) -> str:
-        if self.server_url is not None:
-            self.embedded_label = "embedded (the stack's PostgreSQL server)"
-            return self.server_url
-        import pgserver
-
-        pgdata = self.root / ".local" / "pgdata"
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._pg = pgserver.get_server(str(pgdata), cleanup_mode="stop")
-        self.embedded_label = f"embedded (pgserver in {pgdata})"
-        logger.info("embedded PostgreSQL running in %s", pgdata)
-        return self._pg.get_uri()
 
     # -- moto ------------------------------------------------------------------------------------------------
 
     def _start_moto(self) -> None:
         # Each undo is kept as soon as its patch is on, so a failed start (stop() runs them) leaves none behind.
-        self._undo_patches.append(dispatch_moto_lambda_invocations(self.dispatcher.invoke))
-        for patch in (make_moto_dynamodb_writes_atomic, memoize_moto_host_lookup, fast_moto_dynamodb_results,
-                      reuse_moto_lambda_clients, write_moto_distributed_map_results,
-                      read_moto_item_reader_json_objects):
-            self._undo_patches.append(patch())
-        if self.enforce_quotas:
-            self._undo_patches.append(enforce_step_functions_quotas())
-            self._undo_patches.append(enforce_dynamodb_item_size())
-        if self.event_functions:
-            self._undo_patches.append(watch_moto_executions(self._publish_execution_end))
+        apply_local_patches(self._undo_patches, self.dispatcher.invoke, enforce_quotas=self.enforce_quotas,
+                            on_execution_end=self._publish_execution_end if self.event_functions else None)
         # One access-log line per moto request (thousands per run) costs CPU and buries the project's logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 

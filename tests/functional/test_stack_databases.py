@@ -76,7 +76,7 @@ def test_the_stack_starts_no_embedded_database_it_does_not_need(pg_url, two_serv
 
 
 def test_describe_masks_passwords_and_names_the_origin(pg_url):
-    from infra.local.stack import resolve_databases
+    from infra.local.databases import resolve_databases
 
     databases = resolve_databases("postgresql://app:s3cret@db.example:5432/shop", None, None, None)
     business, vectors = databases.describe()

@@ -188,12 +188,13 @@ class _Server:
 
 @pytest.mark.slow
 def test_a_task_running_when_the_server_is_killed_is_failed_interrupted_and_runs_again(tmp_path, pg_url,
-                                                                                       llm_stub):
+                                                                                       scratch_db, llm_stub):
     from tests.support.http_api import HttpApi
 
     business_url = database_url(pg_url, DEMO)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DATA_PIPELINE_", "PGVECTOR_", "LLM_"))}
-    env.update({"DATA_PIPELINE_DB_URL": business_url, "PYTHONPATH": str(ROOT)})
+    # vectors in a database of their own: the demo database may hold other tests' vectors of another model
+    env.update({"DATA_PIPELINE_DB_URL": business_url, "PGVECTOR_DB_URL": scratch_db, "PYTHONPATH": str(ROOT)})
     llm_stub.default = lambda payload: {"delay": 30, "content": "{}"}  # every chat call hangs: the task stays running
     first = _Server(tmp_path, {**env, "LLM_BASE_URL": llm_stub.base_url, "LLM_API_KEY": "x",
                                "LLM_TIMEOUT_SECONDS": "60", "LLM_MAX_RETRIES": "0"})
