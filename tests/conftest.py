@@ -104,8 +104,14 @@ def pipeline_stack(pg_url, tmp_path_factory):
     on the test PostgreSQL server, with the demo database loaded. One per test module: moto is process-wide."""
     from infra.local.stack import LocalStack
 
-    with LocalStack(tmp_path_factory.mktemp("stack"), server_url=pg_url, demo_database="highway_e2e") as stack:
-        yield stack
+    # Vectors in a database of this module's own: a load refuses to mix embedding models in one collection, and
+    # modules load with different ones (the offline default, a stub endpoint, seeded test vectors).
+    vectors = f"vectors_{uuid.uuid4().hex[:12]}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGVECTOR_DB_URL", create_database(pg_url, vectors))
+        with LocalStack(tmp_path_factory.mktemp("stack"), server_url=pg_url, demo_database="highway_e2e") as stack:
+            yield stack
+    drop_database(pg_url, vectors)
 
 
 @pytest.fixture

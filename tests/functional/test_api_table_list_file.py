@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from tests.functional.test_api_tasks import BASE, create
-from tests.support.aws_api import api_environment, post_json
+from tests.support.aws_api import api_environment, post_json, send_api_key
 
 
 @pytest.fixture
@@ -105,6 +105,7 @@ def test_table_list_file_local_paths_only_on_the_local_stack(client, monkeypatch
     (tmp_path / "tables.txt").write_text("bss_company\n", encoding="utf-8")
     monkeypatch.setenv("DATA_PIPELINE_TABLE_LIST_DIR", str(tmp_path))
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "data_pipeline-dev")  # what the Lambda runtime sets on AWS
+    send_api_key(client, monkeypatch)
     res = post_json(client, BASE, {"table_list_file": "tables.txt"})
     assert res.status_code == 400 and "local" in res.json_body["error"]["details"]
     monkeypatch.setenv("DATA_PIPELINE_LOCAL", "1")
@@ -126,6 +127,7 @@ def test_table_list_file_s3_uri_of_the_task_bucket_or_a_configured_bucket(client
     s3.put_object(Bucket="dp-test-bucket", Key="lists/bad.txt", Body="bss_compañy\n".encode("latin-1"))
     monkeypatch.setenv("DATA_PIPELINE_TABLE_LIST_BUCKETS", "other, shared-lists")
     monkeypatch.setenv("DATA_PIPELINE_LOCAL", "0")  # S3 URIs are read on AWS as well
+    send_api_key(client, monkeypatch)
     first = create(client, table_list_file="s3://dp-test-bucket/lists/tables.txt")
     info = client.http.get(f"{BASE}/{first}/table-list-info").json_body["data"]
     assert info["tables"] == ["public.bss_company", '"服务区"."订单"']

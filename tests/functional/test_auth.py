@@ -137,7 +137,7 @@ def test_make_serve_says_how_it_authenticates(monkeypatch):
     from infra.local.serve import startup_banner
 
     class Stack:
-        endpoint_url, databases, persist = "http://127.0.0.1:1", None, False
+        endpoint_url, databases, persist, enforce_quotas = "http://127.0.0.1:1", None, False, True
 
     monkeypatch.delenv("DATA_PIPELINE_API_KEY", raising=False)
     assert "authentication: none" in startup_banner(Stack())

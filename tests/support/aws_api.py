@@ -40,6 +40,18 @@ def api_environment(monkeypatch, project_dir) -> Iterator[Client]:
         yield Client(app, project_dir=str(project_dir))
 
 
+def send_api_key(client: Client, monkeypatch, key: str = "deployed-test-key") -> None:
+    """As a deployment must: DATA_PIPELINE_API_KEY set and every request of `client` carrying the Bearer key
+    (for tests that act as the stack on AWS, DATA_PIPELINE_LOCAL=0, where an open API is refused)."""
+    monkeypatch.setenv("DATA_PIPELINE_API_KEY", key)
+    request = client.http.request
+
+    def with_key(method: str, path: str, headers: dict | None = None, body: bytes = b""):
+        return request(method, path, headers={"Authorization": f"Bearer {key}", **(headers or {})}, body=body)
+
+    monkeypatch.setattr(client.http, "request", with_key)
+
+
 def post_json(client: Client, path: str, body, headers: dict | None = None):
     raw = body if isinstance(body, bytes | str) else json.dumps(body)
     return client.http.post(path, headers={"Content-Type": "application/json", **(headers or {})},
