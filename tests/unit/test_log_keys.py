@@ -8,29 +8,16 @@ import json
 import logging
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib import tasklog
 from chalicelib.steps import runtime
 from chalicelib.stores import logstore
-from chalicelib.stores.files import FileStore
 from chalicelib.tasklog import TaskLogger, render
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "task_20250701_143052"
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
-
-
-@pytest.fixture
-def files(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="logs-bucket")
-        yield FileStore(bucket="logs-bucket")
 
 
 @pytest.fixture

@@ -5,27 +5,11 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
-import pytest
-from moto import mock_aws
-
 from chalicelib.api.task_view import public_task_view
 from chalicelib.stores.task_progress import RECORDS_KEPT
-from chalicelib.stores.tasks import TaskStore, create_table
-from tests.support.aws_api import make_moto_dynamodb_writes_atomic
 
 TABLES = 3_000
 BATCH = 10
-
-
-@pytest.fixture
-def store(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    make_moto_dynamodb_writes_atomic(monkeypatch)
-    with mock_aws():
-        yield TaskStore(create_table(boto3.resource("dynamodb"), "tasks"))
 
 
 def _batch(n: int) -> dict:

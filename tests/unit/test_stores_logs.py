@@ -1,26 +1,14 @@
 """TaskLogger chunking and levels, logstore merge/rendering, safe_file_name."""
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.errors import ValidationError
 from chalicelib.stores import logstore
-from chalicelib.stores.files import FileStore, TaskFiles, content_type_for, safe_file_name
+from chalicelib.stores.files import TaskFiles, content_type_for, safe_file_name
 from chalicelib.tasklog import TaskLogger
 
 TASK = "task_20250701_143052"
-
-
-@pytest.fixture
-def files(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="logs-bucket")
-        yield FileStore(bucket="logs-bucket")
 
 
 def test_chunks_every_20_records_and_on_exit(files):

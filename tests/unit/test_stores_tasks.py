@@ -4,25 +4,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.api.task_view import public_task_view
 from chalicelib.errors import TaskAlreadyRunning, TaskNotFound, ValidationError
 from chalicelib.stores.task_items import mask_secrets
-from chalicelib.stores.tasks import TaskStore, create_table
-from tests.support.aws_api import make_moto_dynamodb_writes_atomic
-
-
-@pytest.fixture
-def store(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    make_moto_dynamodb_writes_atomic(monkeypatch)
-    with mock_aws():
-        yield TaskStore(create_table(boto3.resource("dynamodb"), "tasks"))
 
 
 def test_ids_unique_under_concurrent_creates(store):
