@@ -11,6 +11,7 @@ from chalicelib import errors
 from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.training import load_training_data, split_markdown_sections, training_id
 from chalicelib.providers.embeddings import MiniLMEmbeddings
+from tests.support.vector_store import create_langchain_store
 
 
 class HashEmbedder:
@@ -109,16 +110,7 @@ def test_dimension_mismatch_is_a_clear_error(scratch_db):
 
 
 def test_existing_langchain_tables_are_reused(scratch_db):
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("create table langchain_pg_collection (uuid uuid primary key, name varchar not null unique, "
-                    "cmetadata json)")
-        cur.execute("create table langchain_pg_embedding (id varchar primary key, collection_id uuid references "
-                    "langchain_pg_collection(uuid) on delete cascade, embedding vector(8), document varchar, "
-                    "cmetadata jsonb)")
-        cur.execute("insert into langchain_pg_collection values ('00000000-0000-0000-0000-000000000001', 'sql', null)")
-    conn.close()
+    create_langchain_store(scratch_db, "vector(8)")
     result = load_training_data(scratch_db, HashEmbedder(8), ddl=[], documentation=[], pairs=PAIRS, batch_size=10)
     assert result["sql"] == 2
     assert _query(scratch_db, "select count(*) from langchain_pg_embedding where collection_id = "

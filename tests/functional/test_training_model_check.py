@@ -8,9 +8,11 @@ import pytest
 from chalicelib import errors
 from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.training import Provenance, load_training_data
+from tests.support.vector_store import create_langchain_store
 
 DDL = ["create table orders (id int primary key, amount numeric);"]
 PAIRS = [QAPair("订单总数是多少？", "SELECT COUNT(*) FROM orders;")]
+
 
 
 class FixedEmbedder:
@@ -57,18 +59,10 @@ def test_another_model_of_the_same_dimension_is_refused_naming_both(scratch_db):
 def test_another_dimension_in_an_untyped_vector_column_is_refused(scratch_db):
     """A store created by others with `vector` (no fixed dimension) and rows recording no model (as Vanna's
     train() writes them): the dimension of the stored vectors decides."""
-    conn = psycopg2.connect(scratch_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("create table langchain_pg_collection (uuid uuid primary key, name varchar not null unique, "
-                    "cmetadata json)")
-        cur.execute("create table langchain_pg_embedding (id varchar primary key, collection_id uuid references "
-                    "langchain_pg_collection(uuid) on delete cascade, embedding vector, document varchar, "
-                    "cmetadata jsonb)")
-        cur.execute("insert into langchain_pg_collection values ('00000000-0000-0000-0000-000000000001', 'sql', null)")
-        cur.execute("insert into langchain_pg_embedding values ('u1-sql', '00000000-0000-0000-0000-000000000001', "
-                    "'[1,0,0,0]', '{\"question\": \"q\", \"sql\": \"select 1\"}', '{\"id\": \"u1-sql\"}')")
-    conn.close()
+    create_langchain_store(scratch_db, "vector",
+                           "insert into langchain_pg_embedding values ('u1-sql', "
+                           "'00000000-0000-0000-0000-000000000001', '[1,0,0,0]', "
+                           "'{\"question\": \"q\", \"sql\": \"select 1\"}', '{\"id\": \"u1-sql\"}')")
     with pytest.raises(errors.EmbeddingError, match=r"'sql' holds 1 vector\(s\) of an unrecorded model \(4-d\); "
                                                     r"refusing to load vectors of model-b \(8-d\)"):
         load_training_data(scratch_db, FixedEmbedder("model-b", 8), ddl=[], documentation=[], pairs=PAIRS)
