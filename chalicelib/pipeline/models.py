@@ -108,11 +108,17 @@ class ColumnMeta:
 
 @dataclass
 class ForeignKey:
+    """A relationship from `columns` to `ref_schema.ref_table(ref_columns)`: declared in the catalog, or inferred
+    (`inferred=True`) from naming, types and a data check, with that `evidence` in words. An inferred one is never
+    rendered as a constraint."""
+
     name: str
     columns: list[str]
     ref_schema: str
     ref_table: str
     ref_columns: list[str]
+    inferred: bool = False
+    evidence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +139,13 @@ class TableMeta:
     row_count: int
     row_count_exact: bool
     definition: str | None = None  # a view's or materialized view's query (pg_get_viewdef)
+    # Relationships no constraint declares, found by chalicelib.pipeline's inference (ForeignKey.inferred=True)
+    inferred_keys: list[ForeignKey] = field(default_factory=list)
+
+    @property
+    def relationships(self) -> list[ForeignKey]:
+        """Declared foreign keys, then inferred ones: what themes, joins and prompts follow."""
+        return [*self.foreign_keys, *self.inferred_keys]
 
     @property
     def is_view(self) -> bool:
@@ -152,6 +165,7 @@ class TableMeta:
             "row_count": self.row_count,
             "row_count_exact": self.row_count_exact,
             "definition": self.definition,
+            "inferred_keys": [f.to_dict() for f in self.inferred_keys],
         }
 
     @classmethod
@@ -166,6 +180,7 @@ class TableMeta:
             row_count=int(data.get("row_count", 0)),
             row_count_exact=bool(data.get("row_count_exact", False)),
             definition=data.get("definition"),
+            inferred_keys=[ForeignKey.from_dict(f) for f in data.get("inferred_keys", [])],
         )
 
 
@@ -193,6 +208,10 @@ class TableDoc:
     comment_sources: dict[str, str]
     enums: dict[str, list[str]]  # confirmed enum-like column -> its real distinct values
     samples: list[dict[str, Any]]  # up to N sample rows, values rendered as strings (None kept)
+    # column -> up to a few distinct real values (rendered as strings), for prompts, questions and filters
+    column_values: dict[str, list[str]] = field(default_factory=dict)
+    # column -> [min, max] (rendered as strings) for date/time and numeric columns: where the data lies
+    value_ranges: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +221,8 @@ class TableDoc:
             "comment_sources": dict(self.comment_sources),
             "enums": {k: list(v) for k, v in self.enums.items()},
             "samples": list(self.samples),
+            "column_values": {k: list(v) for k, v in self.column_values.items()},
+            "value_ranges": {k: list(v) for k, v in self.value_ranges.items()},
         }
 
     @classmethod
@@ -213,6 +234,8 @@ class TableDoc:
             comment_sources={k: _LEGACY_SOURCES.get(v, v) for k, v in data.get("comment_sources", {}).items()},
             enums={k: list(v) for k, v in data.get("enums", {}).items()},
             samples=list(data.get("samples", [])),
+            column_values={k: list(v) for k, v in data.get("column_values", {}).items()},
+            value_ranges={k: list(v) for k, v in data.get("value_ranges", {}).items()},
         )
 
 

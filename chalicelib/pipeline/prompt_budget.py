@@ -100,14 +100,14 @@ def _truncated_doc(doc: TableDoc, tokens: int) -> TableDoc | None:
     low, high = 0, len(columns)
     while low < high:  # the most columns that fit
         middle = (low + high + 1) // 2
-        candidate = replace(lean, meta=replace(lean.meta, columns=columns[:middle], foreign_keys=[]))
+        candidate = replace(lean, meta=replace(lean.meta, columns=columns[:middle], foreign_keys=[], inferred_keys=[]))
         if estimate_tokens(render_schema_text([candidate])) <= tokens:
             low = middle
         else:
             high = middle - 1
     if low == 0:
         return None
-    return replace(lean, meta=replace(lean.meta, columns=columns[:low], foreign_keys=[]))
+    return replace(lean, meta=replace(lean.meta, columns=columns[:low], foreign_keys=[], inferred_keys=[]))
 
 
 def fit_schema_text(docs: list[TableDoc], tokens: int) -> tuple[str, list[TableDoc]]:
@@ -148,7 +148,7 @@ def summary_line(doc: TableDoc) -> str:
     comment = doc.table_comment or meta.comment
     if comment:
         line += f" -- {' '.join(comment.split())[:120]}"
-    targets = list(dict.fromkeys(TableRef(fk.ref_schema, fk.ref_table).display_name for fk in meta.foreign_keys))
+    targets = list(dict.fromkeys(TableRef(fk.ref_schema, fk.ref_table).display_name for fk in meta.relationships))
     if targets:
         line += " -> " + ", ".join(targets)
     return line
@@ -167,7 +167,7 @@ def clustered(docs: list[TableDoc]) -> list[TableDoc]:
         return i
 
     for i, doc in enumerate(docs):
-        for fk in doc.meta.foreign_keys:
+        for fk in doc.meta.relationships:
             j = index.get(TableRef(fk.ref_schema, fk.ref_table))
             if j is not None:
                 a, b = root(i), root(j)

@@ -74,10 +74,11 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             if notes:
                 line += ",  -- " + "; ".join(notes)
             lines.append(line)
-        for fk in meta.foreign_keys:
+        for fk in meta.relationships:
             lines.append(
-                f"  foreign key ({', '.join(map(quote_ident, fk.columns))}) references "
-                f"{TableRef(fk.ref_schema, fk.ref_table).sql_name} ({', '.join(map(quote_ident, fk.ref_columns))})"
+                f"  {'-- inferred: ' if fk.inferred else ''}foreign key ({', '.join(map(quote_ident, fk.columns))}) "
+                f"references {TableRef(fk.ref_schema, fk.ref_table).sql_name} "
+                f"({', '.join(map(quote_ident, fk.ref_columns))})"
             )
         lines.append(");")
         blocks.append("\n".join(lines))

@@ -70,7 +70,7 @@ def _column_lines(meta: TableMeta) -> list[tuple[str | None, str]]:
         if col.enum_values:
             line += f" enum values: {', '.join(col.enum_values[:MAX_ENUM_VALUES_SHOWN])}"
         lines.append((col.name, line))
-    for fk in meta.foreign_keys:
+    for fk in meta.relationships:
         lines.append((None, f"- foreign key ({', '.join(fk.columns)}) -> {fk.ref_schema}.{fk.ref_table}"))
     return lines
 

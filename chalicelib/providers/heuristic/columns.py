@@ -35,7 +35,7 @@ def is_audit_user(name: str) -> bool:
 
 
 def fk_columns(meta: TableMeta) -> set[str]:
-    return {c for fk in meta.foreign_keys for c in fk.columns}
+    return {c for fk in meta.relationships for c in fk.columns}
 
 
 def measure_columns(meta: TableMeta) -> list[ColumnMeta]:

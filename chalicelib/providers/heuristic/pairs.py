@@ -224,7 +224,7 @@ class _PairBuilder:
                      _select(columns, src, sd, order=f"{dc} DESC NULLS LAST", limit=TOP_N))
 
     def _joins(self, fact: _Table) -> None:
-        for fk in fact.meta.foreign_keys:
+        for fk in fact.meta.relationships:
             dim_doc = next((d for r, d in self.all_by_ref.items()
                             if r.schema == fk.ref_schema and r.name == fk.ref_table), None)
             if dim_doc is None or dim_doc.meta.ref == fact.meta.ref:

@@ -12,7 +12,7 @@ def _components(docs: list[TableDoc]) -> tuple[list[list[int]], dict[int, set[in
     index = {(d.meta.ref.schema, d.meta.ref.name): i for i, d in enumerate(docs)}
     edges: dict[int, set[int]] = {i: set() for i in range(len(docs))}
     for i, doc in enumerate(docs):
-        for fk in doc.meta.foreign_keys:
+        for fk in doc.meta.relationships:
             j = index.get((fk.ref_schema, fk.ref_table))
             if j is not None and j != i:
                 edges[i].add(j)
@@ -56,7 +56,7 @@ def _richness(doc: TableDoc) -> int:
 
 def _main(members: list[TableDoc]) -> TableDoc:
     """The fact table of a cluster: most outgoing foreign keys, then most measures, then first."""
-    return max(members, key=lambda d: (len(d.meta.foreign_keys), len(measure_columns(d.meta)), -members.index(d)))
+    return max(members, key=lambda d: (len(d.meta.relationships), len(measure_columns(d.meta)), -members.index(d)))
 
 
 def extract_fk_themes(docs: list[TableDoc], zh: bool, count: int) -> list[Theme]:
@@ -94,7 +94,7 @@ def _theme(members: list[TableDoc], zh: bool, names: set[str]) -> Theme:
         topic = f"{topic}（{main.meta.ref.name}）" if zh else f"{topic} ({main.meta.ref.name})"
     names.add(topic)
     labels = [table_label(d) for d in ordered]
-    refs = {(fk.ref_schema, fk.ref_table) for d in members for fk in d.meta.foreign_keys}
+    refs = {(fk.ref_schema, fk.ref_table) for d in members for fk in d.meta.relationships}
     entities = [table_label(d) for d in ordered if (d.meta.ref.schema, d.meta.ref.name) in refs]
     if not entities:
         entities = [main_label]
