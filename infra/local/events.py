@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,10 +155,14 @@ class ExecutionEvents:
         self.delivered.append((function, arn))
 
 
+WORKER_START_SECONDS = 5.0  # how long a StopExecution waits for moto's worker thread to start
+
+
 def watch_moto_executions(publish: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
     """moto's executions call `publish(DescribeExecution answer)` once when they end. StopExecution ends an
     execution at once as on AWS (moto kept it RUNNING until its running task returned) and keeps the error and
-    cause it was given (moto dropped them). Returns the undo."""
+    cause it was given (moto dropped them); a StopExecution that arrives before moto's worker thread has built
+    its environment waits for it (moto answered 500 there; AWS stops a just-started execution). Returns the undo."""
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
     from moto.stepfunctions.responses import StepFunctionResponse
@@ -196,6 +201,9 @@ def watch_moto_executions(publish: Callable[[dict[str, Any]], None]) -> Callable
     def stop(self: Any, stop_date: datetime.datetime, error: str | None, cause: str | None) -> None:
         given_error, given_cause = getattr(request, "details", None) or (None, None)
         error, cause = error or given_error or None, cause or given_cause or None
+        worker, deadline = self.exec_worker, time.monotonic() + WORKER_START_SECONDS
+        while worker is not None and getattr(worker, "env", True) is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the worker thread is starting: its environment is set at once
         original_stop(self, stop_date, error, cause)
         if self.exec_status == ExecutionStatus.RUNNING:
             self.exec_status = ExecutionStatus.ABORTED

@@ -159,3 +159,25 @@ def test_a_status_read_reconciles_a_task_whose_event_never_arrived(pipeline, pip
     monkeypatch.delenv("DATA_PIPELINE_QUOTA_STATE_PAYLOAD_BYTES")
     pipeline.execute(task_id, execution_mode="step", step_name="ddl_generation")  # 202: runs again
     assert pipeline.wait(task_id, timeout=120)["step_status"]["ddl_generation"] == "completed"
+
+
+def test_an_execution_stopped_before_its_worker_thread_started_is_aborted(pipeline, pipeline_stack, monkeypatch):
+    # moto builds an execution's environment in its worker thread; a StopExecution arriving first answered 500
+    # (seen under load: `'NoneType' object has no attribute 'set_stop'`). Here the thread is held back on purpose.
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker._get_evaluation_environment
+
+    def slow_start(self):
+        time.sleep(0.5)
+        return original(self)
+
+    monkeypatch.setattr(ExecutionWorker, "_get_evaluation_environment", slow_start)
+    task_id = _task(pipeline)
+    pipeline.execute(task_id, execution_mode="step", step_name="ddl_generation")
+    arn = _execution_arn(task_id)
+    pipeline_stack.sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped at once")
+    assert pipeline_stack.sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
+    status, _ = _wait_failed(pipeline, task_id, timeout=10)
+    assert status["error_message"] == "execution ABORTED: Operator: stopped at once"
+    _wait_in_process_lambdas()
