@@ -18,8 +18,11 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a module's tests kept in one worker so that its module-scoped
+# local stack starts once; each worker runs its own embedded PostgreSQL (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 	$(MAKE) package
 
 # Fuzzing (schemathesis from the OpenAPI document against the local server) and the concurrency soak (20 complete

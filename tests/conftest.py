@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Parallel test sessions (several developers on one machine) each set their own folder.
 PGDATA = Path(os.environ.get("DATA_PIPELINE_TEST_PGDATA", str(ROOT / ".pgdata-test")))
+# Under pytest-xdist each worker process runs a server of its own (moto and the local stack are process-wide too).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    PGDATA = PGDATA / os.environ["PYTEST_XDIST_WORKER"]
 
 
 @pytest.fixture(scope="session")
