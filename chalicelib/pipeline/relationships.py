@@ -9,12 +9,14 @@ The rule, for a column `c` of table `T` and a candidate key `k` of another liste
 
 1. `k` is a single-column key of `R`: its primary key, a unique constraint or unique index (no predicate, no
    expression), or a natural key by name (`service_area_no` in `bss_service_area`: the column is the table's
-   name, less a prefix word, plus `_no` / `_code` / `_id` …). One catalog query reads every such key of the
+   name, less a prefix word, plus `_no` / `_code` / `_id` …, not part of a composite primary key nor itself a
+   declared reference). One catalog query reads every such key of the
    task's tables (`load_candidate_keys`), however many tables there are.
 2. Naming proposes the pair, strongest first: the same name (`branch_no` ↔ `bss_branch.branch_no`); `x_id` →
    the key of table `x` / `xs` / `prefix_x` (`company_id` → `bss_company.id`); a shared stem with the same key
    word (`service_no` ↔ `service_area_no`); the same column comment (only when one key has it). A column named
-   only by a key word (`id`, `code`) proposes nothing; a column a declared foreign key covers is left alone.
+   only by a key word (`id`, `code`) proposes nothing, nor a table's own identifier (`customers.customer_id`,
+   unless part of a composite primary key); a column a declared foreign key covers is left alone.
 3. The types are compatible: the same type, or the same family (integer with integer or numeric, text with
    text, uuid with uuid); anything else is refused before any data is read.
 4. The data agrees: up to SAMPLE_VALUES distinct non-null values of `c` (taken from the first SAMPLE_ROWS
@@ -69,7 +71,11 @@ with t as (select * from unnest(%s::text[], %s::text[]) as t(schema_name, table_
 select n.nspname, c.relname, a.attname, a.attnum, ty.typname,
        case when ty.typtype = 'd' then bt.typname else ty.typname end,
        col_description(c.oid, a.attnum),
-       coalesce(bool_or(i.indisprimary), false), coalesce(bool_or(i.indisunique), false)
+       coalesce(bool_or(i.indisprimary), false), coalesce(bool_or(i.indisunique), false),
+       exists (select 1 from pg_constraint f where f.conrelid = c.oid and f.contype = 'f'
+                                               and a.attnum = any(f.conkey))
+       or exists (select 1 from pg_index p where p.indrelid = c.oid and p.indisprimary and p.indnkeyatts > 1
+                                             and a.attnum = any(p.indkey))
   from t
   join pg_namespace n on n.nspname = t.schema_name
   join pg_class c on c.relnamespace = n.oid and c.relname = t.table_name and c.relkind in ('r', 'p', 'm')
@@ -79,7 +85,7 @@ select n.nspname, c.relname, a.attname, a.attnum, ty.typname,
   left join pg_index i on i.indrelid = c.oid and i.indisunique and i.indnkeyatts = 1 and i.indkey[0] = a.attnum
                       and i.indpred is null and i.indexprs is null
  where i.indexrelid is not null or a.attname ~* %s
- group by 1, 2, 3, 4, 5, 6, 7
+ group by c.oid, 1, 2, 3, 4, 5, 6, 7
  order by 1, 2, 4
 """
 
@@ -176,8 +182,11 @@ def load_candidate_keys(conn: psycopg2.extensions.connection, refs: list[TableRe
         rows = cur.fetchall()
     if not conn.autocommit and conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
         conn.rollback()  # a catalog read: nothing to keep
-    for schema, table, column, _attnum, udt_name, base_udt, comment, primary, unique in rows:
-        kind = "primary" if primary else "unique" if unique else "named" if _is_natural_key(table, column) else None
+    for schema, table, column, _attnum, udt_name, base_udt, comment, primary, unique, referencing in rows:
+        # A natural key by name is never a column that references something itself (a declared foreign key) or a
+        # part of a composite primary key (`employee_territories.territory_id`).
+        natural = not referencing and _is_natural_key(table, column)
+        kind = "primary" if primary else "unique" if unique else "named" if natural else None
         if kind:
             index.add(KeyColumn(TableRef(schema, table), column, udt_name, base_udt or udt_name, comment, kind))
     return index
@@ -202,6 +211,8 @@ def _target_name(ref: TableRef, column: str) -> str:
 def propose(meta: TableMeta, index: KeyIndex) -> list[Candidate]:
     """Naming and type candidates of `meta`'s columns, strongest first (no data read)."""
     covered = {c for fk in meta.foreign_keys for c in fk.columns}
+    composite = set(meta.primary_key) if len(meta.primary_key) > 1 else set()
+    own_stems = set(table_stems(meta.ref.name))
     found: dict[tuple[str, KeyColumn], Candidate] = {}
 
     def offer(col: ColumnMeta, key: KeyColumn, rule: str) -> None:
@@ -220,6 +231,8 @@ def propose(meta: TableMeta, index: KeyIndex) -> list[Candidate]:
         if type_family(col.udt_name) not in ("integer", "text", "uuid") and col.type_kind != "domain":
             continue  # dates, booleans, json …: never keys here (a domain may be one: compared by its name)
         word, stem = words[-1], tuple(words[:-1])
+        if word in KEY_WORDS and stem in own_stems and col.name not in composite:
+            continue  # the table's own identifier (`customers.customer_id`, `service_area.service_area_no`)
         for key in index.by_name.get(col.name.casefold(), []):
             offer(col, key, "same_name")
         if word in KEY_WORDS:
