@@ -67,26 +67,38 @@ _RULES = ("same_name", "table_name", "shared_stem", "same_comment")
 # constraints included) and columns whose name ends with a key word (natural keys are picked from those in
 # Python). Domains are compared by their base type.
 _KEYS_SQL = """
-with t as (select * from unnest(%s::text[], %s::text[]) as t(schema_name, table_name))
-select n.nspname, c.relname, a.attname, a.attnum, ty.typname,
-       case when ty.typtype = 'd' then bt.typname else ty.typname end,
-       col_description(c.oid, a.attnum),
-       coalesce(bool_or(i.indisprimary), false), coalesce(bool_or(i.indisunique), false),
-       exists (select 1 from pg_constraint f where f.conrelid = c.oid and f.contype = 'f'
-                                               and a.attnum = any(f.conkey))
-       or exists (select 1 from pg_index p where p.indrelid = c.oid and p.indisprimary and p.indnkeyatts > 1
-                                             and a.attnum = any(p.indkey))
-  from t
-  join pg_namespace n on n.nspname = t.schema_name
-  join pg_class c on c.relnamespace = n.oid and c.relname = t.table_name and c.relkind in ('r', 'p', 'm')
-  join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+with t as (select * from unnest(%s::text[], %s::text[]) as t(schema_name, table_name)),
+rel as (
+    select c.oid, n.nspname, c.relname
+      from t
+      join pg_namespace n on n.nspname = t.schema_name
+      join pg_class c on c.relnamespace = n.oid and c.relname = t.table_name and c.relkind in ('r', 'p', 'm')
+), uniq as (
+    select i.indrelid, i.indkey[0] as attnum, bool_or(i.indisprimary) as is_primary
+      from rel
+      join pg_index i on i.indrelid = rel.oid
+     where i.indisunique and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
+     group by 1, 2
+), refs as (  -- columns that reference something themselves, or are part of a composite primary key
+    select f.conrelid as relid, k.attnum
+      from rel join pg_constraint f on f.conrelid = rel.oid and f.contype = 'f'
+     cross join unnest(f.conkey) k(attnum)
+    union
+    select p.indrelid, k.attnum
+      from rel join pg_index p on p.indrelid = rel.oid and p.indisprimary and p.indnkeyatts > 1
+     cross join unnest(p.indkey::int2[]) k(attnum)
+)
+select rel.nspname, rel.relname, a.attname, ty.typname, coalesce(bt.typname, ty.typname),
+       d.description, coalesce(u.is_primary, false), u.indrelid is not null,
+       exists (select 1 from refs r where r.relid = rel.oid and r.attnum = a.attnum)
+  from rel
+  join pg_attribute a on a.attrelid = rel.oid and a.attnum > 0 and not a.attisdropped
   join pg_type ty on ty.oid = a.atttypid
-  left join pg_type bt on bt.oid = ty.typbasetype
-  left join pg_index i on i.indrelid = c.oid and i.indisunique and i.indnkeyatts = 1 and i.indkey[0] = a.attnum
-                      and i.indpred is null and i.indexprs is null
- where i.indexrelid is not null or a.attname ~* %s
- group by c.oid, 1, 2, 3, 4, 5, 6, 7
- order by 1, 2, 4
+  left join pg_type bt on bt.oid = ty.typbasetype and ty.typtype = 'd'
+  left join uniq u on u.indrelid = rel.oid and u.attnum = a.attnum
+  left join pg_description d on d.objoid = rel.oid and d.classoid = 'pg_class'::regclass and d.objsubid = a.attnum
+ where u.indrelid is not null or lower(a.attname) like any(%s::text[])
+ order by 1, 2, a.attnum
 """
 
 
@@ -154,6 +166,17 @@ class KeyIndex:
     by_word: dict[tuple[str, str], list[KeyColumn]] = field(default_factory=dict)  # (key word, first stem word)
     by_comment: dict[str, list[KeyColumn]] = field(default_factory=dict)
 
+    def to_rows(self) -> list[list[str | None]]:
+        """Compact JSON form (one list per key), for a work file."""
+        return [[k.ref.schema, k.ref.name, k.column, k.udt_name, k.base_udt, k.comment, k.kind] for k in self.keys]
+
+    @classmethod
+    def from_rows(cls, rows: list[list[str | None]]) -> KeyIndex:
+        index = cls()
+        for schema, table, column, udt_name, base_udt, comment, kind in rows:
+            index.add(KeyColumn(TableRef(schema, table), column, udt_name, base_udt, comment, kind))
+        return index
+
     def add(self, key: KeyColumn) -> None:
         self.keys.append(key)
         self.by_name.setdefault(key.column.casefold(), []).append(key)
@@ -176,13 +199,13 @@ def load_candidate_keys(conn: psycopg2.extensions.connection, refs: list[TableRe
     index = KeyIndex()
     if not refs:
         return index
-    pattern = "(" + "|".join(KEY_WORDS) + ")$"
+    endings = [f"%{word}" for word in KEY_WORDS]
     with conn.cursor() as cur:
-        cur.execute(_KEYS_SQL, ([r.schema for r in refs], [r.name for r in refs], pattern))
+        cur.execute(_KEYS_SQL, ([r.schema for r in refs], [r.name for r in refs], endings))
         rows = cur.fetchall()
     if not conn.autocommit and conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
         conn.rollback()  # a catalog read: nothing to keep
-    for schema, table, column, _attnum, udt_name, base_udt, comment, primary, unique, referencing in rows:
+    for schema, table, column, udt_name, base_udt, comment, primary, unique, referencing in rows:
         # A natural key by name is never a column that references something itself (a declared foreign key) or a
         # part of a composite primary key (`employee_territories.territory_id`).
         natural = not referencing and _is_natural_key(table, column)

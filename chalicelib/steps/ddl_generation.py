@@ -33,8 +33,9 @@ DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 DB_CONNECTIONS_PER_BATCH = 4
 INTROSPECT_CHUNK = 1000  # names introspected per round by the plan: one chunk's metadata in memory at a time
 MISSING_FILE = "work/ddl/missing.json"  # {table: reason} of listed tables the plan could not introspect
-# The plan's documented tables: each batch infers its tables' relationships to keys of these (and no others).
-TASK_TABLES = "work/ddl/task_tables.json"
+# The single-column keys of the plan's documented tables (one catalog query per task): each batch infers its
+# tables' relationships to these keys, and no others.
+KEYS_FILE = "work/ddl/keys.json"
 REPORT_FILE = "work/ddl/tables.json"  # the last merge's per-table results: {succeeded: [...], failed: {...}}
 RESULT_DETAIL_MAX = 100  # tables named in the step result (the task item); all of them are in REPORT_FILE
 
@@ -96,6 +97,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 skipped.update({name.text: str(reason) for name, reason in missing.items()})
                 write_batches(final=False)
                 del found, missing
+            keys = relationships.load_candidate_keys(conn, sorted(seen))
         finally:
             conn.close()
         write_batches(final=True)
@@ -105,7 +107,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
                              + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
         run.files.put_text(MISSING_FILE, json.dumps(skipped, ensure_ascii=False))
-        run.files.put_text(TASK_TABLES, json.dumps([ref.to_dict() for ref in sorted(seen)], ensure_ascii=False))
+        run.files.put_text(KEYS_FILE, json.dumps(keys.to_rows(), ensure_ascii=False))
         run.tasks.update_progress(run.task_id, STEP,
                                   {"total": len(seen) + len(skipped), "done": 0, "failed": len(skipped),
                                    "tables": {}})
@@ -212,13 +214,12 @@ def _introspect_batch(run: StepRun, refs: list[TableRef]) -> dict[str, Any]:
 
 def _candidate_keys(run: StepRun, refs: list[TableRef], connections: ConnectionPool, from_plan: bool
                     ) -> relationships.KeyIndex:
-    """The single-column keys of the task's tables (the plan's TASK_TABLES; a batch given as a plain list: its own
-    tables), read with one catalog query per batch."""
-    tables = refs
-    if from_plan and run.files.exists(TASK_TABLES):
-        tables = [TableRef.from_dict(item) for item in json.loads(run.files.get_text(TASK_TABLES))]
+    """The single-column keys of the task's tables: the plan's KEYS_FILE; for a batch given as a plain list, those
+    of its own tables (one catalog query)."""
+    if from_plan and run.files.exists(KEYS_FILE):
+        return relationships.KeyIndex.from_rows(json.loads(run.files.get_text(KEYS_FILE)))
     with connections.lease() as conn:
-        return relationships.load_candidate_keys(conn, tables)
+        return relationships.load_candidate_keys(conn, refs)
 
 
 def table_workers(settings: Any, batch_len: int) -> int:

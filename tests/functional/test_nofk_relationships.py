@@ -125,7 +125,13 @@ def test_heuristic_run_joins_along_inferred_relationships(pipeline, nofk_url, mo
     pairs = _check_run(pipeline, task_id, status, nofk_url)
     used = _along_inferred(pairs)
     assert ("bss_business_day_data", "service_no") in used and len(used) >= 3, used
+    from chalicelib.steps.ddl_generation import KEYS_FILE
     from chalicelib.steps.qa_generation import THEMES_FILE
+
+    keys = _work(task_id, KEYS_FILE)  # read once by the plan for every table of the task
+    assert ["public", "bss_service_area", "service_area_no", "varchar", "varchar", "服务区编码", "named"] in keys
+    assert {(row[1], row[2]) for row in keys if row[6] == "primary"} == {(t.split(".")[1], "id") for t in TABLES
+                                                                        if "area_link" not in t}
 
     themes = _work(task_id, THEMES_FILE)
     assert len(themes[0]["related_tables"]) >= 3  # a cluster of tables, not one table per theme
