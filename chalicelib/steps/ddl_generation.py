@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from chalicelib.errors import LLMRateLimited, LLMTimeout, StepFailed
-from chalicelib.pipeline import db, ddl, introspect, tablelist
+from chalicelib.pipeline import db, ddl, introspect, relationships, tablelist
 from chalicelib.pipeline.db_pool import ConnectionPool
 from chalicelib.pipeline.models import TableMeta, TableRef
 from chalicelib.providers.factory import get_llm_provider
@@ -33,6 +33,9 @@ DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
 DB_CONNECTIONS_PER_BATCH = 4
 INTROSPECT_CHUNK = 1000  # names introspected per round by the plan: one chunk's metadata in memory at a time
 MISSING_FILE = "work/ddl/missing.json"  # {table: reason} of listed tables the plan could not introspect
+# The single-column keys of the plan's documented tables (one catalog query per task): each batch infers its
+# tables' relationships to these keys, and no others.
+KEYS_FILE = "work/ddl/keys.json"
 REPORT_FILE = "work/ddl/tables.json"  # the last merge's per-table results: {succeeded: [...], failed: {...}}
 RESULT_DETAIL_MAX = 100  # tables named in the step result (the task item); all of them are in REPORT_FILE
 
@@ -94,6 +97,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 skipped.update({name.text: str(reason) for name, reason in missing.items()})
                 write_batches(final=False)
                 del found, missing
+            keys = relationships.load_candidate_keys(conn, sorted(seen))
         finally:
             conn.close()
         write_batches(final=True)
@@ -103,6 +107,7 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise StepFailed(f"none of the {len(names)} listed tables could be introspected"
                              + (f" (e.g. {next(iter(skipped.values()))})" if skipped else ""))
         run.files.put_text(MISSING_FILE, json.dumps(skipped, ensure_ascii=False))
+        run.files.put_text(KEYS_FILE, json.dumps(keys.to_rows(), ensure_ascii=False))
         run.tasks.update_progress(run.task_id, STEP,
                                   {"total": len(seen) + len(skipped), "done": 0, "failed": len(skipped),
                                    "tables": {}})
@@ -115,8 +120,28 @@ def plan(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {**refs, "tables": len(seen), "missing": len(skipped)}
 
 
-def _generate_table(run: StepRun, connections: ConnectionPool, meta: TableMeta, llm) -> dict[str, Any]:
+def _context_is_chinese(run: StepRun, meta: TableMeta) -> bool:
+    if (run.business_context or "").strip():
+        return ddl.is_chinese(run.business_context)
+    return ddl.is_chinese(meta.comment, *(c.comment for c in meta.columns))
+
+
+def _infer_relationships(run: StepRun, connections: ConnectionPool, meta: TableMeta,
+                         keys: relationships.KeyIndex) -> None:
+    """The table's outgoing relationships no foreign key declares (chalicelib.pipeline.relationships), into
+    `meta.inferred_keys`: bounded data checks on a connection of the batch."""
+    with connections.lease() as conn:
+        meta.inferred_keys = relationships.infer_relationships(conn, meta, keys,
+                                                               chinese=_context_is_chinese(run, meta))
+    if meta.inferred_keys:
+        run.log.info("Table {table}: {count} relationships inferred", table=meta.ref.display_name,
+                     count=len(meta.inferred_keys), evidence=[fk.evidence for fk in meta.inferred_keys])
+
+
+def _generate_table(run: StepRun, connections: ConnectionPool, meta: TableMeta, llm,
+                    keys: relationships.KeyIndex) -> dict[str, Any]:
     started = time.monotonic()
+    _infer_relationships(run, connections, meta, keys)
     doc = ddl.build_table_doc(
         None,
         meta,
@@ -145,8 +170,8 @@ def _sources_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {source}" for source, count in counts.items()) or "none"
 
 
-def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: ConnectionPool
-                   ) -> dict[str, Any]:
+def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, connections: ConnectionPool,
+                   keys: relationships.KeyIndex) -> dict[str, Any]:
     """One table, in a worker thread: its log lines; a connection of the batch is lent for each database phase
     only. The result carries the TableDoc (`doc`) and file texts when it succeeded. A failure is recorded on the
     table, except a throttled or unavailable LLM (LLMRateLimited, LLMTimeout): retrying can fix that, so it is
@@ -158,7 +183,7 @@ def _process_table(run: StepRun, ref: TableRef, schema: dict[str, Any], llm, con
         try:
             if name not in schema:
                 raise StepFailed(f"table {name} is not in this run's introspected schema")
-            result = _generate_table(run, connections, TableMeta.from_dict(schema[name]), llm)
+            result = _generate_table(run, connections, TableMeta.from_dict(schema[name]), llm, keys)
         except (LLMRateLimited, LLMTimeout) as exc:
             run.log.warning("table left to a retry of its batch", table=name, error=type(exc).__name__,
                             reason=exc.message)
@@ -187,6 +212,16 @@ def _introspect_batch(run: StepRun, refs: list[TableRef]) -> dict[str, Any]:
     return {meta.ref.display_name: meta.to_dict() for meta in found.values()}
 
 
+def _candidate_keys(run: StepRun, refs: list[TableRef], connections: ConnectionPool, from_plan: bool
+                    ) -> relationships.KeyIndex:
+    """The single-column keys of the task's tables: the plan's KEYS_FILE; for a batch given as a plain list, those
+    of its own tables (one catalog query)."""
+    if from_plan and run.files.exists(KEYS_FILE):
+        return relationships.KeyIndex.from_rows(json.loads(run.files.get_text(KEYS_FILE)))
+    with connections.lease() as conn:
+        return relationships.load_candidate_keys(conn, refs)
+
+
 def table_workers(settings: Any, batch_len: int) -> int:
     """Tables of one batch processed at once: the whole batch, capped by the LLM concurrency limit."""
     return max(1, min(batch_len, settings.llm_max_concurrency))
@@ -198,7 +233,8 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
     connection per worker). A failing table is recorded, the others go on."""
     with step_run(event, STEP, logger_name=LOGGER) as run:
         batch = event["tables"]
-        if isinstance(batch, dict):  # {"index", "tables"} from the plan; a plain list of tables is accepted too
+        from_plan = isinstance(batch, dict)
+        if from_plan:  # {"index", "tables"} from the plan; a plain list of tables is accepted too
             refs = [TableRef.from_dict(item) for item in batch["tables"]]
             schema = json.loads(run.files.get_text(f"{BATCH_SCHEMAS}{int(batch['index']):04d}.json"))
         else:
@@ -211,10 +247,11 @@ def generate_tables(event: dict[str, Any], context: Any) -> dict[str, Any]:
         connections = ConnectionPool(run.db_url, DB_CONNECTIONS_PER_BATCH)
         try:
             connections.release(connections.get())  # an unreachable database fails the batch at once
+            keys = _candidate_keys(run, refs, connections, from_plan)
             # The batch's tables start together: one progress write (beside them) names the first as current.
             started = shared_pool().submit(run.tasks.update_progress, run.task_id, STEP,
                                             {"current_table": refs[0].display_name})
-            results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections), refs,
+            results = run_bounded(lambda ref: _process_table(run, ref, schema, llm, connections, keys), refs,
                                   table_workers(run.settings, len(refs)))
             started.result()
         finally:
