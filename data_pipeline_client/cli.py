@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--backup-vectors", action="store_true", default=None)
     execute.add_argument("--truncate-vectors", action="store_true", default=None)
     execute.add_argument("--watch", action="store_true", help="then watch it (exit code: its outcome)")
+    execute.add_argument("--interval", type=float, default=1.0, help="with --watch: seconds between polls")
+    execute.add_argument("--timeout", type=float, help="with --watch: give up after this many seconds")
     command(tasks, "cancel", "cancel a running task").add_argument("task_id")
     watch = command(tasks, "watch", "live progress until the task ends (exit 0 completed, 1 otherwise)")
     watch.add_argument("task_id")
