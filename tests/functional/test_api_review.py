@@ -242,3 +242,19 @@ def test_the_openapi_document_lists_the_review_routes(client):
     assert "post" in paths["/data_pipeline/tasks/{task_id}/sql/validate"]
     assert "422" in paths["/data_pipeline/tasks/{task_id}/tables/comments"]["post"]["responses"]
     assert "get" in paths["/data_pipeline/vector/stats"]
+
+
+def test_two_saves_on_the_same_base_one_wins(client, task_id):
+    """Two saves that both read version 1 before either wrote: the second finds the version file taken (S3's
+    If-None-Match) and is a 409, not a silent overwrite."""
+    from chalicelib.api import pair_versions
+    from chalicelib.errors import PairsVersionConflict
+    from chalicelib.stores.files import TaskFiles
+
+    files = TaskFiles(task_id, FileStore())
+    seen_by_both = pair_versions.load_versions(files)
+    first = [PAIRS[0]]
+    pair_versions.save_version(files, seen_by_both, "甲", first, pair_versions.diff_pairs(PAIRS, first))
+    with pytest.raises(PairsVersionConflict):
+        pair_versions.save_version(files, seen_by_both, "乙", PAIRS[1:], pair_versions.diff_pairs(PAIRS, PAIRS[1:]))
+    assert client.http.get(f"{BASE}/{task_id}/pairs").json_body["data"]["pairs"] == first
