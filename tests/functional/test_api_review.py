@@ -78,7 +78,8 @@ def test_validate_sql_plans_on_the_tasks_database_and_never_runs_it(client, task
         assert cur.fetchone()[0] == 5
 
 
-@pytest.mark.parametrize("body, status", [({"sql": "  "}, 400), ({}, 400), ({"sql": 5}, 400)])
+@pytest.mark.parametrize("body, status", [({"sql": "  "}, 400), ({}, 400), ({"sql": 5}, 400),
+                                          ({"sql": "select 1\x00"}, 400), ({"sql": "select '\ud800'"}, 400)])
 def test_validate_sql_refuses_an_empty_body(client, task_id, body, status):
     res = post_json(client, f"{BASE}/{task_id}/sql/validate", body)
     assert res.status_code == status and res.json_body["error"]["invalid_params"] == ["sql"]
@@ -158,7 +159,8 @@ def test_a_stale_base_version_is_a_409(client, task_id):
 
 @pytest.mark.parametrize("body", [{"author": "a", "pairs": []}, {"base_version": 1, "pairs": []},
                                   {"base_version": 1, "author": "a", "pairs": [{"question": "q", "sql": ""}]},
-                                  {"base_version": "1", "author": "a", "pairs": []}])
+                                  {"base_version": "1", "author": "a", "pairs": []},
+                                  {"base_version": 1, "author": "a", "pairs": [{"question": "q\x00", "sql": "s"}]}])
 def test_save_validation_errors_are_400(client, task_id, body):
     res = put_json(client, f"{BASE}/{task_id}/pairs", body)
     assert res.status_code == 400 and res.json_body["error"]["type"] == "ValidationError"
