@@ -125,7 +125,8 @@ def test_save_edit_add_remove_writes_a_new_version_and_keeps_the_old(client, tas
     assert ops == [("edit", 1)]  # one pair replaced in place is an edit
     files = {f["file_name"]: f for f in client.http.get(f"{BASE}/{task_id}/files").json_body["data"]["files"]}
     assert files["qs_shop_20250627_143052_v003_pair.json"]["is_primary"]
-    assert not files[PAIR_FILE]["is_primary"] and "qs_shop_20250627_143052_v002_changes.json" in files
+    assert not files[PAIR_FILE]["is_primary"]
+    assert files["qs_shop_20250627_143052_v002_changes.json"]["description"].startswith("Pair file review")
     log = json.loads(FileStore().get_text(task_id, "qs_shop_20250627_143052_v002_changes.json"))
     assert log["author"] == "张三" and log["base_version"] == 1 and log["created_at"]
     assert FileStore().get_text(task_id, "work/pair_file.txt") == "qs_shop_20250627_143052_v003_pair.json"
