@@ -261,3 +261,31 @@ def test_two_saves_on_the_same_base_one_wins(client, task_id):
     with pytest.raises(PairsVersionConflict):
         pair_versions.save_version(files, seen_by_both, "乙", PAIRS[1:], pair_versions.diff_pairs(PAIRS, PAIRS[1:]))
     assert client.http.get(f"{BASE}/{task_id}/pairs").json_body["data"]["pairs"] == first
+
+
+def test_a_role_that_may_not_create_schemas_checks_the_ddl_in_pg_temp(client, shop):
+    """The task's role may only read (no CREATE on the database): the DDL check runs in its temporary schema."""
+    import uuid
+
+    role = f"dp_reader_{uuid.uuid4().hex[:8]}"
+    with closing(psycopg2.connect(shop)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"create role {role} login; grant select on orders to {role}")
+    try:
+        reader = shop.replace("postgresql://postgres:@", f"postgresql://{role}@")
+        created = post_json(client, BASE, {"task_name": "只读", "db_connection": reader})
+        assert created.status_code == 201, created.json_body
+        task = created.json_body["data"]["task_id"]
+        _seed(task, shop)
+        with closing(psycopg2.connect(reader)) as conn, conn.cursor() as cur:
+            cur.execute("select has_database_privilege(current_database(), 'CREATE')")
+            assert cur.fetchone()[0] is False
+        res = post_json(client, f"{BASE}/{task}/tables/comments", {"table": "orders", "table_comment": "订单（只读）"})
+        assert res.status_code == 200, res.json_body
+        assert "订单（只读）" in FileStore().get_text(task, "orders.ddl")
+    finally:
+        with closing(psycopg2.connect(shop)) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"drop owned by {role}; drop role {role}")
