@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGE_OUT := out
 
-.PHONY: venv test test-heavy soak lint serve demo package clean bench
+.PHONY: venv browser test test-heavy soak lint serve demo package clean bench
 
 venv: $(STAMP)
 
@@ -18,7 +18,18 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+# The browser tests (tests/browser) drive Debian's chromium through Playwright (pinned in requirements-dev.txt; it
+# never downloads a browser); without a CJK font Chinese renders as boxes. Installed only when missing.
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -f $(CJK_FONT) ]; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y chromium fonts-wqy-microhei; \
+	fi
+
+test: lint browser
 	$(BIN)/pytest -q
 	$(MAKE) package
 
