@@ -5,6 +5,7 @@ from chalicelib.api.auth import auth_bp
 from chalicelib.api.console import console_bp
 from chalicelib.api.middleware import api_middleware
 from chalicelib.api.openapi import openapi_bp
+from chalicelib.api.review_routes import review_bp
 from chalicelib.api.routes import api_bp
 from chalicelib.api.vector_routes import vector_bp
 
@@ -12,6 +13,7 @@ app = Chalice(app_name="data_pipeline")
 app.api.binary_types.append("multipart/form-data")
 app.register_blueprint(api_bp, url_prefix="/api/v0")
 app.register_blueprint(vector_bp, url_prefix="/api/v0")
+app.register_blueprint(review_bp, url_prefix="/api/v0")
 app.register_blueprint(openapi_bp, url_prefix="/api/v0")
 app.register_blueprint(console_bp)  # the web console's static pages at /console (public; its API calls carry the key)
 app.register_middleware(api_middleware, "http")

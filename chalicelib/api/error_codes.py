@@ -29,4 +29,5 @@ ALWAYS = {400: ["VALIDATION_ERROR"], 401: ["UNAUTHORIZED"], 405: ["METHOD_NOT_AL
           413: ["PAYLOAD_TOO_LARGE"], 500: ["INTERNAL_ERROR"]}
 STATUS_TEXT = {400: "Invalid request", 401: "Missing or wrong API key", 403: "Forbidden",
                404: "Not found", 405: "Method not allowed",
-               409: "Conflict", 413: "Request too large", 415: "Unsupported media type", 500: "Server error"}
+               409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
+               422: "Unprocessable content", 500: "Server error"}

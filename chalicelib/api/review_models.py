@@ -1,0 +1,117 @@
+"""Request and response models of the review routes (validate one SQL, versioned pair-file writes, table-comment
+edits) and of the vector counts: chalicelib.api.review_routes declares them, the OpenAPI document shows them."""
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from chalicelib.api.model_fields import QueryModel, RequestModel, TaskId, body_int, query_int, text
+from chalicelib.api.models_responses import Data
+
+SqlText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000)]
+Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+
+
+class ValidateSqlRequest(RequestModel):
+    """POST /data_pipeline/tasks/{task_id}/sql/validate: one SQL, planned (never executed) on the task's database."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"sql": "SELECT count(*) FROM bss_company"}]})
+
+    sql: SqlText
+
+
+class PairItem(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    question: Question
+    sql: SqlText
+
+
+class PairsParams(QueryModel):
+    """GET /data_pipeline/tasks/{task_id}/pairs."""
+
+    version: query_int(1) | None = Field(None, description="default: the latest version")
+
+
+class SavePairsRequest(RequestModel):
+    """PUT /data_pipeline/tasks/{task_id}/pairs: the full new list (a pair left out is removed, new ones are added,
+    changed ones edited); every added or edited SQL must pass the read-only EXPLAIN."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "base_version": 1, "author": "张三",
+        "pairs": [{"question": "一共有多少家公司？", "sql": "SELECT count(*) FROM bss_company"}]}]})
+
+    base_version: body_int(1) = Field(description="the version the edit started from (409 when not the latest)")
+    author: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    pairs: list[PairItem] = Field(max_length=100_000)
+
+
+class TableCommentsRequest(RequestModel):
+    """POST /data_pipeline/tasks/{task_id}/tables/comments: new comments for one documented table."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "table": "public.bss_company", "table_comment": "公司信息表",
+        "column_comments": {"company_name": "公司名称"}}]})
+
+    table: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)] = Field(
+        description="`table` or `schema.table`, as ddl_generation documented it")
+    table_comment: text(2000) | None = Field(None, description="default: unchanged")
+    column_comments: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]] = Field(
+        default_factory=dict, description="column -> new comment (an empty string removes it)")
+
+
+class VectorStatsParams(QueryModel):
+    """GET /data_pipeline/vector/stats."""
+
+    task_id: TaskId | None = Field(None, description="the vector database of this task (default: the configured)")
+
+
+# ---- answers ----------------------------------------------------------------------------------------------
+
+class SqlValidation(Data):
+    valid: bool
+    error: str | None = Field(description="PostgreSQL's error (or why the SQL was refused before reaching it)")
+    tables: list[str] = Field(description="the relations the SQL names")
+
+
+class PairVersion(Data):
+    version: int
+    file_name: str
+    created_at: str | None = None
+    author: str | None = None
+    summary: str | None = None
+
+
+class PairFile(Data):
+    file_name: str
+    version: int
+    pairs: list[dict[str, Any]]
+    versions: list[PairVersion]
+
+
+class PairChange(Data):
+    op: str = Field(description="edit | add | remove")
+    index: int = Field(description="position in the saved list (edit, add) or in the base version (remove)")
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class PairsSaved(Data):
+    version: int
+    file_name: str
+    changes: list[PairChange]
+
+
+class TableCommentsSaved(Data):
+    table: str
+    files: list[str]
+
+
+class CollectionCount(Data):
+    name: str
+    rows: int
+
+
+class VectorStats(Data):
+    collections: list[CollectionCount]
+    table: str
+    total: int
