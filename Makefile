@@ -62,7 +62,7 @@ bench: $(STAMP)
 # infra/resources.json merged (state machine definition inserted from infra/data_pipeline.asl.json); then
 # cfn-lint, a size/content check, and the lock check (stale lock, or a zip shipping other versions: fail).
 package: $(STAMP)
-	rm -rf $(PACKAGE_OUT)
+	rm -rf $(PACKAGE_OUT)/build $(PACKAGE_OUT)/merge $(PACKAGE_OUT)/sam  # not out/screenshots (the browser tests')
 	$(BIN)/python -m infra.lockfile stage $(PACKAGE_OUT)/build
 	$(BIN)/python -m infra.template merge-template $(PACKAGE_OUT)/merge/resources.json
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \

@@ -21,7 +21,9 @@ export function parseDdl(text) {
     const body = line.trim();
     if (!body || NOT_A_COLUMN.test(body)) continue;
     const match = /^("(?:[^"]|"")+"|[^\s]+)\s+.*?(?:--\s*(.*))?$/.exec(body);
-    if (match) columns.push({ name: match[1].replace(/^"|"$/g, "").replace(/""/g, '"'), comment: (match[2] || "").trim() });
+    if (match) {
+      columns.push({ name: match[1].replace(/^"|"$/g, "").replace(/""/g, '"'), comment: (match[2] || "").trim() });
+    }
   }
   return { table: create ? create[1].replace(/"/g, "") : null, tableComment: titled ? titled[1].trim() : "", columns };
 }
@@ -35,7 +37,8 @@ export function commentsEditor(taskId) {
     try {
       const data = await get(taskPath(taskId, "/files"));
       const ddls = data.files.filter((f) => f.file_type === "ddl").map((f) => f.file_name);
-      clear(picker).append(el("option", { value: "" }, t("comments.pick")), ddls.map((n) => el("option", { value: n }, n)));
+      clear(picker).append(el("option", { value: "" }, t("comments.pick")),
+        ...ddls.map((n) => el("option", { value: n }, n)));
     } catch (exc) {
       clear(form).append(errorBox(exc));
     }
@@ -65,9 +68,9 @@ export function commentsEditor(taskId) {
         table_comment: tableInput.value !== parsed.tableComment ? tableInput.value : null };
       try {
         const saved = await post(taskPath(taskId, "/tables/comments"), body);
+        await open(fileName); // the rewritten file, read back
         result.append(el("div", { class: "okmsg", "data-testid": "comments-saved" },
           t("comments.saved", { table: saved.table, files: (saved.files || []).join(", ") })));
-        await open(fileName);
       } catch (exc) {
         result.append(errorBox(exc));
       }

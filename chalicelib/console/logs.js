@@ -25,7 +25,7 @@ export function render(root, { taskId }) {
   let stopped = false;
 
   async function load() {
-    const body = { page, page_size: 100, sort_by: "timestamp", sort_order: "desc" };
+    const body = { page, page_size: 50, sort_by: "timestamp", sort_order: "desc" };
     if (level.value) body.level = level.value;
     if (step.value) body.step_name = step.value;
     if (logger.value.trim()) body.logger_name = logger.value.trim();
@@ -48,7 +48,7 @@ export function render(root, { taskId }) {
       el("table", {}, el("thead", {}, el("tr", {}, ["logs.time", "logs.level", "logs.step", "logs.logger",
         "logs.message"].map((k) => el("th", {}, t(k))))),
       el("tbody", {}, data.logs.map((r) => el("tr", { class: `level-${r.level}` },
-        el("td", {}, r.timestamp || ""), el("td", {}, r.level || ""), el("td", {}, r.step || ""),
+        el("td", { class: "nowrap" }, r.timestamp || ""), el("td", {}, r.level || ""), el("td", {}, r.step || ""),
         el("td", {}, r.logger || ""), el("td", {}, r.message || ""))))),
       el("div", { class: "pager" },
         el("button", { disabled: !p.has_prev, onclick: () => { page -= 1; load(); } }, t("common.prev")),

@@ -53,7 +53,7 @@ export function render(root, { taskId, go, notify }) {
             : null);
     const question = el("textarea", { rows: 2, value: row.question,
       oninput: (e) => { row.question = e.target.value; row.node.className = kind(row); } });
-    const sql = el("textarea", { class: "sql", rows: 3, value: row.sql, "data-testid": "sql-input",
+    const sql = el("textarea", { class: "sql", rows: 4, value: row.sql, "data-testid": "sql-input",
       oninput: (e) => { row.sql = e.target.value; row.check = null; row.node.className = kind(row); },
       onchange: () => { if (kind(row) === "edited" || kind(row) === "added") validate(row); } });
     const node = el("tr", { class: [k, check && check.valid === false ? "invalid" : ""].join(" ").trim(),
@@ -77,8 +77,8 @@ export function render(root, { taskId, go, notify }) {
       field(t("review.author"), author));
     state.rows.forEach((row, i) => { row.index = i; row.node = null; });
     clear(table).append(el("table", {},
-      el("thead", {}, el("tr", {}, ["#", "review.question", "review.sql", "review.check", ""].map((k) =>
-        el("th", {}, k.includes(".") ? t(k) : k)))),
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", { class: "q" }, t("review.question")),
+        el("th", { class: "s" }, t("review.sql")), el("th", {}, t("review.check")), el("th", {}, ""))),
       el("tbody", {}, state.rows.map(drawRow))));
   }
 
@@ -111,7 +111,8 @@ export function render(root, { taskId, go, notify }) {
       for (const e of errors) {
         const row = sent[e.index];
         if (row) { row.check = { valid: false, error: e.error }; drawRow(row); }
-        result.append(el("div", { class: "error", "data-testid": "save-error" }, `#${(row?.index ?? e.index) + 1}: ${e.error}`));
+        result.append(el("div", { class: "error", "data-testid": "save-error" },
+          `#${(row?.index ?? e.index) + 1}: ${e.error}`));
       }
     }
   }
