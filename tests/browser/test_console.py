@@ -188,3 +188,24 @@ def test_the_whole_job_in_the_console(keyed_api, tab):
     assert tab.page_errors == []
     stats = api.data("GET", "/data_pipeline/vector/stats")
     assert {c["name"]: c["rows"] for c in stats["collections"]} == before, json.dumps(stats, ensure_ascii=False)
+
+
+def test_file_previews_cannot_carry_markup(keyed_api, tab):
+    """Markdown is escaped before it is rendered; highlighted SQL is text in spans: a file cannot inject HTML."""
+    tab.goto(_console_url(keyed_api))
+    rendered = tab.evaluate("""async () => {
+        const md = await import("./console/highlight.js");
+        const html = md.renderMarkdown("# 标题 <img src=x onerror=alert(1)>\\n- **粗体** <script>x()</script>\\n"
+            + "| a | <b>c</b> |\\n|---|---|\\n| `<i>` | d |");
+        const pre = document.createElement("pre");
+        pre.append(md.highlightSql("select '<b>x</b>' -- <script>\\nfrom t"));
+        return {html, sql: pre.innerHTML, text: pre.textContent};
+    }""")
+    html = rendered["html"]
+    assert "<img" not in html and "<script" not in html and "<b>" not in html and "<i>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;" in html
+    assert "<h1>" in html and "<strong>粗体</strong>" in html and "<th>a</th>" in html
+    assert "<code>&lt;i&gt;</code>" in html
+    sql = rendered["sql"]
+    assert "<b>" not in sql and "&lt;b&gt;" in sql and '<span class="kw">select</span>' in sql
+    assert rendered["text"] == "select '<b>x</b>' -- <script>\nfrom t"
