@@ -19,6 +19,7 @@ VECTOR_BAK = "vector_bak"
 _PAIR = re.compile(r"^qs_.+_pair\.json$")
 _DESCRIPTIONS: list[tuple[re.Pattern[str], str]] = [
     (_PAIR, "Question-SQL training pairs"),
+    (re.compile(r"^qs_.+_v\d{3}_changes\.json$"), "Pair file review: change log of a saved version"),
     (re.compile(r"_pair\.json\.backup$"), "Question-SQL pairs before SQL repair (backup)"),
     (re.compile(r"^metadata\.txt$"), "Business theme metadata (SQL)"),
     (re.compile(r"^metadata_detail\.md$"), "Business theme metadata (description)"),

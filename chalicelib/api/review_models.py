@@ -1,14 +1,30 @@
 """Request and response models of the review routes (validate one SQL, versioned pair-file writes, table-comment
 edits) and of the vector counts: chalicelib.api.review_routes declares them, the OpenAPI document shows them."""
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
 
-from chalicelib.api.model_fields import QueryModel, RequestModel, TaskId, body_int, query_int, text
+from chalicelib.api.model_fields import QueryModel, RequestModel, TaskId, body_int, fail, query_int, text
 from chalicelib.api.models_responses import Data
 
-SqlText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000)]
-Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text and UTF-8 files hold neither
+
+
+def _storable(value: str, info: ValidationInfo) -> str:
+    if _UNSTORABLE.search(value):
+        raise fail("VALIDATION_ERROR", f"{info.field_name} must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+def _clean(max_length: int) -> Any:
+    """Trimmed, non-empty, at most `max_length` characters, no NUL / lone surrogate."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+                     AfterValidator(_storable)]
+
+
+SqlText = _clean(100_000)
+Question = _clean(10_000)
 
 
 class ValidateSqlRequest(RequestModel):
@@ -41,7 +57,7 @@ class SavePairsRequest(RequestModel):
         "pairs": [{"question": "一共有多少家公司？", "sql": "SELECT count(*) FROM bss_company"}]}]})
 
     base_version: body_int(1) = Field(description="the version the edit started from (409 when not the latest)")
-    author: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    author: _clean(100)
     pairs: list[PairItem] = Field(max_length=100_000)
 
 
@@ -54,8 +70,10 @@ class TableCommentsRequest(RequestModel):
 
     table: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)] = Field(
         description="`table` or `schema.table`, as ddl_generation documented it")
-    table_comment: text(2000) | None = Field(None, description="default: unchanged")
-    column_comments: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]] = Field(
+    table_comment: Annotated[text(2000), AfterValidator(_storable)] | None = Field(
+        None, description="default: unchanged")
+    column_comments: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000),
+                                         AfterValidator(_storable)]] = Field(
         default_factory=dict, description="column -> new comment (an empty string removes it)")
 
 

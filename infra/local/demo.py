@@ -1,60 +1,27 @@
 """`make demo`: the main job end to end on the embedded stack, driven only through the HTTP API.
 
-Starts `python -m infra.local.serve` (embedded PostgreSQL with the demo database, moto, the Chalice API),
-creates a task on the demo database, uploads its table list, executes `complete` with a vector backup,
-shows live progress while polling, prints a summary and exits 0 — or non-zero when the task failed.
+Starts `python -m infra.local.serve` (embedded PostgreSQL with the demo database, moto, the Chalice API), then,
+with the Python client (data_pipeline_client.Client), creates a task on the demo database, uploads its table
+list, executes `complete` with a vector backup, shows live progress while polling, prints a summary and exits 0 —
+or non-zero when the task failed.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
+from data_pipeline_client import Client
 from infra.local.demo_db import DEMO_BUSINESS_CONTEXT, DEMO_TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "data_pipeline API ready on "
-
-
-class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             content_type: str = "application/json") -> dict[str, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", content_type)
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            payload = json.loads(exc.read().decode("utf-8") or "{}")
-            detail = f"{payload.get('message')} {payload.get('error')}"
-            raise RuntimeError(f"{method} {path} -> {exc.code}: {detail}") from exc
-
-    def upload_table_list(self, task_id: str, text: str) -> dict[str, Any]:
-        boundary = uuid.uuid4().hex
-        body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tables.txt\"\r\n"
-            f"Content-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n"
-        ).encode()
-        return self.call("POST", f"/data_pipeline/tasks/{task_id}/upload-table-list", raw=body,
-                         content_type=f"multipart/form-data; boundary={boundary}")
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -115,36 +82,33 @@ def describe_progress(status: dict[str, Any]) -> str:
     return line
 
 
-def run_demo(client: ApiClient, *, poll_seconds: float = 1.0, timeout: float = 900) -> int:
+def run_demo(client: Client, *, poll_seconds: float = 1.0, timeout: float = 900) -> int:
     started = time.monotonic()
-    created = client.call("POST", "/data_pipeline/tasks", {
-        "task_name": "高速公路服务区 demo",
-        "business_context": DEMO_BUSINESS_CONTEXT,
-        "db_name": "highway_demo",
-    })["data"]
+    created = client.create_task(task_name="高速公路服务区 demo", business_context=DEMO_BUSINESS_CONTEXT,
+                                 db_name="highway_demo")["data"]
     task_id = created["task_id"]
     print(f"created {task_id}")
-    uploaded = client.upload_table_list(task_id, "\n".join(DEMO_TABLES) + "\n")["data"]
+    uploaded = client.upload_table_list(task_id, DEMO_TABLES)["data"]
     print(f"table list: {uploaded['table_count']} tables")
-    client.call("POST", f"/data_pipeline/tasks/{task_id}/execute",
-                {"execution_mode": "complete", "backup_vector_tables": True})
+    client.execute_task(task_id, "complete", backup_vector_tables=True)
     print("executing complete workflow (backup_vector_tables=true)")
     last = ""
     status: dict[str, Any] = {}
-    while time.monotonic() - started < timeout:
-        status = client.call("GET", f"/data_pipeline/tasks/{task_id}")["data"]
-        line = describe_progress(status)
-        if line != last:
-            print(f"{time.monotonic() - started:6.1f}s {line}", flush=True)
-            last = line
-        if status.get("status") in ("completed", "failed", "cancelled", "partial_completed"):
-            break
-        time.sleep(poll_seconds)
+    try:
+        # Every poll_seconds (no back-off): each change of the progress line is printed as it happens.
+        for status in client.watch(task_id, interval=poll_seconds, max_interval=poll_seconds,
+                                   timeout=timeout - (time.monotonic() - started)):
+            line = describe_progress(status)
+            if line != last:
+                print(f"{time.monotonic() - started:6.1f}s {line}", flush=True)
+                last = line
+    except TimeoutError as exc:
+        print(f"gave up waiting: {exc}")
     wall = time.monotonic() - started
-    files = client.call("GET", f"/data_pipeline/tasks/{task_id}/files")["data"]
+    files = client.get_task_files(task_id)["data"]
     print_summary(status, files, wall)
     if status.get("status") != "completed":
-        errors = client.call("GET", f"/data_pipeline/tasks/{task_id}/logs?level=ERROR&limit=20")["data"]["logs"]
+        errors = client.get_task_logs(task_id, limit=20, level="ERROR")["data"]["logs"]
         for record in errors:
             print(f"  {record['timestamp']} [{record['level']}] {record['logger']}: {record['message']}")
         return 1
@@ -187,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     api_key = os.environ.get("DATA_PIPELINE_API_KEY")
     if args.url:
-        return run_demo(ApiClient(args.url, api_key))
+        return run_demo(Client(args.url, api_key))
     server = start_server(args.port)
     try:
-        return run_demo(ApiClient(f"http://127.0.0.1:{args.port}/api/v0", api_key))
+        return run_demo(Client(f"http://127.0.0.1:{args.port}", api_key))
     finally:
         stop_server(server)
 

@@ -78,7 +78,8 @@ def test_validate_sql_plans_on_the_tasks_database_and_never_runs_it(client, task
         assert cur.fetchone()[0] == 5
 
 
-@pytest.mark.parametrize("body, status", [({"sql": "  "}, 400), ({}, 400), ({"sql": 5}, 400)])
+@pytest.mark.parametrize("body, status", [({"sql": "  "}, 400), ({}, 400), ({"sql": 5}, 400),
+                                          ({"sql": "select 1\x00"}, 400), ({"sql": "select '\ud800'"}, 400)])
 def test_validate_sql_refuses_an_empty_body(client, task_id, body, status):
     res = post_json(client, f"{BASE}/{task_id}/sql/validate", body)
     assert res.status_code == status and res.json_body["error"]["invalid_params"] == ["sql"]
@@ -124,7 +125,8 @@ def test_save_edit_add_remove_writes_a_new_version_and_keeps_the_old(client, tas
     assert ops == [("edit", 1)]  # one pair replaced in place is an edit
     files = {f["file_name"]: f for f in client.http.get(f"{BASE}/{task_id}/files").json_body["data"]["files"]}
     assert files["qs_shop_20250627_143052_v003_pair.json"]["is_primary"]
-    assert not files[PAIR_FILE]["is_primary"] and "qs_shop_20250627_143052_v002_changes.json" in files
+    assert not files[PAIR_FILE]["is_primary"]
+    assert files["qs_shop_20250627_143052_v002_changes.json"]["description"].startswith("Pair file review")
     log = json.loads(FileStore().get_text(task_id, "qs_shop_20250627_143052_v002_changes.json"))
     assert log["author"] == "张三" and log["base_version"] == 1 and log["created_at"]
     assert FileStore().get_text(task_id, "work/pair_file.txt") == "qs_shop_20250627_143052_v003_pair.json"
@@ -158,7 +160,8 @@ def test_a_stale_base_version_is_a_409(client, task_id):
 
 @pytest.mark.parametrize("body", [{"author": "a", "pairs": []}, {"base_version": 1, "pairs": []},
                                   {"base_version": 1, "author": "a", "pairs": [{"question": "q", "sql": ""}]},
-                                  {"base_version": "1", "author": "a", "pairs": []}])
+                                  {"base_version": "1", "author": "a", "pairs": []},
+                                  {"base_version": 1, "author": "a", "pairs": [{"question": "q\x00", "sql": "s"}]}])
 def test_save_validation_errors_are_400(client, task_id, body):
     res = put_json(client, f"{BASE}/{task_id}/pairs", body)
     assert res.status_code == 400 and res.json_body["error"]["type"] == "ValidationError"
@@ -242,3 +245,47 @@ def test_the_openapi_document_lists_the_review_routes(client):
     assert "post" in paths["/data_pipeline/tasks/{task_id}/sql/validate"]
     assert "422" in paths["/data_pipeline/tasks/{task_id}/tables/comments"]["post"]["responses"]
     assert "get" in paths["/data_pipeline/vector/stats"]
+
+
+def test_two_saves_on_the_same_base_one_wins(client, task_id):
+    """Two saves that both read version 1 before either wrote: the second finds the version file taken (S3's
+    If-None-Match) and is a 409, not a silent overwrite."""
+    from chalicelib.api import pair_versions
+    from chalicelib.errors import PairsVersionConflict
+    from chalicelib.stores.files import TaskFiles
+
+    files = TaskFiles(task_id, FileStore())
+    seen_by_both = pair_versions.load_versions(files)
+    first = [PAIRS[0]]
+    pair_versions.save_version(files, seen_by_both, "甲", first, pair_versions.diff_pairs(PAIRS, first))
+    with pytest.raises(PairsVersionConflict):
+        pair_versions.save_version(files, seen_by_both, "乙", PAIRS[1:], pair_versions.diff_pairs(PAIRS, PAIRS[1:]))
+    assert client.http.get(f"{BASE}/{task_id}/pairs").json_body["data"]["pairs"] == first
+
+
+def test_a_role_that_may_not_create_schemas_checks_the_ddl_in_pg_temp(client, shop):
+    """The task's role may only read (no CREATE on the database): the DDL check runs in its temporary schema."""
+    import uuid
+
+    role = f"dp_reader_{uuid.uuid4().hex[:8]}"
+    with closing(psycopg2.connect(shop)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"create role {role} login; grant select on orders to {role}")
+    try:
+        reader = shop.replace("postgresql://postgres:@", f"postgresql://{role}@")
+        created = post_json(client, BASE, {"task_name": "只读", "db_connection": reader})
+        assert created.status_code == 201, created.json_body
+        task = created.json_body["data"]["task_id"]
+        _seed(task, shop)
+        with closing(psycopg2.connect(reader)) as conn, conn.cursor() as cur:
+            cur.execute("select has_database_privilege(current_database(), 'CREATE')")
+            assert cur.fetchone()[0] is False
+        res = post_json(client, f"{BASE}/{task}/tables/comments", {"table": "orders", "table_comment": "订单（只读）"})
+        assert res.status_code == 200, res.json_body
+        assert "订单（只读）" in FileStore().get_text(task, "orders.ddl")
+    finally:
+        with closing(psycopg2.connect(shop)) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"drop owned by {role}; drop role {role}")
