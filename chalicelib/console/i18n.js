@@ -10,7 +10,7 @@ const prefixed = (prefix, map) => Object.fromEntries(Object.entries(map).map(([k
 
 const zh = {
   "app.title": "data_pipeline 控制台", "key.label": "API 密钥", "key.placeholder": "粘贴 Bearer 密钥（仅保存在本标签页）",
-  "lang.other": "English",
+  "lang.other": "English", "key.needed": "请在右上角填入 API 密钥。",
   "nav.tasks": "任务", "nav.run": "运行", "nav.logs": "日志", "nav.files": "文件", "nav.review": "审核", "nav.vectors": "向量",
   "common.all": "全部", "common.cancel": "取消", "common.loading": "加载中…", "common.next": "下一页",
   "common.prev": "上一页", "common.page": "第 {page}/{pages} 页，共 {total} 条", "common.refresh": "刷新",
@@ -56,6 +56,7 @@ const zh = {
   "review.reject": "拒绝", "review.restore": "恢复", "review.checking": "校验中…", "review.valid": "SQL 有效",
   "review.invalid": "SQL 无效", "review.no_pairs": "该任务还没有问答对文件（先运行问答对生成）",
   "review.saved": "已保存为版本 {version}（{file}），{n} 处修改",
+  "review.unchanged": "没有修改，仍是版本 {version}", "review.unsaved": "有未保存的修改：请先保存为新版本再加载",
   "review.kind.same": "未修改", "review.kind.edited": "已修改", "review.kind.added": "新增", "review.kind.rejected": "已拒绝",
   "review.op.edit": "修改", "review.op.add": "新增", "review.op.remove": "删除",
   "comments.title": "表与字段注释", "comments.pick": "选择一张表的 DDL…", "comments.table": "表",
@@ -72,7 +73,7 @@ const zh = {
 
 const en = {
   "app.title": "data_pipeline console", "key.label": "API key", "key.placeholder": "paste the Bearer key (kept in this tab only)",
-  "lang.other": "中文",
+  "lang.other": "中文", "key.needed": "Paste the API key into the field at the top right.",
   "nav.tasks": "Tasks", "nav.run": "Run", "nav.logs": "Logs", "nav.files": "Files", "nav.review": "Review",
   "nav.vectors": "Vectors",
   "common.all": "All", "common.cancel": "Cancel", "common.loading": "Loading…", "common.next": "Next",
@@ -123,6 +124,8 @@ const en = {
   "review.checking": "checking…", "review.valid": "SQL valid", "review.invalid": "SQL invalid",
   "review.no_pairs": "This task has no pair file yet (run the Question-SQL generation first)",
   "review.saved": "Saved as version {version} ({file}), {n} changes",
+  "review.unchanged": "Nothing changed: still version {version}",
+  "review.unsaved": "There are unsaved changes: save them as a new version before loading",
   "review.kind.same": "unchanged", "review.kind.edited": "edited", "review.kind.added": "added",
   "review.kind.rejected": "rejected", "review.op.edit": "edited", "review.op.add": "added", "review.op.remove": "removed",
   "comments.title": "Table and column comments", "comments.pick": "Pick a table's DDL…", "comments.table": "Table",

@@ -100,8 +100,9 @@ export function render(root, { taskId, go, notify }) {
     try {
       const saved = await put(taskPath(taskId, "/pairs"), body);
       await load();
-      result.append(el("div", { class: "okmsg", "data-testid": "saved" },
-        t("review.saved", { version: saved.version, file: saved.file_name, n: saved.changes.length })),
+      result.append(el("div", { class: "okmsg", "data-testid": "saved" }, saved.written === false
+        ? t("review.unchanged", { version: saved.version })
+        : t("review.saved", { version: saved.version, file: saved.file_name, n: saved.changes.length })),
       el("ul", {}, saved.changes.map((c) => el("li", {}, `${t(`review.op.${c.op}`)} #${c.index + 1}: `,
         c.after?.question || c.before?.question || ""))));
     } catch (exc) {
@@ -118,6 +119,7 @@ export function render(root, { taskId, go, notify }) {
   }
 
   async function loadVectors() {
+    if (state && state.rows.some((r) => kind(r) !== "same")) { notify(t("review.unsaved")); return; }
     try {
       await post(taskPath(taskId, "/execute"), { execution_mode: "step", step_name: "training_load",
         backup_vector_tables: backup.checked });

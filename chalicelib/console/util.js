@@ -46,6 +46,7 @@ export function errorBox(exc) {
   const parts = [exc.message];
   if (exc.code) parts.push(`[${exc.code}]`);
   if (exc.details && exc.details !== exc.message) parts.push(exc.details);
+  if (exc.status === 401) parts.push(`\n${t("key.needed")}`);
   return el("div", { class: "error", "data-testid": "error" }, parts.join(" "));
 }
 

@@ -209,3 +209,13 @@ def test_file_previews_cannot_carry_markup(keyed_api, tab):
     sql = rendered["sql"]
     assert "<b>" not in sql and "&lt;b&gt;" in sql and '<span class="kw">select</span>' in sql
     assert rendered["text"] == "select '<b>x</b>' -- <script>\nfrom t"
+
+
+def test_both_dictionaries_have_every_string(keyed_api, tab):
+    tab.goto(_console_url(keyed_api))
+    keys = tab.evaluate("""async () => {
+        const {DICTIONARIES} = await import("./console/i18n.js");
+        return {zh: Object.keys(DICTIONARIES.zh), en: Object.keys(DICTIONARIES.en)};
+    }""")
+    assert len(keys["zh"]) > 150
+    assert sorted(set(keys["zh"]) ^ set(keys["en"])) == []
