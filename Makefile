@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGE_OUT := out
 
-.PHONY: venv test test-heavy soak lint serve demo package clean bench
+.PHONY: venv browser test test-heavy soak lint serve demo package clean bench
 
 venv: $(STAMP)
 
@@ -19,10 +19,21 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt pyproject
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The browser tests (tests/browser) drive Debian's chromium through Playwright (pinned in requirements-dev.txt; it
+# never downloads a browser); without a CJK font Chinese renders as boxes. Installed only when missing.
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -f $(CJK_FONT) ]; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y chromium fonts-wqy-microhei; \
+	fi
+
 # The suite in TEST_WORKERS processes (pytest-xdist), a module's tests kept in one worker so that its module-scoped
 # local stack starts once; each worker runs its own embedded PostgreSQL (tests/conftest.py).
 TEST_WORKERS ?= 2
-test: lint
+test: lint browser
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 	$(MAKE) package
 
@@ -55,7 +66,7 @@ bench: $(STAMP)
 # infra/resources.json merged (state machine definition inserted from infra/data_pipeline.asl.json); then
 # cfn-lint, a size/content check, and the lock check (stale lock, or a zip shipping other versions: fail).
 package: $(STAMP)
-	rm -rf $(PACKAGE_OUT)
+	rm -rf $(PACKAGE_OUT)/build $(PACKAGE_OUT)/merge $(PACKAGE_OUT)/sam  # not out/screenshots (the browser tests')
 	$(BIN)/python -m infra.lockfile stage $(PACKAGE_OUT)/build
 	$(BIN)/python -m infra.template merge-template $(PACKAGE_OUT)/merge/resources.json
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \

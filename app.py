@@ -2,6 +2,7 @@
 from chalice import Chalice
 
 from chalicelib.api.auth import auth_bp
+from chalicelib.api.console import console_bp
 from chalicelib.api.middleware import api_middleware
 from chalicelib.api.openapi import openapi_bp
 from chalicelib.api.review_routes import review_bp
@@ -14,6 +15,7 @@ app.register_blueprint(api_bp, url_prefix="/api/v0")
 app.register_blueprint(vector_bp, url_prefix="/api/v0")
 app.register_blueprint(review_bp, url_prefix="/api/v0")
 app.register_blueprint(openapi_bp, url_prefix="/api/v0")
+app.register_blueprint(console_bp)  # the web console's static pages at /console (public; its API calls carry the key)
 app.register_middleware(api_middleware, "http")
 app.register_blueprint(auth_bp)  # the API key authorizer Lambda of the deployed API (AuthMode SecretsManagerKey)
 

@@ -6,7 +6,8 @@ stack through `render_definition`. Command line (used by the Makefile):
 
     python -m infra.template merge-template OUT.json   # resources.json + the ASL as `Definition`
                                                        # + the API's gateway responses (infra/api_gateway.py)
-                                                       # + authentication on every route (infra/api_auth.py)
+                                                       # + authentication on every route but the console's
+                                                       #   static pages (infra/api_auth.py)
                                                        # + FUNCTION_SETTINGS on every Lambda
     python -m infra.template check-zip out/deployment.zip
 
@@ -158,15 +159,16 @@ def build_merge_template(resources: Mapping[str, Any] | None = None) -> dict[str
         )
     machine["Definition"] = json.loads(definition_text)
     routes = api_routes()
+    secured = secured_api_routes(routes)
     rest_api = template["Resources"].setdefault("RestAPI", {})
     body = rest_api.setdefault("Properties", {}).setdefault("DefinitionBody", {})
     body.update(rest_api_merge(routes)["Properties"]["DefinitionBody"])
-    security = rest_api_security(routes)
+    security = rest_api_security(secured)
     body["securityDefinitions"] = security["securityDefinitions"]
     for path, operations in security["paths"].items():
         body.setdefault("paths", {}).setdefault(path, {}).update(operations)
     apply_function_settings(template)
-    check_auth_choice(template, routes)
+    check_auth_choice(template, secured)
     return template
 
 
@@ -179,9 +181,17 @@ def api_routes() -> dict[str, list[str]]:
     return {path: sorted(views) for path, views in app.routes.items()}
 
 
+def secured_api_routes(routes: Mapping[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The routes behind the authorizer: all but the console's static pages (chalicelib/api/console.py)."""
+    from chalicelib.api.console import is_public_route
+
+    return {path: methods for path, methods in (routes or api_routes()).items() if not is_public_route(path)}
+
+
 def _package_data_files() -> list[Path]:
     """Files of chalicelib/ the code reads at run time (vocabularies and other data), not Python modules."""
-    return sorted(p for p in (ROOT / "chalicelib").rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".csv"))
+    return sorted(p for p in (ROOT / "chalicelib").rglob("*")
+                  if p.is_file() and p.suffix in (".json", ".txt", ".csv", ".html", ".js", ".css"))
 
 
 def check_deployment_zip(path: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""HTTP middleware: authentication (chalicelib/api/auth.py), a request body size limit, X-Ray, the envelope."""
+"""HTTP middleware: authentication (chalicelib/api/auth.py; not for the console's static files), a request body size
+limit, X-Ray, the envelope."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,6 +8,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib.api.auth import check_request
+from chalicelib.api.console import is_public_route
 from chalicelib.api.envelope import failure
 from chalicelib.config import get_settings
 from chalicelib.observability import traced
@@ -33,7 +35,8 @@ def max_body_bytes() -> int:
 def api_middleware(event: Any, get_response: Callable[[Any], Any]) -> Any:
     """Register with `app.register_middleware(api_middleware, "http")`."""
     headers = getattr(event, "headers", None) or {}
-    refused = check_request(headers, getattr(event, "context", None))
+    refused = None if is_public_route(getattr(event, "path", None)) else check_request(
+        headers, getattr(event, "context", None))
     if refused is not None:
         return refused
     limit = max_body_bytes()

@@ -16,6 +16,7 @@ from infra.template import (
     build_merge_template,
     function_resources,
     logical_id_for,
+    secured_api_routes,
 )
 
 SECRET_VARIABLES = ("DATA_PIPELINE_API_KEY", "DATA_PIPELINE_DB_URL", "PGVECTOR_DB_URL", "LLM_API_KEY",
@@ -38,12 +39,15 @@ def test_every_route_requires_the_chosen_scheme():
     assert set(body["securityDefinitions"]) == {API_KEY_SCHEME, IAM_SCHEME}
     authorizer = body["securityDefinitions"][API_KEY_SCHEME]["x-amazon-apigateway-authorizer"]
     assert authorizer["type"] == "token" and "ApiKeyAuthorizer.Arn" in authorizer["authorizerUri"]["Fn::Sub"]
-    routes = api_routes()
+    routes = secured_api_routes()
     assert len(routes) >= 15
     for path, methods in routes.items():
         for method in methods:
             assert body["paths"][path][method.lower()]["security"] == {
                 "Fn::If": ["UseIamAuth", [{IAM_SCHEME: []}], [{API_KEY_SCHEME: []}]]}, (method, path)
+    public = sorted(set(api_routes()) - set(routes))  # the console's static pages only (chalicelib/api/console.py)
+    assert public == ["/console", "/console/{asset}"]
+    assert all("security" not in body["paths"][path].get("get", {}) for path in public)
 
 
 def test_a_template_without_an_auth_choice_fails_to_build_saying_why():
