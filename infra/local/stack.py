@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDED_KEPT = 1000  # ended executions remembered for wait_for_execution
+HEARD_END_RECHECK = 1.0  # seconds wait_for_execution waits on a heard end before asking the server anyway
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
 
 
@@ -291,21 +292,23 @@ class LocalStack:
         """describe_execution once the execution left RUNNING; TimeoutError if it did not in time.
 
         When moto's executions are watched (a stack with event functions), this waits on their end as it is
-        heard, with no request to the server until then (a poll every 0.1 s costs the server's CPU, which the
-        running execution shares); otherwise describe_execution is polled every `poll` seconds."""
+        heard and asks the server only then, or every HEARD_END_RECHECK seconds should an end go unheard (a poll
+        every 0.1 s costs the server's CPU, which the running execution shares); otherwise describe_execution is
+        polled every `poll` seconds."""
         sfn = self.sfn
         deadline = time.monotonic() + timeout
-        if self.events is not None:
-            with self._ended_changed:
-                self._ended_changed.wait_for(lambda: execution_arn in self._ended, timeout)
-            # Its end was heard (or the timeout passed): what the server answers now is the answer.
         while True:
+            if self.events is not None:
+                with self._ended_changed:
+                    self._ended_changed.wait_for(lambda: execution_arn in self._ended,
+                                                 max(0.0, min(HEARD_END_RECHECK, deadline - time.monotonic())))
             described = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 return described
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution still running after {timeout} s: {execution_arn}")
-            time.sleep(poll)
+            if self.events is None or execution_arn in self._ended:
+                time.sleep(poll)
 
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+from infra.local import stack as stack_module
 from infra.local.stack import LocalStack
 
 WAIT_ONE_SECOND = json.dumps({"StartAt": "Pause", "States": {"Pause": {"Type": "Wait", "Seconds": 1, "End": True}}})
 
 
 def test_wait_for_execution_hears_the_end_without_polling(tmp_path, monkeypatch):
+    monkeypatch.setattr(stack_module, "HEARD_END_RECHECK", 30.0)  # no safety re-check within this execution
     with LocalStack(tmp_path, use_postgres=False, persist=False, definition_text=WAIT_ONE_SECOND) as stack:
         described: list[str] = []
         make_client = stack.client
