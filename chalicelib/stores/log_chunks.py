@@ -20,19 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.stores.files import FileStore
-from chalicelib.tasklog import CHUNK_LEVELS, record_lines
+from chalicelib.tasklog import CHUNK_LEVELS, record_lines, stamp
 
 LOG_PREFIX = "logs/"
 _NAME = re.compile(r"^logs/(\d{13})_[0-9a-f]{32}_(\d{13})_(\d+)(?:_(\d+)-(\d+)-(\d+)-(\d+)-(\d+))?\.jsonl$")
 LOWEST, HIGHEST = "", "\uffff"  # the bounds of a chunk whose name does not tell them (every timestamp is between)
 
 logger = logging.getLogger(__name__)
-
-
-def _stamp(ms: str) -> str:
-    from chalicelib.tasklog import stamp
-
-    return stamp(int(ms))
 
 
 @dataclass
@@ -51,7 +45,7 @@ class Chunk:
         chunk = cls(entry["name"], number, entry["size"], entry["last_modified"])
         match = _NAME.match(entry["name"])
         if match:
-            chunk.first, chunk.last, chunk.lines = _stamp(match[1]), _stamp(match[2]), int(match[3])
+            chunk.first, chunk.last, chunk.lines = stamp(int(match[1])), stamp(int(match[2])), int(match[3])
             if match[4] is not None:
                 chunk.counts = dict(zip(CHUNK_LEVELS, map(int, match.groups()[3:]), strict=True))
         return chunk
@@ -68,9 +62,9 @@ class LogFilter:
     content: Callable[[dict[str, Any]], bool] | None = None
 
     def matches(self, record: dict[str, Any]) -> bool:
-        stamp = str(record.get("timestamp", ""))
+        at = str(record.get("timestamp", ""))
         return ((not self.level or record.get("level") == self.level)
-                and (not self.start or stamp >= self.start) and (not self.end or stamp <= self.end)
+                and (not self.start or at >= self.start) and (not self.end or at <= self.end)
                 and (self.content is None or self.content(record)))
 
     def count(self, chunk: Chunk) -> int | None:
