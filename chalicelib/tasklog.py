@@ -3,6 +3,11 @@
 Records are buffered and written as small JSON-lines chunks under `tasks/{id}/logs/`; readers merge them
 (stores/logstore.py). A TaskLogger and its children share one buffer, guarded by a lock, because Map
 iterations run in threads when executed locally.
+
+A chunk's name says what it holds, so that readers page a log from its listing alone (stores/log_chunks.py):
+`logs/{first ms}_{uuid}_{last ms}_{lines}_{DEBUG}-{INFO}-{WARNING}-{ERROR}-{CRITICAL}.jsonl` — the times (ms since
+the epoch) of its earliest and latest record, the lines its records take in the rendered log, and its records per
+level. Chunks of earlier versions (`logs/{ms}_{uuid}.jsonl`) are read whole.
 """
 from __future__ import annotations
 
@@ -59,31 +64,62 @@ class _Sink:
         self.files = files
         self.lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
+        self.times: list[int] = []
         self.seq = 0
         self.last_flush = time.monotonic()
 
-    def add(self, record: dict[str, Any]) -> bool:
-        """Append; True when the buffer should be flushed now."""
+    def add(self, record: dict[str, Any], at_ms: int) -> bool:
+        """Append a record stamped at `at_ms` (its `timestamp` is that time); True when the buffer should be
+        flushed now."""
         with self.lock:
             self.seq += 1
             record["seq"] = self.seq
             self.records.append(record)
+            self.times.append(at_ms)
             return (len(self.records) >= FLUSH_EVERY_RECORDS
                     or time.monotonic() - self.last_flush >= FLUSH_EVERY_SECONDS)
 
     def flush(self) -> None:
         with self.lock:
             records, self.records = self.records, []
+            times, self.times = self.times, []
             self.last_flush = time.monotonic()
             if not records:
                 return
             body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-            name = f"logs/{int(time.time() * 1000):013d}_{uuid.uuid4().hex}.jsonl"
+            name = chunk_name(records, min(times), max(times))
             try:
                 self.files.put_bytes(self.task_id, name, body, "application/x-ndjson; charset=utf-8")
             except Exception:
                 # Losing the S3 copy must not fail the step; the records are in CloudWatch via stdout.
                 logging.getLogger(__name__).exception("could not write a log chunk for task %s", self.task_id)
+
+
+CHUNK_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the order of the counts in a chunk's name
+
+
+def record_lines(record: dict[str, Any]) -> int:
+    """Lines a record takes in the rendered log (`stores.logstore.render_text`)."""
+    return str(record.get("message", "")).count("\n") + 1
+
+
+def chunk_name(records: list[dict[str, Any]], first_ms: int, last_ms: int) -> str:
+    """`logs/{first_ms}_{uuid}_{last_ms}_{lines}_{D}-{I}-{W}-{E}-{C}.jsonl` (see the module's docstring); a chunk
+    holding a record of another level has no counts in its name (`…_{lines}.jsonl`): readers count it by reading."""
+    counts = dict.fromkeys(CHUNK_LEVELS, 0)
+    for record in records:
+        if record.get("level") not in counts:
+            counts = {}
+            break
+        counts[record["level"]] += 1
+    lines = sum(record_lines(r) for r in records)
+    levels = ("_" + "-".join(str(counts[level]) for level in CHUNK_LEVELS)) if counts else ""
+    return f"logs/{first_ms:013d}_{uuid.uuid4().hex}_{last_ms:013d}_{lines}{levels}.jsonl"
+
+
+def stamp(at_ms: int) -> str:
+    """A record's `timestamp` (UTC, whole seconds) for a time in ms since the epoch."""
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def render(template: str, fields: dict[str, Any]) -> str:
@@ -149,6 +185,7 @@ class TaskLogger:
         level = level.upper()
         if level_number(level) < level_number(self.level):
             return
+        at_ms = int(time.time() * 1000)
         if args:
             try:
                 message = message % args
@@ -156,7 +193,7 @@ class TaskLogger:
                 message = " ".join([message, *map(str, args)])
         fields = {k: (v if _jsonable(v) else str(v)) for k, v in {**(extra or {}), **fields}.items()}
         record = {
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "timestamp": stamp(at_ms),
             "level": level,
             "logger": self.logger_name,
             "step": self.step,
@@ -170,7 +207,7 @@ class TaskLogger:
                 "execution_id": self.execution_id, "task_logger": self.logger_name, **fields}
         emit = getattr(_get_powertools_logger(self.level), "exception" if _exc_info else level.lower())
         emit(str(message), extra=keys, stacklevel=3)
-        if self._sink.add(record):
+        if self._sink.add(record, at_ms):
             self._sink.flush()
 
     def flush(self) -> None:

@@ -43,6 +43,11 @@ KILL_GRACE_SECONDS = 5.0
 DEFAULT_TIMEOUT_SECONDS = 60
 
 AppFactory = Callable[[], Any]
+# DATA_PIPELINE_LAMBDA_TRACE=<file>: one JSON line per invocation appended to the file (when moto received it and
+# answered, when the worker ran the handler, its CPU seconds and its AWS calls: count and seconds per operation),
+# to see where a run's time goes (benchmarks/bench_complete_run.py). Off unless set; the workers read it at start.
+TRACE_VARIABLE = "DATA_PIPELINE_LAMBDA_TRACE"
+_TRACE = threading.local()  # what the worker reported about the invocation this thread dispatches
 
 
 class LambdaContext:
@@ -203,7 +208,9 @@ class WorkerPool:
 
     def invoke(self, name: str, raw_event: str, timeout_seconds: int, *, enforce_timeout: bool = True
                ) -> tuple[bytes, bool]:
+        waited = time.time()
         worker = self._idle.get()
+        _TRACE.__dict__.update(waited=time.time() - waited)
         request = {"function": name, "event": raw_event, "timeout": timeout_seconds, "env": dict(os.environ)}
         try:
             answer = worker.call(request, timeout_seconds + KILL_GRACE_SECONDS if enforce_timeout else None)
@@ -214,6 +221,7 @@ class WorkerPool:
             self._replace(worker)
             return error_payload("Runtime.ExitError", f"RequestId: local Error: Runtime exited: {exc}"), True
         self._idle.put(worker)
+        _TRACE.__dict__.update(answer.get("trace") or {})
         return answer["payload"].encode("utf-8"), bool(answer["function_error"])
 
     def _replace(self, worker: _Worker) -> None:
@@ -258,6 +266,28 @@ def _warm_up() -> None:
     openai.OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1").close()
 
 
+def _trace_aws_calls() -> dict[str, list[float]]:
+    """{operation: [calls, seconds]} of every botocore call in this worker process from now on (trace only)."""
+    import botocore.client
+
+    calls: dict[str, list[float]] = {}
+    lock = threading.Lock()
+    original = botocore.client.BaseClient._make_api_call
+
+    def timed(self: Any, operation: str, params: Any) -> Any:
+        started = time.time()
+        try:
+            return original(self, operation, params)
+        finally:
+            with lock:
+                entry = calls.setdefault(operation, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.time() - started
+
+    botocore.client.BaseClient._make_api_call = timed
+    return calls
+
+
 def worker_main(answer_fd: int, factory: str) -> int:
     answers = os.fdopen(answer_fd, "wb")
 
@@ -271,12 +301,18 @@ def worker_main(answer_fd: int, factory: str) -> int:
     except Exception as exc:
         send({"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
+    calls = _trace_aws_calls() if os.environ.get(TRACE_VARIABLE) else None
     send({"ready": True})
     for line in sys.stdin.buffer:
         request = json.loads(line)
         _apply_environment(request["env"])
+        started, cpu = time.time(), time.process_time()
         payload, function_error = run_handler(app, request["function"], request["event"], request["timeout"])
-        send({"payload": payload.decode("utf-8"), "function_error": function_error})
+        trace = {"started": started, "ended": time.time(), "cpu": time.process_time() - cpu}
+        if calls is not None:
+            trace["calls"] = dict(calls)
+            calls.clear()
+        send({"payload": payload.decode("utf-8"), "function_error": function_error, "trace": trace})
     return 0
 
 
@@ -349,6 +385,8 @@ class LambdaDispatcher:
         error `Function.ResponseSizeTooLarge`, and an invocation past the function's timeout is
         `Sandbox.Timedout`."""
         name = self.handler_name(function_name)
+        received = time.time()
+        _TRACE.__dict__.clear()
         raw = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
         payload_limit = limit("lambda_payload")
         if payload_limit is not None and len(raw.encode("utf-8")) > payload_limit:
@@ -370,6 +408,11 @@ class LambdaDispatcher:
                 f"Response payload size exceeded maximum allowed payload size ({payload_limit} bytes)."), True
         if function_error:
             response_headers["x-amz-function-error"] = "Unhandled"
+        trace = os.environ.get(TRACE_VARIABLE)
+        if trace:
+            with open(trace, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"function": name, "received": received, "answered": time.time(),
+                                      **_TRACE.__dict__}) + "\n")
         return payload
 
 

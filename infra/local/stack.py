@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,8 @@ from infra.template import STEP_FUNCTION_NAMES
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
+ENDED_KEPT = 1000  # ended executions remembered for wait_for_execution
+HEARD_END_RECHECK = 1.0  # seconds wait_for_execution waits on a heard end before asking the server anyway
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
 
 
@@ -145,6 +148,10 @@ class LocalStack:
         self._journal: Journal | None = None
         self.restored: dict[str, int] = {}
         self.interrupted: list[str] = []
+        # Executions of this stack's state machine that ended (ARN -> DescribeExecution answer), heard from moto's
+        # executor when it is watched (the stack has event functions): wait_for_execution waits on this, no poll.
+        self._ended: dict[str, dict[str, Any]] = {}
+        self._ended_changed = threading.Condition()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -275,17 +282,33 @@ class LocalStack:
             input=json.dumps(payload, ensure_ascii=False),
         )["executionArn"]
 
+    def execution_arn(self, name: str) -> str:
+        """The ARN of this stack's state machine's execution `name` (the task's execution_id)."""
+        if not self.state_machine_arn:
+            raise RuntimeError("LocalStack is not started")
+        return f"{self.state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
     def wait_for_execution(self, execution_arn: str, timeout: float = 120.0, poll: float = 0.1) -> dict[str, Any]:
-        """describe_execution once the execution left RUNNING; TimeoutError if it did not in time."""
+        """describe_execution once the execution left RUNNING; TimeoutError if it did not in time.
+
+        When moto's executions are watched (a stack with event functions), this waits on their end as it is
+        heard and asks the server only then, or every HEARD_END_RECHECK seconds should an end go unheard (a poll
+        every 0.1 s costs the server's CPU, which the running execution shares); otherwise describe_execution is
+        polled every `poll` seconds."""
         sfn = self.sfn
         deadline = time.monotonic() + timeout
         while True:
+            if self.events is not None:
+                with self._ended_changed:
+                    self._ended_changed.wait_for(lambda: execution_arn in self._ended,
+                                                 max(0.0, min(HEARD_END_RECHECK, deadline - time.monotonic())))
             described = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 return described
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution still running after {timeout} s: {execution_arn}")
-            time.sleep(poll)
+            if self.events is None or execution_arn in self._ended:
+                time.sleep(poll)
 
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 
@@ -361,7 +384,14 @@ class LocalStack:
                     self.restored["items"])
 
     def _publish_execution_end(self, described: dict[str, Any]) -> None:
-        if self.events is not None and described.get("stateMachineArn") == self.state_machine_arn:
+        if described.get("stateMachineArn") != self.state_machine_arn:
+            return
+        with self._ended_changed:
+            self._ended[described["executionArn"]] = described
+            while len(self._ended) > ENDED_KEPT:  # the oldest go: a long `make serve` runs many executions
+                del self._ended[next(iter(self._ended))]
+            self._ended_changed.notify_all()
+        if self.events is not None:
             self.events.publish(described)
 
     def _start_events(self) -> None:
