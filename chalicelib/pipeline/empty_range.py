@@ -3,14 +3,17 @@
 
 `suspect_filters` compares each date/time filter of a query (catalog_check.date_filters) with the column's range:
 `TableDoc.value_ranges` when ddl_generation recorded it, else one bounded `min()/max()` read. Only a suspect
-query is then run, as `SELECT 1 FROM (<query>) LIMIT 1` on the validator's read-only session under its statement
-timeout (sql_validation): no row means it is flagged and repaired like a failing one. Nothing else is executed.
+query is then run, as `SELECT * FROM (<query>) LIMIT 1` on the validator's read-only session under its statement
+timeout (sql_validation): no row, or an aggregate's one row over no row (every value NULL or 0), means it is
+flagged and repaired like a failing one. Nothing else is executed.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import threading
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
@@ -114,17 +117,23 @@ def suspect_filters(conn: psycopg.Connection, sql: str, docs: list[TableDoc], ra
     return reasons
 
 
+def _nothing(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float | Decimal) and not isinstance(value, bool) and value == 0)
+
+
 def returns_no_row(conn: psycopg.Connection, sql: str) -> bool | None:
-    """True when the (already read-only-checked) query finds no row, probed with LIMIT 1 on the validator's
-    read-only session; None when that cannot be told (timeout, an error), which never flags it."""
+    """True when the (already read-only-checked) query finds nothing, probed with LIMIT 1 on the validator's
+    read-only session: no row, or the one row of an aggregate over no row (every value NULL or 0); None when
+    that cannot be told (timeout, an error), which never flags it."""
     body = sql.strip().rstrip(";").strip()
     try:
         with conn.cursor() as cur:
             # The caller's text, already proved one read-only query by PostgreSQL's parser (sqltext).
-            probe = pgsql.SQL("SELECT 1 FROM ({}) AS {} LIMIT 1").format(pgsql.SQL(body),  # type: ignore[arg-type]
+            probe = pgsql.SQL("SELECT * FROM ({}) AS {} LIMIT 1").format(pgsql.SQL(body),  # type: ignore[arg-type]
                                                                           pgsql.Identifier(PROBE_ALIAS))
             cur.execute(probe, binary=True)
-            return cur.fetchone() is None
+            row = cur.fetchone()
+            return row is None or all(_nothing(value) for value in row)
     except psycopg.Error as exc:
         if exc.sqlstate is None or conn.closed:
             raise

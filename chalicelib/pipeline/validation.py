@@ -3,8 +3,8 @@ PostgreSQL can plan and whose date filters lie where the data is.
 
 Before EXPLAIN, each SQL is checked against the introspected catalog (catalog_check: every table and column it
 names resolves); after EXPLAIN, a query filtering a date/time column outside the data's range is probed with a
-read-only `SELECT 1 FROM (…) LIMIT 1` (empty_range) and flagged when it finds no row. Either failure is repaired
-like an EXPLAIN error. Apart from that probe (and one bounded min/max read of a column whose range the docs do
+read-only `SELECT * FROM (…) LIMIT 1` (empty_range) and flagged when it finds nothing. Either failure is
+repaired like an EXPLAIN error. Apart from that probe (and one bounded min/max read of a column whose range the docs do
 not hold), nothing is ever executed. Three locks, each enough on its own against a second statement:
 1. PostgreSQL's own parser (pglast, in `sqltext`) proves one read-only query; rejected SQL never reaches the
    database.

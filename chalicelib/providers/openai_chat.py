@@ -67,8 +67,9 @@ SHRINK_FACTOR = 0.6  # each context-length retry builds the prompt for this shar
 class _ContextTooLong(Exception):
     """The endpoint refused a request for its context length; `sent` is our estimate of the prompt it got."""
 
-    def __init__(self, sent: int, detail: str):
+    def __init__(self, status: int, sent: int, detail: str):
         super().__init__(detail)
+        self.status = status
         self.sent = sent
         self.detail = detail
 
@@ -244,8 +245,9 @@ class OpenAIProvider:
                 target = int(min(budget.prompt_tokens, exc.sent) * SHRINK_FACTOR)
                 if attempt == shrinks or budget.prompt_tokens <= 512:
                     raise errors.LLMError(
-                        f"{self._describe()} refused the prompt for {what} for its context length after "
-                        f"{attempt} smaller prompt(s) (last about {exc.sent} tokens): {exc.detail}"
+                        f"{self._describe()} rejected the request with HTTP {exc.status} for its context length: "
+                        f"the prompt for {what}, after {attempt} smaller prompt(s) (last about {exc.sent} tokens): "
+                        f"{exc.detail}"
                     ) from None
                 budget = PromptBudget(context_tokens=max(512, target) + budget.answer_tokens,
                                       answer_tokens=budget.answer_tokens)
@@ -347,7 +349,7 @@ class OpenAIProvider:
                 body = exc.body if isinstance(exc.body, dict) else {}
                 code = body.get("code") or (body.get("error") or {}).get("code") if body else None
                 if openai_client.is_context_length_error(exc.status_code, code, detail):
-                    raise _ContextTooLong(estimate_messages(messages), detail) from None
+                    raise _ContextTooLong(exc.status_code, estimate_messages(messages), detail) from None
                 if wanted is not None and openai_client.refuses_response_format(exc.status_code, detail):
                     raise _FormatRefused(detail) from None
             raise self._as_project_error(exc, attempts) from None
