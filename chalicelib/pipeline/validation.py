@@ -1,11 +1,13 @@
 """sql_validation: prove each generated SQL is a single read-only query over the catalog's tables and columns that
 PostgreSQL can plan and whose date filters lie where the data is.
 
-Before EXPLAIN, each SQL is checked against the introspected catalog (catalog_check: every table and column it
-names resolves); after EXPLAIN, a query filtering a date/time column outside the data's range is probed with a
-read-only `SELECT * FROM (…) LIMIT 1` (empty_range) and flagged when it finds nothing. Either failure is
-repaired like an EXPLAIN error. Apart from that probe (and one bounded min/max read of a column whose range the docs do
-not hold), nothing is ever executed. Three locks, each enough on its own against a second statement:
+A SQL that EXPLAINs is then checked against the task's introspected catalog (catalog_check: every table and
+column it names resolves, so a table outside the task is caught too), and a query filtering a date/time column
+outside the data's range is probed with a read-only `SELECT * FROM (…) LIMIT 1` (empty_range) and flagged when it
+finds nothing. Either failure is repaired like an EXPLAIN error. Apart from that probe (and one bounded min/max
+read of a column whose range the docs do not hold), nothing is ever executed.
+
+Three locks, each enough on its own against a second statement:
 1. PostgreSQL's own parser (pglast, in `sqltext`) proves one read-only query; rejected SQL never reaches the
    database.
 2. `EXPLAIN` goes through the extended query protocol (psycopg 3, Parse/Bind/Execute), where PostgreSQL itself
@@ -171,14 +173,16 @@ class _Checker:
                     return
                 sql = todo[i]
                 reason = check_read_only(sql)
-                unknown = unknown_objects(sql, self._docs) if not reason else []
                 if reason:
                     result: str | None = f"not read-only: {reason}"
-                elif unknown:
-                    result = "names objects the catalog does not have: " + "; ".join(unknown)
                 else:
+                    # PostgreSQL's own error first (the exact text a repair needs); then what it accepts but the
+                    # task's catalog does not have (a table outside the task), then an empty date range.
                     result, conn = self._explain(conn, sql)
-                    if result is None and self._docs:
+                    unknown = unknown_objects(sql, self._docs) if result is None else []
+                    if unknown:
+                        result = "names objects the catalog does not have: " + "; ".join(unknown)
+                    elif result is None and self._docs:
                         result = empty_range_error(conn, sql, self._docs, self._ranges)
                 self._cache[sql] = result
         finally:
