@@ -29,6 +29,29 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _env_optional_int(name: str) -> int | None:
+    """A positive integer, or None when unset (or 0)."""
+    if _env(name) is None:
+        return None
+    return max(0, _env_int(name, 0)) or None
+
+
+LLM_CALL_KINDS = ("comments", "themes", "pairs", "repair")
+# Repairs want the one right answer, pairs variety: temperature per call kind (LLM_TEMPERATURE_<KIND>).
+DEFAULT_TEMPERATURES = {"comments": 0.2, "themes": 0.3, "pairs": 0.7, "repair": 0.0}
+RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "text")
+
+
 def _env_flag(name: str, *, default: bool) -> bool:
     raw = _env(name)
     if raw is None:
@@ -63,6 +86,14 @@ class Settings:
       not waited for). Past that, LLMRateLimited / LLMTimeout propagate to the state machine's Retry.
     - LLM_CONTEXT_TOKENS (32768): the model's context window; LLM_ANSWER_TOKENS (4096): the part of it kept for
       the answer. Every prompt is built to fit in the difference (estimated conservatively, see prompt_budget).
+    - LLM_CONTEXT_SHRINKS (3): an endpoint's context-length 400 rebuilds the prompt this many times at most, each
+      time for a smaller budget (fewer sample values, then fewer tables), before the call fails.
+
+    Model settings per call kind (comments, themes, pairs, repair; chalicelib.providers.openai_chat):
+    - LLM_TEMPERATURE_COMMENTS / _THEMES / _PAIRS / _REPAIR (0.2 / 0.3 / 0.7 / 0.0);
+    - LLM_MAX_TOKENS_COMMENTS / _THEMES / _PAIRS / _REPAIR (unset: LLM_ANSWER_TOKENS), never above it;
+    - LLM_RESPONSE_FORMAT (`auto`): `auto` tries a JSON schema, then JSON mode, then plain text, once per endpoint
+      and model, and remembers what the endpoint accepted; `json_schema`, `json_object` or `text` start there.
 
     Where `table_list_file` (create a task) may be read from:
     - DATA_PIPELINE_TABLE_LIST_BUCKETS: comma list of S3 buckets whose `s3://bucket/key.txt` may be named, besides
@@ -130,6 +161,16 @@ class Settings:
     llm_answer_tokens: int = 4096
     # A task in_progress whose item has not changed for this long is checked against its execution when read.
     reconcile_after_seconds: int = 60
+    llm_context_shrinks: int = 3
+    llm_temperatures: tuple[tuple[str, float], ...] = tuple(DEFAULT_TEMPERATURES.items())
+    llm_max_tokens: tuple[tuple[str, int], ...] = ()  # only the kinds configured; others use llm_answer_tokens
+    llm_response_format: str = "auto"
+
+    def llm_call_settings(self, kind: str) -> tuple[float, int]:
+        """(temperature, max_tokens) of one LLM call kind (LLM_CALL_KINDS)."""
+        temperature = dict(self.llm_temperatures).get(kind, DEFAULT_TEMPERATURES.get(kind, 0.2))
+        max_tokens = dict(self.llm_max_tokens).get(kind) or self.llm_answer_tokens
+        return temperature, max(1, min(max_tokens, self.llm_answer_tokens))
 
     def business_db_url_for(self, task_db_connection: str | None = None) -> str | None:
         """Where a task's business data is read: see `get_business_db_url`."""
@@ -234,7 +275,21 @@ def get_settings() -> Settings:
         llm_context_tokens=_env_int("LLM_CONTEXT_TOKENS", 32768),
         llm_answer_tokens=_env_int("LLM_ANSWER_TOKENS", 4096),
         reconcile_after_seconds=_env_int("DATA_PIPELINE_RECONCILE_AFTER_SECONDS", 60),
+        llm_context_shrinks=max(0, _env_int("LLM_CONTEXT_SHRINKS", 3)),
+        llm_temperatures=tuple((kind, _env_float(f"LLM_TEMPERATURE_{kind.upper()}", DEFAULT_TEMPERATURES[kind]))
+                               for kind in LLM_CALL_KINDS),
+        llm_max_tokens=tuple((kind, tokens) for kind in LLM_CALL_KINDS
+                             if (tokens := _env_optional_int(f"LLM_MAX_TOKENS_{kind.upper()}"))),
+        llm_response_format=_response_format(),
     )
+
+
+def _response_format() -> str:
+    value = (_env("LLM_RESPONSE_FORMAT", "auto") or "auto").lower()
+    if value not in RESPONSE_FORMATS:
+        raise ValueError(f"environment variable LLM_RESPONSE_FORMAT must be one of {', '.join(RESPONSE_FORMATS)}, "
+                         f"got {value!r}")
+    return value
 
 
 AUTH_MODES = ("SecretsManagerKey", "IAM")

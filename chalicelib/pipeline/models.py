@@ -280,6 +280,7 @@ class RepairRequest:
     question: str
     sql: str
     error: str  # PostgreSQL's exact error message
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # [{sql, error}] tried before `sql`, oldest first
 
 
 @dataclass

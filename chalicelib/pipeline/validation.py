@@ -1,6 +1,13 @@
-"""sql_validation: prove each generated SQL is a single read-only query that PostgreSQL can plan.
+"""sql_validation: prove each generated SQL is a single read-only query over the catalog's tables and columns that
+PostgreSQL can plan and whose date filters lie where the data is.
 
-Nothing is ever executed. Three locks, each enough on its own against a second statement:
+A SQL that EXPLAINs is then checked against the task's introspected catalog (catalog_check: every table and
+column it names resolves, so a table outside the task is caught too), and a query filtering a date/time column
+outside the data's range is probed with a read-only `SELECT * FROM (…) LIMIT 1` (empty_range) and flagged when it
+finds nothing. Either failure is repaired like an EXPLAIN error. Apart from that probe (and one bounded min/max
+read of a column whose range the docs do not hold), nothing is ever executed.
+
+Three locks, each enough on its own against a second statement:
 1. PostgreSQL's own parser (pglast, in `sqltext`) proves one read-only query; rejected SQL never reaches the
    database.
 2. `EXPLAIN` goes through the extended query protocol (psycopg 3, Parse/Bind/Execute), where PostgreSQL itself
@@ -24,7 +31,9 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from chalicelib import errors
+from chalicelib.pipeline.catalog_check import unknown_objects
 from chalicelib.pipeline.db_pool import ConnectionPool, connect_extended
+from chalicelib.pipeline.empty_range import RangeReader, empty_range_error
 from chalicelib.pipeline.models import QAPair, RepairRequest, TableDoc
 from chalicelib.pipeline.sqltext import check_read_only, normalize_sql
 from chalicelib.pipeline.validation_report import PairResult, ValidationReport
@@ -127,8 +136,11 @@ class _Checker:
     connections are open; a connection that dies is replaced once. Results come back in input order.
     """
 
-    def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY):
+    def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY,
+                 docs: list[TableDoc] | None = None):
         self._timeout_ms = timeout_ms
+        self._docs = list(docs or [])
+        self._ranges = RangeReader()
         self._concurrency = max(1, int(concurrency))
         # Autocommit sessions: nothing to roll back when a connection goes back to the pool.
         self._pool = ConnectionPool(db_url, self._concurrency, connect=self._connect, reset=None)
@@ -164,7 +176,14 @@ class _Checker:
                 if reason:
                     result: str | None = f"not read-only: {reason}"
                 else:
+                    # PostgreSQL's own error first (the exact text a repair needs); then what it accepts but the
+                    # task's catalog does not have (a table outside the task), then an empty date range.
                     result, conn = self._explain(conn, sql)
+                    unknown = unknown_objects(sql, self._docs) if result is None else []
+                    if unknown:
+                        result = "names objects the catalog does not have: " + "; ".join(unknown)
+                    elif result is None and self._docs:
+                        result = empty_range_error(conn, sql, self._docs, self._ranges)
                 self._cache[sql] = result
         finally:
             if conn is not None:
@@ -209,7 +228,8 @@ def validate_pairs(
     concurrency: int = DEFAULT_CONCURRENCY,
     start_index: int = 0,
 ) -> ValidationReport:
-    """EXPLAIN every pair; with repair, send failing pairs to `llm.repair_sql` in rounds.
+    """Check every pair against the catalog (`docs`; none: not checked), EXPLAIN it and probe an empty date
+    range; with repair, send failing pairs to `llm.repair_sql` in rounds.
 
     An LLM that cannot repair (a refused request, unusable answers) stops the repair and the report says why
     (`repair_error`); a throttled or unavailable one (LLMRateLimited, LLMTimeout) raises, so the batch is
@@ -219,7 +239,7 @@ def validate_pairs(
     transaction. `start_index` numbers the results when `pairs` is one batch of a longer list.
     """
     started = time.monotonic()
-    checker = _Checker(db_url, timeout_ms, concurrency)
+    checker = _Checker(db_url, timeout_ms, concurrency, docs)
     report = ValidationReport(results=[], repair_enabled=enable_repair, max_rounds=max_rounds if enable_repair else 0)
     try:
         checked = checker.check_many([pair.sql for pair in pairs])
@@ -259,8 +279,8 @@ def _run_repair_rounds(
         answers: dict[int, str] = {}
         for start in range(0, len(failing), max(1, batch_size)):
             batch = failing[start:start + batch_size]
-            requests = [RepairRequest(index=r.index, question=r.question, sql=_current_sql(r), error=r.error or "")
-                        for r in batch]
+            requests = [RepairRequest(index=r.index, question=r.question, sql=_current_sql(r), error=r.error or "",
+                                      attempts=_previous_attempts(r)) for r in batch]
             try:
                 answers.update(llm.repair_sql(requests, docs) or {})
             except (errors.LLMRateLimited, errors.LLMTimeout):
@@ -275,6 +295,21 @@ def _run_repair_rounds(
 
 def _current_sql(result: PairResult) -> str:
     return result.attempts[-1]["sql"] if result.attempts else result.original_sql
+
+
+def _previous_attempts(result: PairResult) -> list[dict[str, Any]]:
+    """The SQL tried before the current one, with its error (the original first), for the repair prompt."""
+    if not result.attempts:
+        return []
+    tried = [{"sql": result.original_sql, "error": result.original_error or ""}]
+    tried += [{"sql": a["sql"], "error": a.get("error") or ""} for a in result.attempts[:-1]]
+    seen: set[str] = {_current_sql(result)}
+    unique = []
+    for attempt in tried:
+        if attempt["sql"] not in seen:
+            seen.add(attempt["sql"])
+            unique.append(attempt)
+    return unique
 
 
 def _record_round(failing: list[PairResult], answers: dict[int, str], checker: _Checker, round_no: int) -> None:

@@ -3,11 +3,17 @@ parsing of each answer shape into domain objects. An unusable answer raises Answ
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
-from chalicelib.pipeline.models import CommentSuggestion, QAPair, Theme
+from chalicelib.pipeline.catalog_check import unknown_objects
+from chalicelib.pipeline.models import CommentSuggestion, QAPair, TableDoc, Theme
+from chalicelib.pipeline.schema_text import find_doc
+from chalicelib.pipeline.sqltext import dedupe_key, referenced_tables
 from chalicelib.pipeline.text import is_select_sql
+
+logger = logging.getLogger(__name__)
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
@@ -158,3 +164,98 @@ def parse_repairs_answer(value: Any, indexes: set[int]) -> dict[int, str]:
         if index in indexes and isinstance(sql, str) and is_select_sql(sql):
             repairs[index] = sql.strip()
     return repairs
+
+
+# -- the shapes, as JSON schemas (response_format where the endpoint accepts one) --------------------------------
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+ANSWER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "comments": {"type": "object", "properties": {
+        "table_comment": {"type": "string"},
+        "columns": {"type": "object", "additionalProperties": {"type": "string"}},
+        "enum_candidates": _STRINGS,
+    }, "required": ["table_comment", "columns"]},
+    "themes": {"type": "object", "properties": {"themes": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "topic_name": {"type": "string"}, "description": {"type": "string"}, "related_tables": _STRINGS,
+            "biz_entities": _STRINGS, "biz_metrics": _STRINGS,
+        }, "required": ["topic_name", "related_tables"]}}}, "required": ["themes"]},
+    "pairs": {"type": "object", "properties": {"pairs": {"type": "array", "items": {
+        "type": "object", "properties": {"question": {"type": "string"}, "sql": {"type": "string"}},
+        "required": ["question", "sql"]}}}, "required": ["pairs"]},
+    "repair": {"type": "object", "properties": {"repairs": {"type": "array", "items": {
+        "type": "object", "properties": {"index": {"type": "integer"}, "sql": {"type": "string"}},
+        "required": ["index", "sql"]}}}, "required": ["repairs"]},
+}
+
+
+def response_format(kind: str, fmt: str) -> dict[str, Any] | None:
+    """The `response_format` request field of a call kind in format `fmt` (None: plain text, nothing sent)."""
+    if fmt == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": f"{kind}_answer", "schema": ANSWER_SCHEMAS[kind], "strict": False}}
+    if fmt == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+# -- pairs checked against the catalog ---------------------------------------------------------------------------
+
+KNOWN_COLUMNS_SHOWN = 40  # of a table a flagged pair uses, in the re-ask
+
+
+def unknown_in_pairs(pairs: list[QAPair], docs: list[TableDoc]) -> dict[int, list[str]]:
+    """{position: what the pair's SQL names that the catalog does not have} for the pairs that name any."""
+    found = {}
+    for position, pair in enumerate(pairs):
+        problems = unknown_objects(pair.sql, docs)
+        if problems:
+            found[position] = problems
+    return found
+
+
+def catalog_reask_text(pairs: list[QAPair], flagged: dict[int, list[str]], docs: list[TableDoc], lang: str) -> str:
+    """The re-ask for the pairs whose SQL names unknown tables or columns: each with what is unknown, and the
+    columns the tables it does name really have."""
+    lines, tables = [], []
+    for position, problems in flagged.items():
+        pair = pairs[position]
+        lines.append(json.dumps({"question": pair.question, "sql": pair.sql, "unknown": problems},
+                                ensure_ascii=False))
+        for schema, name in referenced_tables(pair.sql):
+            doc = find_doc(f"{schema}.{name}" if schema else name, docs)
+            if doc is not None and doc not in tables:
+                tables.append(doc)
+    known = "\n".join(f"{d.meta.ref.display_name}: {', '.join(c.name for c in d.meta.columns[:KNOWN_COLUMNS_SHOWN])}"
+                      for d in tables)
+    shape = '{"pairs": [{"question": "...", "sql": "SELECT ...;"}]}'
+    if lang == "zh":
+        return ("下面这些 SQL 使用了数据库中不存在的表或字段（unknown 列出了它们）：\n" + "\n".join(lines)
+                + (f"\n\n这些表实际的字段：\n{known}" if known else "")
+                + f"\n\n请只用上面给出的表和字段改写这些问题的 SQL，只输出改写后的这些对。输出格式：{shape}")
+    return ("These SQL statements name tables or columns that do not exist (listed under unknown):\n"
+            + "\n".join(lines) + (f"\n\nThe columns these tables really have:\n{known}" if known else "")
+            + f"\n\nRewrite the SQL of these questions using only the tables and columns given; answer with the "
+              f"rewritten pairs only. Answer format: {shape}")
+
+
+def keep_resolved_pairs(first: list[QAPair], flagged: dict[int, list[str]], again: list[QAPair], docs: list[TableDoc],
+                topic: str, count: int) -> list[QAPair]:
+    """The first answer's pairs that resolve, then the re-asked ones that do (no SQL twice); every pair dropped
+    for naming unknown objects is logged with them."""
+    kept = [pair for position, pair in enumerate(first) if position not in flagged]
+    for position, problems in flagged.items():
+        logger.info("pair replaced by the catalog re-ask", extra={"theme": topic, "sql": first[position].sql[:200],
+                                                                  "unknown": problems})
+    still = unknown_in_pairs(again, docs)
+    seen = {dedupe_key(pair.sql) for pair in kept}
+    for position, pair in enumerate(again):
+        if position in still:
+            logger.warning("pair dropped: names unknown objects after the catalog re-ask",
+                           extra={"theme": topic, "question": pair.question, "sql": pair.sql[:200],
+                                  "unknown": still[position]})
+            continue
+        if dedupe_key(pair.sql) not in seen:
+            seen.add(dedupe_key(pair.sql))
+            kept.append(pair)
+    return kept[:count]

@@ -68,3 +68,47 @@ def retries_taken(request: Any) -> int | None:
         return int(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+# -- structured output, negotiated once per endpoint ------------------------------------------------------------
+
+# What to send as `response_format`, best first: a JSON schema (structured outputs), JSON mode, nothing.
+RESPONSE_FORMATS = ("json_schema", "json_object", "text")
+_formats: dict[tuple[str, str], str] = {}
+# A 400 whose message says one of these refuses the response_format, not the request (OpenAI, vLLM, DeepSeek,
+# Ollama and llama.cpp word it differently).
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "structured output", "guided_json", "grammar")
+
+
+def response_format_for(base_url: str, model: str, first: str = "auto") -> str:
+    """The format this endpoint and model are known to accept, else where to start trying (`first`, `auto`:
+    the best)."""
+    with _lock:
+        known = _formats.get((base_url, model))
+    if known is not None:
+        return known
+    return RESPONSE_FORMATS[0] if first == "auto" else first
+
+
+def remember_response_format(base_url: str, model: str, fmt: str) -> None:
+    """Recorded after a call in this format succeeded: later calls (every provider of the process) start there."""
+    with _lock:
+        _formats[(base_url, model)] = fmt
+
+
+def next_response_format(fmt: str) -> str | None:
+    """The format to try after `fmt` was refused (None after plain text)."""
+    position = RESPONSE_FORMATS.index(fmt)
+    return RESPONSE_FORMATS[position + 1] if position + 1 < len(RESPONSE_FORMATS) else None
+
+
+def refuses_response_format(status: int, message: str) -> bool:
+    return status in (400, 422) and any(word in message.lower() for word in _FORMAT_WORDS)
+
+
+def is_context_length_error(status: int, code: Any, message: str) -> bool:
+    """OpenAI's `context_length_exceeded` (and the wording of compatible servers)."""
+    text = message.lower()
+    return status in (400, 413, 422) and (code == "context_length_exceeded" or "context length" in text
+                                           or "context_length" in text or "maximum context" in text
+                                           or "too many tokens" in text)

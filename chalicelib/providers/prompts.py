@@ -276,12 +276,17 @@ def pairs_prompt(theme: Theme, docs: list[TableDoc], business_context: str, coun
 # -- repairs ----------------------------------------------------------------------------------------------------
 
 
+def _repair_item(r: RepairRequest) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": r.index, "question": r.question, "sql": r.sql,
+                            "error": r.error[:REPAIR_ERROR_MAX_CHARS]}
+    if r.attempts:  # what was tried before, so the model does not propose it again
+        item["previous_attempts"] = [{"sql": a.get("sql", ""), "error": str(a.get("error", ""))[:200]}
+                                     for a in r.attempts]
+    return item
+
+
 def _repair_items(requests: list[RepairRequest]) -> str:
-    return json.dumps(
-        [{"index": r.index, "question": r.question, "sql": r.sql, "error": r.error[:REPAIR_ERROR_MAX_CHARS]}
-         for r in requests],
-        ensure_ascii=False, indent=1,
-    )
+    return json.dumps([_repair_item(r) for r in requests], ensure_ascii=False, indent=1)
 
 
 def _repair_text(schema: str, items: str, lang: str) -> str:

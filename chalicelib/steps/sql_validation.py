@@ -1,5 +1,8 @@
 """sql_validation: plan (split the pair file into batches) → Map (validate + repair each batch) → merge.
 
+Each batch checks its pairs against the task's catalog (ddl_generation's table docs), EXPLAINs them, probes
+date filters outside the data's range (chalicelib.pipeline.validation) and repairs what fails.
+
 No invocation's work grows with the number of pairs beyond one batch, except the merge, which only reads
 the batches' small result files and rewrites the pair file once. Every file name is fixed per execution, so a
 step invoked twice (Step Functions delivers at least once) writes the same files again:
@@ -17,7 +20,7 @@ from typing import Any
 
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa, validation, validation_report
-from chalicelib.pipeline.models import QAPair
+from chalicelib.pipeline.models import QAPair, TableDoc
 from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps import map_io
 from chalicelib.steps.blueprint import step_lambda
@@ -85,7 +88,7 @@ def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
             run.db_url,
             pairs,
             llm=llm,
-            docs=load_table_docs(run) if enable_repair else [],
+            docs=_catalog_docs(run, index),
             enable_repair=enable_repair,
             max_rounds=run.settings.repair_max_rounds,
             timeout_ms=run.settings.statement_timeout_ms,
@@ -102,6 +105,17 @@ def validate_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
                                        {"total": counts["total"], "valid_after": counts["valid_after"]}, ok=True)
         return {"index": index, "total": counts["total"], "valid_after": counts["valid_after"],
                 "repaired": counts["repaired"]}
+
+
+def _catalog_docs(run: StepRun, index: int) -> list[TableDoc]:
+    """The task's table docs: the catalog the pairs are checked against (and the repair prompts' tables). Without
+    them (a pair file validated on its own) only EXPLAIN checks, and the log says so."""
+    try:
+        return load_table_docs(run)
+    except StepFailed as exc:
+        run.log.warning("Batch {batch}: no table documentation, the catalog and date-range checks are skipped: "
+                        "{reason}", batch=index, reason=str(exc))
+        return []
 
 
 def _load_plan(run: StepRun) -> dict[str, Any]:

@@ -107,9 +107,9 @@ def test_a_bad_request_fails_only_its_table_naming_the_cause(pipeline, pipeline_
     failed = results["public.bss_company"]
     assert failed["ok"] is False
     assert "HTTP 400" in failed["error"] and "context_length_exceeded" in failed["error"]
-    # Not retried: a 400 is the same on every attempt.
+    # Not retried as it was: a context-length 400 is asked again only with smaller prompts, a bounded number of times.
     company_calls = [r for r in llm_stub.chat_requests if "表：public.bss_company\n" in r["messages"][-1]["content"]]
-    assert len(company_calls) == 1
+    assert 1 < len(company_calls) <= 4
     records = _table_records(task_id)["tables"]
     assert records["public.bss_company"]["ok"] is False and "HTTP 400" in records["public.bss_company"]["error"]
     assert records["public.bss_service_area"]["ok"] is True

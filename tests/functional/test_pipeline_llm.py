@@ -45,9 +45,10 @@ THEMES = [
 
 VALID_1 = ("SELECT c.company_name, count(*) AS areas FROM public.bss_company c JOIN public.bss_service_area s "
            "ON s.company_id = c.id WHERE s.delete_ts IS NULL GROUP BY c.company_name ORDER BY areas DESC;")
-REPAIRABLE = "SELECT count(*) FROM public.bss_service_area WHERE service_status = '开放' AND delete_ts IS NULL;"
+# Wrong in ways only PostgreSQL sees (every name is real, so the catalog check at generation passes them).
+REPAIRABLE = "SELECT count(*) FROM public.bss_service_area WHERE service_state = 1 AND delete_ts IS NULL;"
 REPAIRED = "SELECT count(*) FROM public.bss_service_area WHERE service_state = '开放' AND delete_ts IS NULL;"
-UNREPAIRABLE = "SELECT sum(revenue_total) FROM public.bss_company WHERE delete_ts IS NULL;"
+UNREPAIRABLE = "SELECT sum(company_name) FROM public.bss_company WHERE delete_ts IS NULL;"
 STILL_BROKEN = "SELECT sum(revenue_amount) FROM public.bss_company WHERE delete_ts IS NULL;"
 VALID_2 = ("SELECT count_date, sum(customer_count) AS cars FROM public.bss_car_day_count WHERE delete_ts IS NULL "
            "GROUP BY count_date ORDER BY count_date;")
@@ -105,9 +106,9 @@ def good_responder(request: dict) -> str:
         return "<think>先看表结构</think>" + json.dumps({"pairs": PAIRS[topic]}, ensure_ascii=False)
     repairs = []
     for item in _repair_items(prompt):
-        if "service_status" in item["sql"]:
+        if "service_state = 1" in item["sql"]:
             repairs.append({"index": item["index"], "sql": REPAIRED})
-        elif "revenue_total" in item["sql"]:
+        elif "sum(company_name)" in item["sql"]:
             repairs.append({"index": item["index"], "sql": STILL_BROKEN})
         # revenue_amount (round 2): the model gives up and leaves it out
     return json.dumps({"repairs": repairs}, ensure_ascii=False)
@@ -228,7 +229,7 @@ def test_complete_run_with_an_llm(pipeline, pipeline_stack, llm_stub, monkeypatc
     summary = pipeline.file_text(task_id, summaries[0])
     assert "Total statements: 5" in summary and "Valid before repair: 3 (60.00%)" in summary
     assert "Repaired: 1" in summary and "Dropped (unrepairable): 1" in summary
-    assert 'column "service_status" does not exist' in summary
+    assert "operator does not exist: character varying = integer" in summary
     validation = status["results"]["sql_validation"]
     assert [validation[k] for k in ("total", "repaired", "dropped", "pairs_kept")] == [5, 1, 1, 4]
     assert status["results"]["training_load"]["total_rows"]["sql"] >= 4
@@ -267,11 +268,12 @@ def test_rate_limited_answer_is_retried_and_the_run_completes(pipeline, pipeline
     _use_llm(monkeypatch, llm_stub)
     llm_stub.default = good_responder
     llm_stub.script(StubAnswer(status=429, headers={"Retry-After": "0"}))
-    task_id = _new_task(pipeline, pipeline_stack, ["public.bss_company"])
+    # Both tables of the theme whose pairs join them (pairs naming a table outside the task are re-asked, dropped).
+    task_id = _new_task(pipeline, pipeline_stack, ["public.bss_company", "public.bss_service_area"])
     status = _run(pipeline, task_id)
     assert status["status"] == "completed", status.get("error_message")
     usage = status["llm_usage"]["ddl_generation"]
-    assert usage["retries"] == 1 and usage["calls"] == 2  # the 429, then the answer
+    assert usage["retries"] == 1 and usage["calls"] == 3  # the 429, then the two answers
     assert "LLM公司编号" not in pipeline.file_text(task_id, "bss_company.ddl")
     assert llm_stub.pending == 0
 

@@ -2,7 +2,14 @@
 
 Serves `POST /v1/chat/completions` and `POST /v1/embeddings` on 127.0.0.1 (a free port) from a thread.
 Each test scripts what the endpoint answers (status, content or raw body, delay, headers such as
-Retry-After); unscripted calls go to a default responder. Every received request is recorded.
+Retry-After); unscripted calls go to a default responder. Every received request is recorded (path, JSON body,
+headers).
+
+Endpoint limits, checked before a scripted answer is used (a refused request consumes none):
+- `response_formats`: the `response_format` types the endpoint accepts (`text` always); another type gets a 400
+  naming it, as servers without structured output answer;
+- `context_limit`: a request whose messages take more tokens than this (the stub's own count, ~4 characters a
+  token) gets OpenAI's 400 `context_length_exceeded`.
 """
 from __future__ import annotations
 
@@ -83,6 +90,8 @@ class LLMStub:
     def __init__(self, *, embedding_dim: int = 16, default: Responder | None = None):
         self.embedding_dim = embedding_dim
         self.default: Responder | None = default
+        self.response_formats: set[str] = {"json_schema", "json_object", "text"}
+        self.context_limit: int | None = None
         self.requests: list[dict[str, Any]] = []
         self.active = 0  # requests being answered right now
         self.max_active = 0  # the most answered simultaneously
@@ -223,7 +232,29 @@ class LLMStub:
             return True
         return False
 
+    def prompt_tokens(self, payload: dict[str, Any]) -> int:
+        """The stub's count of a chat request's prompt tokens."""
+        return _token_estimate("".join(str(m.get("content", "")) for m in payload.get("messages", [])))
+
+    def _refusal(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The 400 body of a request this endpoint cannot take, or None."""
+        wanted = (payload.get("response_format") or {}).get("type", "text")
+        if wanted != "text" and wanted not in self.response_formats:
+            return {"error": {"message": f"response_format type '{wanted}' is not supported by this model",
+                              "type": "invalid_request_error", "param": "response_format", "code": None}}
+        tokens = self.prompt_tokens(payload)
+        if self.context_limit is not None and tokens > self.context_limit:
+            return {"error": {"message": f"This model's maximum context length is {self.context_limit} tokens. "
+                                         f"However, your messages resulted in {tokens} tokens.",
+                              "type": "invalid_request_error", "param": "messages",
+                              "code": "context_length_exceeded"}}
+        return None
+
     def _answer_chat(self, handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
+        refusal = self._refusal(payload)
+        if refusal is not None:
+            self._send_json(handler, 400, refusal)
+            return
         answer = self._next_answer("chat", payload)
         if answer is None:
             error = {"error": {"message": "llm_stub: unscripted chat request", "type": "invalid_request_error"}}
