@@ -49,8 +49,18 @@ def select_theme_docs(theme: Theme, docs: list[TableDoc]) -> list[TableDoc]:
     return chosen or list(docs)
 
 
+VALUES_SHOWN = 3  # of a column's profiled values (TableDoc.column_values), in the schema text
+VALUE_CHARS = 32  # each cut to this many characters
+
+
+def _literal(value: str) -> str:
+    text = value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS - 1] + "…"
+    return "'" + text.replace("'", "''") + "'"
+
+
 def render_schema_text(docs: list[TableDoc]) -> str:
-    """Compact DDL-like text of the tables: columns, types, comments, enum values, keys."""
+    """Compact DDL-like text of the tables: columns, types, comments, enum values, a few real values (`e.g. 'x'`)
+    and the data's range (`range: min .. max`) where profiled, keys."""
     blocks = []
     for doc in docs:
         meta = doc.meta
@@ -71,6 +81,11 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             values = doc.enums.get(col.name) or col.enum_values
             if values:
                 notes.append("values: " + ", ".join(values[:20]))
+            elif doc.column_values.get(col.name):
+                notes.append("e.g. " + ", ".join(_literal(v) for v in doc.column_values[col.name][:VALUES_SHOWN]))
+            if doc.value_ranges.get(col.name):
+                low, high = doc.value_ranges[col.name][:2]
+                notes.append(f"range: {low} .. {high}")
             if notes:
                 line += ",  -- " + "; ".join(notes)
             lines.append(line)
