@@ -50,12 +50,19 @@ def select_theme_docs(theme: Theme, docs: list[TableDoc]) -> list[TableDoc]:
 
 
 VALUES_SHOWN = 3  # of a column's profiled values (TableDoc.column_values), in the schema text
-VALUE_CHARS = 32  # each cut to this many characters
+VALUE_CHARS = 24  # each cut to this many characters
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)[ T]\d\d:\d\d")
 
 
 def _literal(value: str) -> str:
     text = value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS - 1] + "…"
     return "'" + text.replace("'", "''") + "'"
+
+
+def _day(value: str) -> str:
+    """A timestamp's date (`2023-04-02 02:03:00` -> `2023-04-02`): the range of a timestamp column by day."""
+    match = _TIMESTAMP.match(value)
+    return match.group(1) if match else value
 
 
 def render_schema_text(docs: list[TableDoc]) -> str:
@@ -82,9 +89,12 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             if values:
                 notes.append("values: " + ", ".join(values[:20]))
             elif doc.column_values.get(col.name):
-                notes.append("e.g. " + ", ".join(_literal(v) for v in doc.column_values[col.name][:VALUES_SHOWN]))
+                shown = doc.column_values[col.name][:VALUES_SHOWN]
+                if any(len(v) > VALUE_CHARS for v in shown):  # free text, not categories: one is enough
+                    shown = shown[:1]
+                notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
             if doc.value_ranges.get(col.name):
-                low, high = doc.value_ranges[col.name][:2]
+                low, high = (_day(v) for v in doc.value_ranges[col.name][:2])
                 notes.append(f"range: {low} .. {high}")
             if notes:
                 line += ",  -- " + "; ".join(notes)

@@ -4,6 +4,7 @@ parts (a very wide table's columns, a schema summary too long for one theme prom
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from chalicelib.pipeline.models import RepairRequest, TableDoc, TableMeta, Theme
 from chalicelib.pipeline.profiles import is_obvious_id
@@ -284,7 +285,9 @@ def repair_prompts(requests: list[RepairRequest], docs: list[TableDoc], lang: st
         return first + second, skipped_first + skipped_second
     if fixed > room:
         return [], list(requests)
-    schema, _shown = fit_schema_text(select_repair_docs(requests, docs), room - fixed)
+    # The tables with their ranges (a repair may be of a filter outside them) but without example values.
+    chosen = [replace(doc, column_values={}) for doc in select_repair_docs(requests, docs)]
+    schema, _shown = fit_schema_text(chosen, room - fixed)
     return [(list(requests), _repair_text(schema, items, lang))], []
 
 
