@@ -285,7 +285,7 @@ def profile_enum_candidates(meta: TableMeta, profile: profiles.Profile, max_dist
     """Value columns whose rows read held at most `max_distinct` distinct values, each repeated (fewer distinct
     values than rows): the candidates confirm_enums checks when no provider was asked."""
     return [name for name, count in profile.distinct.items()
-            if 0 < count <= max_distinct and count < profile.rows_read
+            if 0 < count <= max_distinct and count < min(profile.rows_read, profiles.PROFILE_VALUE_ROWS)
             and (col := meta.column(name)) is not None and col.udt_name != "bool"]
 
 

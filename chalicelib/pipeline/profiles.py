@@ -1,7 +1,7 @@
 """Value profiles of a table: a few distinct real values per column and the [min, max] of its date/time and numeric
 columns (`TableDoc.column_values`, `TableDoc.value_ranges`), for prompts, heuristic filters and the empty-range check.
 
-One read-only statement per table, under a statement timeout (PROFILE_TIMEOUT_MS):
+One read-only statement per table, under a statement timeout (PROFILE_TIMEOUT_MS, set with the statement):
 
 - the columns are read from at most PROFILE_SCAN_ROWS rows (`LIMIT`; a table estimated above LARGE_TABLE_ROWS rows
   through `TABLESAMPLE SYSTEM`, so the rows come from all over the table), aggregated in the same statement: per
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 PROFILE_VALUES = 5  # distinct values kept per column
 PROFILE_VALUE_CHARS = 80  # each cut to this many characters
-PROFILE_SCAN_ROWS = 10_000  # rows read per table at most
+PROFILE_SCAN_ROWS = 10_000  # rows read per table at most (min and max over all of them)
+PROFILE_VALUE_ROWS = 1_000  # of those, the first this many give the distinct values
 PROFILE_MAX_COLUMNS = 64  # value columns aggregated per table (a very wide table: its first ones)
 PROFILE_TIMEOUT_MS = 3_000
 LARGE_TABLE_ROWS = 100_000  # above this estimate the rows are read through TABLESAMPLE
@@ -133,28 +134,33 @@ def value_columns(meta: TableMeta, ranged: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- the statement
 
 
-def _statement(meta: TableMeta, values: list[str], ranged: list[str], sampled: bool) -> sql.Composable:
+def _statement(meta: TableMeta, values: list[str], ranged: list[str], sampled: bool, stats: bool) -> sql.Composable:
     picked = list(dict.fromkeys(values + ranged))
     items: list[sql.Composable] = [sql.SQL("count(*)")]
     for name in ranged:
         ident = sql.Identifier(name)
         items += [sql.SQL("min({})").format(ident), sql.SQL("max({})").format(ident)]
-    for name in values:
-        agg = sql.SQL("array_agg(distinct left({}::text, {})) filter (where {} is not null)").format(
-            sql.Identifier(name), sql.Literal(PROFILE_VALUE_CHARS), sql.Identifier(name))
+    for name in values:  # distinct values among the first PROFILE_VALUE_ROWS rows read, in byte order (fast)
+        agg = sql.SQL('array_agg(distinct left({}::text, {}) collate "C") filter (where {} is not null and rn <= {})'
+                      ).format(
+            sql.Identifier(name), sql.Literal(PROFILE_VALUE_CHARS), sql.Identifier(name),
+            sql.Literal(PROFILE_VALUE_ROWS))
         items += [sql.SQL("({})[1:{}]").format(agg, sql.Literal(PROFILE_VALUES)),
                   sql.SQL("coalesce(cardinality({}), 0)").format(agg)]
-    items.append(sql.SQL(
-        "(select json_object_agg(attname, json_build_array(most_common_vals::text::text[], "
-        "histogram_bounds::text::text[])) from (select attname, most_common_vals, histogram_bounds from pg_stats "
-        "where schemaname = {} and tablename = {} and attname = any({}) order by inherited) st)"
-    ).format(sql.Literal(meta.ref.schema), sql.Literal(meta.ref.name), sql.Literal(picked)))
+    if stats:
+        items.append(sql.SQL(
+            "(select json_object_agg(attname, json_build_array(most_common_vals::text::text[], "
+            "histogram_bounds::text::text[])) from (select attname, most_common_vals, histogram_bounds from pg_stats "
+            "where schemaname = {} and tablename = {} and attname = any({}) order by inherited) st)"
+        ).format(sql.Literal(meta.ref.schema), sql.Literal(meta.ref.name), sql.Literal(picked)))
+    else:
+        items.append(sql.SQL("null"))
     source = sql.SQL(meta.ref.sql_name)
     if sampled:
         percent = min(100.0, max(0.01, PROFILE_SCAN_ROWS * 150.0 / max(meta.row_count, 1)))
         source = sql.SQL("{} tablesample system ({})").format(source, sql.Literal(round(percent, 4)))
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in picked) if picked else sql.SQL("1")
-    return sql.SQL("select {} from (select {} from {} limit {}) s").format(
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in picked)
+    return sql.SQL("select {} from (select {}, row_number() over () as rn from {} limit {}) s").format(
         sql.SQL(", ").join(items), columns, source, sql.Literal(PROFILE_SCAN_ROWS))
 
 
@@ -189,11 +195,31 @@ def _widen(low: Any, high: Any, texts: list[str]) -> tuple[Any, Any]:
     return low, high
 
 
+def _execute_bounded(conn: psycopg2.extensions.connection, statement: sql.Composable) -> tuple:
+    """The statement's one row under PROFILE_TIMEOUT_MS. Inside a transaction (psycopg2's default) in two round
+    trips: a savepoint, `SET LOCAL statement_timeout` and the statement, then back to the savepoint (which undoes
+    the setting, and a failure); on an autocommit connection around a session setting."""
+    if conn.autocommit:
+        with statement_timeout(conn, PROFILE_TIMEOUT_MS), conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchone()
+    bounded = sql.SQL("savepoint data_pipeline_profile; set local statement_timeout = {}; ").format(
+        sql.Literal(PROFILE_TIMEOUT_MS)) + statement
+    try:
+        with conn.cursor() as cur:
+            cur.execute(bounded)
+            return cur.fetchone()
+    finally:
+        if not conn.closed:
+            with conn.cursor() as cur:
+                cur.execute("rollback to savepoint data_pipeline_profile; release savepoint data_pipeline_profile")
+
+
 def _read_profile(conn: psycopg2.extensions.connection, meta: TableMeta, values: list[str], ranged: list[str],
                   sampled: bool) -> Profile:
-    with conn.cursor() as cur:
-        cur.execute(_statement(meta, values, ranged, sampled))
-        row = cur.fetchone()
+    # The statistics matter only when the rows read may not be the whole table (planning pg_stats costs ~1 ms).
+    stats = sampled or not meta.row_count_exact or meta.row_count >= PROFILE_SCAN_ROWS // 2
+    row = _execute_bounded(conn, _statement(meta, values, ranged, sampled, stats))
     count, rest = int(row[0]), list(row[1:])
     profile = Profile(rows_read=count, complete=count < PROFILE_SCAN_ROWS and not sampled)
     stats = rest.pop() or {}
@@ -207,7 +233,7 @@ def _read_profile(conn: psycopg2.extensions.connection, meta: TableMeta, values:
         if low is not None and high is not None:
             profile.ranges[name] = (low, high)
     for name in values:
-        found, distinct = rest.pop(0) or [], int(rest.pop(0))
+        found, distinct = rest.pop(0) or [], int(rest.pop(0))  # distinct: among PROFILE_VALUE_ROWS rows
         mcv = (stats.get(name) or [None])[0]
         if not profile.complete and mcv:
             found = [str(v)[:PROFILE_VALUE_CHARS] for v in mcv[:PROFILE_VALUES] if v is not None]
@@ -227,21 +253,17 @@ def profile_table(conn: psycopg2.extensions.connection, meta: TableMeta,
         return Profile()
     sampled = meta.row_count > LARGE_TABLE_ROWS and meta.kind in ("table", "partitioned")
     try:
-        with statement_timeout(conn, PROFILE_TIMEOUT_MS):
-            try:
-                return _read_profile(conn, meta, values, ranged, sampled)
-            except psycopg2.errors.QueryCanceled:
+        try:
+            return _read_profile(conn, meta, values, ranged, sampled)
+        except psycopg2.errors.QueryCanceled:
+            raise
+        except psycopg2.Error as exc:
+            if not sampled:
                 raise
-            except psycopg2.Error as exc:
-                if not sampled:
-                    raise
-                conn.rollback()
-                logger.info("tablesample failed, profiling a plain limit",
-                            extra={"table": meta.ref.sql_name, "error": str(exc).strip()})
-                return _read_profile(conn, meta, values, ranged, False)
+            logger.info("tablesample failed, profiling a plain limit",
+                        extra={"table": meta.ref.sql_name, "error": str(exc).strip()})
+            return _read_profile(conn, meta, values, ranged, False)
     except psycopg2.Error as exc:
-        if not conn.closed and not conn.autocommit:
-            conn.rollback()
         logger.warning("value profile failed; no values or ranges for this table",
                        extra={"table": meta.ref.sql_name, "kind": meta.kind, "timeout_ms": PROFILE_TIMEOUT_MS,
                               "error": str(exc).strip()})

@@ -70,8 +70,8 @@ ANSWER_KEYS = {
 def answer_format(kind: str, lang: str) -> str:
     """The closing line of every prompt: one JSON object with exactly the keys the parser reads."""
     if lang == "zh":
-        return f"只输出一个 JSON 对象，键与结构严格如下（不要增加其他键）：{ANSWER_KEYS[kind]['zh']}"
-    return ("Answer with one JSON object, exactly these keys and this structure (no other keys): "
+        return f"输出格式：只输出一个 JSON 对象，键与结构严格如下（不要增加其他键）：{ANSWER_KEYS[kind]['zh']}"
+    return ("Answer format: one JSON object with exactly these keys and this structure (no other keys): "
             + ANSWER_KEYS[kind]["en"])
 
 

@@ -112,7 +112,8 @@ def test_fully_commented_tables_ask_for_the_table_comment_only_or_nothing(scratc
         comment on column lanes.code is '车道编码'; comment on column lanes.kind is '车道类型';
         insert into lanes select 'L' || g, (array['ETC', 'MTC'])[1 + g % 2] from generate_series(1, 30) g;
         create table gates (code text, kind text);
-        comment on table gates is '收费站'; comment on column gates.code is '编码'; comment on column gates.kind is '类型';
+        comment on table gates is '收费站';
+        comment on column gates.code is '编码'; comment on column gates.kind is '类型';
         insert into gates select 'G' || g, (array['主线', '匝道', '省界'])[1 + g % 3] from generate_series(1, 30) g;
     """)
     metas = _metas(scratch_db, ["lanes", "gates"])

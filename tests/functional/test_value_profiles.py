@@ -138,8 +138,11 @@ def test_a_large_table_is_read_through_tablesample_and_its_statistics(scratch_db
         profile = profiles.profile_table(conn, meta, raw)
     finally:
         conn.close()
-    reads = [s for s in statements if "statement_timeout" not in s]
-    assert len(reads) == 1 and "tablesample system" in reads[0] and "pg_stats" in reads[0]
+    # Two round trips: the bounded statement (one read: rows through TABLESAMPLE and the statistics), the rollback
+    # to its savepoint.
+    assert len(statements) == 2 and statements[1].startswith("rollback to savepoint")
+    assert "set local statement_timeout = 3000; select count(*)" in statements[0]
+    assert "tablesample system" in statements[0] and "pg_stats" in statements[0]
     assert not profile.complete and 0 < profile.rows_read <= profiles.PROFILE_SCAN_ROWS
     # The statistics widen what the sample saw to (about) the whole table's range.
     low, high = profile.ranges["day"]
@@ -147,13 +150,15 @@ def test_a_large_table_is_read_through_tablesample_and_its_statistics(scratch_db
     assert set(profile.values["city"]) == {"北京", "上海", "广州"}
 
 
-def test_a_profile_stopped_by_the_timeout_is_empty_and_logged(scratch_db, monkeypatch, caplog):
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_profile_stopped_by_the_timeout_is_empty_and_logged(scratch_db, monkeypatch, caplog, autocommit):
     run_sql(scratch_db, """
         create function slow(int) returns int language sql as 'select $1 from pg_sleep(0.05)';
         create view slow_view as select slow(g) as n, 'x' || g as label from generate_series(1, 200) g;
     """)
     monkeypatch.setattr(profiles, "PROFILE_TIMEOUT_MS", 200)
     conn = connect(scratch_db)
+    conn.autocommit = autocommit
     try:
         found, _ = introspect_tables(conn, [TableRef("public", "slow_view")], exact_count_threshold=1000)
         meta = found[TableRef("public", "slow_view")]
