@@ -114,7 +114,9 @@ def _sql(*parts: str) -> str:
 
 
 def _total_alias(doc: TableDoc, col: ColumnMeta, lang: str) -> str:
-    return _alias(doc, col, lang, "总" if lang == "zh" else "total_")
+    if lang == "zh":
+        return _alias(doc, col, lang, "" if "总" in _label(doc, col, lang) else "总")
+    return _alias(doc, col, lang, "total_")
 
 
 def _count_alias(lang: str) -> str:

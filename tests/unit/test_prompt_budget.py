@@ -49,9 +49,12 @@ def synthetic_docs(count: int, *, seed: int = 7, wide_every: int = 97) -> list[T
             fks.append(ForeignKey(f"fk_{i}", ["col_001_amount_value"], parent.schema, parent.name, ["id"]))
         meta = TableMeta(ref=ref, comment=f"服务区第{i}号日汇总表" if i % 4 else None, kind="table", columns=columns,
                          primary_key=["id"], foreign_keys=fks, row_count=100, row_count_exact=True)
+        # The value profile ddl_generation writes: the ranges of the amounts, a few values of the text columns.
         docs.append(TableDoc(meta=meta, table_comment=f"服务区日汇总{i}", column_comments={"id": "主键"},
                              comment_sources={}, enums={"state": ["开放", "关闭"]},
-                             samples=[{c.name: "示例值" * 5 for c in columns} for _ in range(3)]))
+                             samples=[{c.name: "示例值" * 5 for c in columns} for _ in range(3)],
+                             column_values={"state": ["开放", "关闭", "维修中"]},
+                             value_ranges={c.name: ["0.00", "1234567.89"] for c in columns[1:-1]}))
     return docs
 
 
