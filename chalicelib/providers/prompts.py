@@ -90,8 +90,8 @@ def _comments_text(meta: TableMeta, context: str, columns: list[str], commented:
     """`asked`: the lines include columns to comment (else only the table comment is asked)."""
     if lang == "zh":
         known = f"已有数据库注释的字段（无需再写）：{commented}\n" if commented else ""
-        listing = (f"需要写注释的字段{part}（字段名 (类型): 样例中的不同取值）：\n" + "\n".join(columns) + "\n"
-                   if columns else "")
+        heading = f"需要写注释的字段{part}（字段名 (类型): 样例中的不同取值）" if asked else "关联"
+        listing = f"{heading}：\n" + "\n".join(columns) + "\n" if columns else ""
         table_ask = "表已有注释，table_comment 填 null" if meta.comment else "写一个表注释（简洁的中文名）"
         column_ask = ("，并为上面“需要写注释的字段”各写一个简短的中文注释；只使用列出的字段名，不要编造字段"
                       if asked else "；所有字段都已有注释，columns 填 {}")
@@ -101,8 +101,9 @@ def _comments_text(meta: TableMeta, context: str, columns: list[str], commented:
             + answer_format("comments", lang)
         )
     known = f"Columns that already have a database comment (do not comment them): {commented}\n" if commented else ""
-    listing = (f"Columns to comment{part} (name (type): distinct values seen in sample rows):\n" + "\n".join(columns)
-               + "\n" if columns else "")
+    heading = f"Columns to comment{part} (name (type): distinct values seen in sample rows)" if asked \
+        else "Relationships"
+    listing = f"{heading}:\n" + "\n".join(columns) + "\n" if columns else ""
     table_ask = ("The table already has a comment: table_comment is null" if meta.comment
                  else "Write a short table comment")
     column_ask = ("; write a short comment for every column listed under 'Columns to comment', in English, using "
