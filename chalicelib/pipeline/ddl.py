@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import TRANSACTION_STATUS_INERROR
 
+from chalicelib.pipeline import profiles
 from chalicelib.pipeline.ddl_render import (  # noqa: F401  (the module's public rendering API)
     describe_table,
     fields,
@@ -97,26 +97,11 @@ def _time_bound(conn: psycopg2.extensions.connection, meta: TableMeta) -> Iterat
     if not _runs_a_query(meta):
         yield
         return
-    previous = _set_statement_timeout(conn, str(VIEW_READ_TIMEOUT_MS))
-    try:
+    with profiles.statement_timeout(conn, VIEW_READ_TIMEOUT_MS):
         yield
-    finally:
-        if not conn.closed:
-            if conn.info.transaction_status == TRANSACTION_STATUS_INERROR:
-                conn.rollback()
-            _set_statement_timeout(conn, previous)
 
 
-def _set_statement_timeout(conn: psycopg2.extensions.connection, value: str) -> str:
-    """Set the session's statement_timeout, committed (a later rollback of a failed read must not undo it);
-    returns the previous value. Only settings and reads happen on these connections: the commit writes nothing."""
-    with conn.cursor() as cur:
-        cur.execute("select current_setting('statement_timeout'), set_config('statement_timeout', %s, false)",
-                    (value,))
-        previous = cur.fetchone()[0]
-    if not conn.autocommit:
-        conn.commit()
-    return previous
+_set_statement_timeout = profiles.set_statement_timeout
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -127,6 +112,15 @@ def sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: in
 
     A view or foreign table is read with LIMIT under a statement timeout: when its query takes longer, the
     doc has no samples (logged as a warning), never a long scan."""
+    return render_rows(sample_raw_rows(conn, meta, limit))
+
+
+def render_rows(rows: list[dict[str, Any]]) -> list[dict[str, str | None]]:
+    return [{name: render_value(v) for name, v in row.items()} for row in rows]
+
+
+def sample_raw_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: int) -> list[dict[str, Any]]:
+    """`sample_rows` before rendering: column -> the driver's Python value."""
     if limit <= 0 or not meta.columns:
         return []
     if not _runs_a_query(meta):
@@ -141,7 +135,7 @@ def sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: in
         return []
 
 
-def _sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: int) -> list[dict]:
+def _sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: int) -> list[dict[str, Any]]:
     table = sql.SQL(meta.ref.sql_name)
     rows: list[tuple] = []
     if meta.row_count > LARGE_TABLE_ROWS and meta.kind in ("table", "partitioned"):
@@ -158,7 +152,7 @@ def _sample_rows(conn: psycopg2.extensions.connection, meta: TableMeta, limit: i
     if len(rows) < limit:
         rows = _read(conn, sql.SQL("select {} from {} limit %s").format(_select_list(meta), table), (limit,))
     names = [c.name for c in meta.columns]
-    return [{name: render_value(v) for name, v in zip(names, row, strict=True)} for row in rows]
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 # --------------------------------------------------------------------------------------------- enums
@@ -282,6 +276,19 @@ def merge_comments(meta: TableMeta, suggestion: CommentSuggestion, source: str =
     return table_comment, comments, sources, candidates
 
 
+def fully_commented(meta: TableMeta) -> bool:
+    """The table and every column already have a database comment (which wins over any suggestion)."""
+    return bool(meta.comment) and all(col.comment for col in meta.columns)
+
+
+def profile_enum_candidates(meta: TableMeta, profile: profiles.Profile, max_distinct: int) -> list[str]:
+    """Value columns whose rows read held at most `max_distinct` distinct values, each repeated (fewer distinct
+    values than rows): the candidates confirm_enums checks when no provider was asked."""
+    return [name for name, count in profile.distinct.items()
+            if 0 < count <= max_distinct and count < min(profile.rows_read, profiles.PROFILE_VALUE_ROWS)
+            and (col := meta.column(name)) is not None and col.udt_name != "bool"]
+
+
 def build_table_doc(
     conn: psycopg2.extensions.connection | None,
     meta: TableMeta,
@@ -292,16 +299,26 @@ def build_table_doc(
     enum_max_distinct: int = 20,
     lease: Callable[[], AbstractContextManager[psycopg2.extensions.connection]] | None = None,
 ) -> TableDoc:
-    """Samples + one LLM call + enum confirmation for one table. PostgreSQL enum columns need no confirming.
+    """Samples and the value profile + one LLM call + enum confirmation for one table. PostgreSQL enum columns need
+    no confirming. A language model is not asked about a table whose comment and column comments all come from
+    the database (they win anyway): its enum candidates then come from the value profile.
 
-    `lease`, when given, lends a connection for each database phase (the samples before the LLM call, the
-    enum confirmation after it), so that no connection is held while the model answers; else `conn` serves
+    `lease`, when given, lends a connection for each database phase (the samples and profile before the LLM call,
+    the enum confirmation after it), so that no connection is held while the model answers; else `conn` serves
     throughout."""
     use = lease or (lambda: nullcontext(conn))
     with use() as phase_conn:
-        samples = sample_rows(phase_conn, meta, sample_limit)
-    suggestion = llm.suggest_table_comments(meta, samples, business_context or "")
-    table_comment, comments, sources, candidates = merge_comments(meta, suggestion, provider_kind(llm))
+        raw = sample_raw_rows(phase_conn, meta, sample_limit)
+        profile = profiles.profile_table(phase_conn, meta, raw)
+    samples = render_rows(raw)
+    source = provider_kind(llm)
+    if source == "llm" and fully_commented(meta):
+        logger.info("every comment is in the database; the model is not asked", extra={"table": meta.ref.sql_name})
+        suggestion = CommentSuggestion(table_comment=None,
+                                       enum_candidates=profile_enum_candidates(meta, profile, enum_max_distinct))
+    else:
+        suggestion = llm.suggest_table_comments(meta, samples, business_context or "")
+    table_comment, comments, sources, candidates = merge_comments(meta, suggestion, source)
     enums: dict[str, list[str]] = {}
     for col in meta.columns:
         if col.type_kind == "enum" and col.enum_values:
@@ -319,4 +336,7 @@ def build_table_doc(
         comment_sources=sources,
         enums=enums,
         samples=samples,
+        column_values=dict(profile.values),
+        value_ranges={name: [render_value(low) or "", render_value(high) or ""]
+                      for name, (low, high) in profile.ranges.items()},
     )

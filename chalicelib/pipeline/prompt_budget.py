@@ -88,9 +88,10 @@ class PromptBudget:
 
 
 def lean_doc(doc: TableDoc) -> TableDoc:
-    """The doc without column comments and enum values: column names and types, keys, the table comment."""
+    """The doc without column comments, enum values, profiled values and ranges: column names and types, keys, the
+    table comment."""
     meta = replace(doc.meta, columns=[replace(c, comment=None, enum_values=None) for c in doc.meta.columns])
-    return replace(doc, meta=meta, column_comments={}, enums={})
+    return replace(doc, meta=meta, column_comments={}, enums={}, column_values={}, value_ranges={})
 
 
 def _truncated_doc(doc: TableDoc, tokens: int) -> TableDoc | None:

@@ -49,8 +49,25 @@ def select_theme_docs(theme: Theme, docs: list[TableDoc]) -> list[TableDoc]:
     return chosen or list(docs)
 
 
+VALUES_SHOWN = 3  # of a column's profiled values (TableDoc.column_values), in the schema text
+VALUE_CHARS = 24  # each cut to this many characters
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)[ T]\d\d:\d\d")
+
+
+def _literal(value: str) -> str:
+    text = value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS - 1] + "…"
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _day(value: str) -> str:
+    """A timestamp's date (`2023-04-02 02:03:00` -> `2023-04-02`): the range of a timestamp column by day."""
+    match = _TIMESTAMP.match(value)
+    return match.group(1) if match else value
+
+
 def render_schema_text(docs: list[TableDoc]) -> str:
-    """Compact DDL-like text of the tables: columns, types, comments, enum values, keys."""
+    """Compact DDL-like text of the tables: columns, types, comments, enum values, a few real values (`e.g. 'x'`)
+    and the data's range (`range: min .. max`) where profiled, keys."""
     blocks = []
     for doc in docs:
         meta = doc.meta
@@ -71,6 +88,14 @@ def render_schema_text(docs: list[TableDoc]) -> str:
             values = doc.enums.get(col.name) or col.enum_values
             if values:
                 notes.append("values: " + ", ".join(values[:20]))
+            elif doc.column_values.get(col.name):
+                shown = doc.column_values[col.name][:VALUES_SHOWN]
+                if any(len(v) > VALUE_CHARS for v in shown):  # free text, not categories: one is enough
+                    shown = shown[:1]
+                notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
+            if doc.value_ranges.get(col.name):
+                low, high = (_day(v) for v in doc.value_ranges[col.name][:2])
+                notes.append(f"range: {low} .. {high}")
             if notes:
                 line += ",  -- " + "; ".join(notes)
             lines.append(line)

@@ -4,11 +4,11 @@ parts (a very wide table's columns, a schema summary too long for one theme prom
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import replace
 
 from chalicelib.pipeline.models import RepairRequest, TableDoc, TableMeta, Theme
+from chalicelib.pipeline.profiles import is_obvious_id
 from chalicelib.pipeline.prompt_budget import (
-    MESSAGE_OVERHEAD_TOKENS,
     PromptBudget,
     chunk_lines,
     clip_to_tokens,
@@ -19,60 +19,102 @@ from chalicelib.pipeline.prompt_budget import (
     summary_line,
 )
 from chalicelib.pipeline.schema_text import render_schema_text
-from chalicelib.pipeline.text import is_chinese
+from chalicelib.providers.prompts_common import (  # noqa: F401  (re-exported: the providers' entry points)
+    ANSWER_KEYS,
+    ANSWER_SCHEMAS,
+    SYSTEM_PROMPTS,
+    answer_format,
+    context_text,
+    prompt_language,
+    room_for_user_prompt,
+)
+from chalicelib.providers.prompts_pairs import pairs_prompt  # noqa: F401
 
-MAX_SAMPLE_ROWS = 20
-MAX_SAMPLE_VALUE_CHARS = 80
 MAX_ENUM_VALUES_SHOWN = 20
-CONTEXT_MAX_TOKENS = 1000  # the business context, as the user wrote it, cut to this
-THEME_FIELD_MAX_TOKENS = 600  # a theme's description, entities and metrics in the pairs prompt
 MERGE_TABLES_SHOWN = 30  # of a candidate theme's tables, in the merge prompt
 REPAIR_ERROR_MAX_CHARS = 600
 
 
-def _clip(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_SAMPLE_VALUE_CHARS:
-        return value[:MAX_SAMPLE_VALUE_CHARS] + "…"
-    return value
-
-
-SYSTEM_PROMPTS = {
-    "zh": "你是资深的 PostgreSQL 数据库专家和业务分析师。只输出一个 JSON 对象，不要输出任何其他文字。",
-    "en": "You are a senior PostgreSQL database expert and business analyst. Reply with one JSON object only, "
-          "no other text.",
-}
-
-
-def prompt_language(business_context: str) -> str:
-    """"zh" when the business context is Chinese, else "en"."""
-    return "zh" if is_chinese(business_context) else "en"
-
-
-def room_for_user_prompt(budget: PromptBudget, lang: str) -> int:
-    """Tokens the user message may take beside the system prompt."""
-    return budget.prompt_tokens - estimate_tokens(SYSTEM_PROMPTS[lang]) - 2 * MESSAGE_OVERHEAD_TOKENS
-
-
-def _context(business_context: str) -> str:
-    return clip_to_tokens(" ".join((business_context or "").split()), CONTEXT_MAX_TOKENS)
-
-
 # -- column comments --------------------------------------------------------------------------------------------
 
+COMMENT_VALUES_SHOWN = 5  # distinct values per column in the comments prompt, taken from the sampled rows
+COMMENT_VALUE_CHARS = 40
+COMMENTED_CONTEXT_TOKENS = 400  # the line naming the columns that already have a database comment
 
-def _column_lines(meta: TableMeta) -> list[tuple[str | None, str]]:
-    """(column name, or None for a foreign key, and its line) of the comments prompt."""
+
+def _literal(value: str) -> str:
+    text = value if len(value) <= COMMENT_VALUE_CHARS else value[:COMMENT_VALUE_CHARS - 1] + "…"
+    return "'" + " ".join(text.split()).replace("'", "''") + "'"
+
+
+def distinct_values(samples: list[dict], column: str, limit: int = COMMENT_VALUES_SHOWN) -> list[str]:
+    """The first `limit` distinct non-empty values of `column` in the sampled rows, as strings."""
+    seen: dict[str, None] = {}
+    for row in samples:
+        value = row.get(column)
+        if value is not None and str(value).strip() and len(seen) < limit:
+            seen.setdefault(str(value), None)
+    return list(seen)
+
+
+def _column_lines(meta: TableMeta, samples: list[dict]) -> list[tuple[str | None, str]]:
+    """(column name, or None for a relationship, and its line) of the comments prompt: the columns without a
+    database comment, each with its distinct sampled values (an identifier: one, to show its form); then the
+    relationships."""
     lines: list[tuple[str | None, str]] = []
     for col in meta.columns:
-        line = f"- {col.name} ({col.data_type}{', primary key' if col.name in meta.primary_key else ''})"
         if col.comment:
-            line += f" existing comment: {clip_to_tokens(col.comment, 200)}"
+            continue
+        line = f"- {col.name} ({col.data_type}{', primary key' if col.name in meta.primary_key else ''})"
         if col.enum_values:
-            line += f" enum values: {', '.join(col.enum_values[:MAX_ENUM_VALUES_SHOWN])}"
+            line += f": {', '.join(_literal(v) for v in col.enum_values[:MAX_ENUM_VALUES_SHOWN])}"
+        elif values := distinct_values(samples, col.name, 1 if is_obvious_id(meta, col) else COMMENT_VALUES_SHOWN):
+            line += ": " + ", ".join(_literal(v) for v in values)
         lines.append((col.name, line))
     for fk in meta.relationships:
-        lines.append((None, f"- foreign key ({', '.join(fk.columns)}) -> {fk.ref_schema}.{fk.ref_table}"))
+        lines.append((None, f"- {'inferred ' if fk.inferred else ''}foreign key ({', '.join(fk.columns)}) -> "
+                            f"{fk.ref_schema}.{fk.ref_table}"))
     return lines
+
+
+def _commented_line(meta: TableMeta, lang: str) -> str:
+    """The columns that already have a database comment, `name（comment）`, cut to COMMENTED_CONTEXT_TOKENS."""
+    items = [f"{col.name}（{clip_to_tokens(' '.join(col.comment.split()), 24)}）" if lang == "zh"
+             else f"{col.name} ({clip_to_tokens(' '.join(col.comment.split()), 24)})"
+             for col in meta.columns if col.comment]
+    return clip_to_tokens(("、" if lang == "zh" else ", ").join(items), COMMENTED_CONTEXT_TOKENS) if items else ""
+
+
+def _comments_text(meta: TableMeta, context: str, columns: list[str], commented: str, part: str, lang: str,
+                   asked: bool = True) -> str:
+    """`asked`: the lines include columns to comment (else only the table comment is asked)."""
+    if lang == "zh":
+        known = f"已有数据库注释的字段（无需再写）：{commented}\n" if commented else ""
+        heading = f"需要写注释的字段{part}（字段名 (类型): 样例中的不同取值）" if asked else "关联"
+        listing = f"{heading}：\n" + "\n".join(columns) + "\n" if columns else ""
+        table_ask = "表已有注释，table_comment 填 null" if meta.comment else "写一个表注释（简洁的中文名）"
+        column_ask = ("，并为上面“需要写注释的字段”各写一个简短的中文注释；只使用列出的字段名，不要编造字段"
+                      if asked else "；所有字段都已有注释，columns 填 {}")
+        return (
+            f"业务背景：{context}\n\n表：{meta.ref.display_name}\n现有表注释：{meta.comment or '无'}\n{known}"
+            f"{listing}\n请{table_ask}{column_ask}。enum_candidates 列出取值有限、像枚举的字段名。\n"
+            + answer_format("comments", lang)
+        )
+    known = f"Columns that already have a database comment (do not comment them): {commented}\n" if commented else ""
+    heading = f"Columns to comment{part} (name (type): distinct values seen in sample rows)" if asked \
+        else "Relationships"
+    listing = f"{heading}:\n" + "\n".join(columns) + "\n" if columns else ""
+    table_ask = ("The table already has a comment: table_comment is null" if meta.comment
+                 else "Write a short table comment")
+    column_ask = ("; write a short comment for every column listed under 'Columns to comment', in English, using "
+                  "only those names (do not invent columns)" if asked
+                  else "; every column already has a comment: columns is {}")
+    return (
+        f"Business context: {context}\n\nTable: {meta.ref.display_name}\n"
+        f"Existing table comment: {meta.comment or 'none'}\n{known}{listing}\n{table_ask}{column_ask}. "
+        "enum_candidates lists the columns that hold a small set of values (enum-like).\n"
+        + answer_format("comments", lang)
+    )
 
 
 def _pack(lines: list[tuple[str | None, str]], tokens: int) -> list[list[tuple[str | None, str]]]:
@@ -82,53 +124,24 @@ def _pack(lines: list[tuple[str | None, str]], tokens: int) -> list[list[tuple[s
     return [[(next(names), line) for line in chunk] for chunk in chunk_lines([line for _, line in lines], tokens)]
 
 
-def _comments_text(meta: TableMeta, context: str, columns: list[str], rows: str, part: str, lang: str) -> str:
-    shape = '{"table_comment": "...", "columns": {"column_name": "comment", ...}, "enum_candidates": ["column_name"]}'
-    if lang == "zh":
-        return (
-            f"业务背景：{context}\n\n表：{meta.ref.display_name}\n现有表注释：{meta.comment or '无'}\n"
-            f"字段{part}：\n" + "\n".join(columns) + f"\n\n样例数据（最多 {MAX_SAMPLE_ROWS} 行）：\n{rows}\n\n"
-            "请用简洁的中文为该表写一个表注释（中文名），并为每个字段写一个简短的中文注释；"
-            "只使用上面列出的字段名，不要编造字段。enum_candidates 列出取值有限、像枚举的字段名。\n"
-            f"输出格式：{shape}"
-        )
-    return (
-        f"Business context: {context}\n\nTable: {meta.ref.display_name}\n"
-        f"Existing table comment: {meta.comment or 'none'}\nColumns{part}:\n" + "\n".join(columns)
-        + f"\n\nSample rows (up to {MAX_SAMPLE_ROWS}):\n{rows}\n\n"
-        "Write a short table comment and a short comment for every column, in English. Use only the column "
-        "names listed above; do not invent columns. enum_candidates lists the columns that hold a small set of "
-        f"values (enum-like).\nAnswer format: {shape}"
-    )
-
-
 def comments_prompts(meta: TableMeta, samples: list[dict], business_context: str, lang: str,
                      budget: PromptBudget) -> list[str]:
-    """One prompt per table; a table whose column list alone would not fit is asked in parts of its columns
-    (each with the sample values of its own columns). Sample rows are added while they fit."""
-    context = _context(business_context)
+    """One prompt per table, asking only for what the database does not already say: the columns without a
+    database comment (each with its distinct sampled values, never whole rows) and the table comment when it has
+    none; the commented columns are named, with their comments, as context. A table whose column list would not
+    fit is asked in parts of its columns."""
+    context = context_text(business_context)
     room = room_for_user_prompt(budget, lang)
-    lines = _column_lines(meta)
-    fixed = estimate_tokens(_comments_text(meta, context, [], "(no rows)", " (part 10/10)", lang))
+    lines = _column_lines(meta, samples)
+    commented = _commented_line(meta, lang)
+    fixed = estimate_tokens(_comments_text(meta, context, ["- x"], commented, " (part 10/10)", lang))
     everything = sum(estimate_tokens(line) + 1 for _, line in lines)
-    # Split columns get up to three quarters of the room: the rest is for their sample values.
-    groups = [lines] if fixed + everything <= room else _pack(lines, (room - fixed) * 3 // 4)
+    groups = [lines] if fixed + everything <= room else _pack(lines, room - fixed)
     prompts = []
     for number, group in enumerate(groups, start=1):
-        names = {name for name, _ in group if name is not None}
-        texts = [line for _, line in group]
-        used = fixed + sum(estimate_tokens(line) + 1 for line in texts)
-        rows: list[str] = []
-        for row in samples[:MAX_SAMPLE_ROWS]:
-            shown = {k: _clip(v) for k, v in row.items() if len(groups) == 1 or k in names}
-            text = json.dumps(shown, ensure_ascii=False, default=str)
-            cost = estimate_tokens(text) + 1
-            if used + cost > room:
-                break
-            rows.append(text)
-            used += cost
         part = f" (part {number}/{len(groups)})" if len(groups) > 1 else ""
-        prompts.append(_comments_text(meta, context, texts, "\n".join(rows) or "(no rows)", part, lang))
+        asked = any(name is not None for name, _ in group)
+        prompts.append(_comments_text(meta, context, [line for _, line in group], commented, part, lang, asked))
     return prompts
 
 
@@ -136,20 +149,21 @@ def comments_prompts(meta: TableMeta, samples: list[dict], business_context: str
 
 
 def _themes_text(schema: str, heading: str, context: str, count: int, lang: str) -> str:
-    shape = ('{"themes": [{"topic_name": "...", "description": "...", "related_tables": ["schema.table"], '
-             '"biz_entities": ["..."], "biz_metrics": ["..."]}]}')
     if lang == "zh":
         return (
             f"业务背景：{context}\n\n{heading}：\n{schema}\n\n"
-            f"请从这些表中归纳 {count} 个适合做数据分析问答的业务主题。related_tables 只能使用上面出现的表名"
-            "（schema.table），biz_entities 是业务实体，biz_metrics 是可计算的业务指标。\n"
-            f"输出格式：{shape}"
+            f"请从这些表中归纳 {count} 个适合做数据分析问答的业务主题。字段后的 e.g. 是真实取值，range 是数据的最小值与"
+            "最大值。主题尽量包含通过外键或推断关联相连的多张表（便于多表关联分析）。related_tables 只能使用上面出现的"
+            "表名（schema.table），biz_entities 是业务实体，biz_metrics 是可计算的业务指标。\n"
+            + answer_format("themes", lang)
         )
     return (
         f"Business context: {context}\n\n{heading}:\n{schema}\n\n"
-        f"Identify {count} business themes suited to analytical questions over these tables. related_tables may "
-        "only use table names shown above (schema.table); biz_entities are business entities, biz_metrics are "
-        f"measurable metrics.\nAnswer format: {shape}"
+        f"Identify {count} business themes suited to analytical questions over these tables. `e.g.` after a column "
+        "lists real values, `range` the data's minimum and maximum. A theme should hold tables linked by foreign keys "
+        "or inferred relationships where it can (for questions that join them). related_tables may only use table "
+        "names shown above (schema.table); biz_entities are business entities, biz_metrics are measurable metrics.\n"
+        + answer_format("themes", lang)
     )
 
 
@@ -168,7 +182,7 @@ def theme_prompts(docs: list[TableDoc], business_context: str, count: int, lang:
     """The theme extraction prompt: the full schema text when it fits; else a compact summary (one line per
     table: name, comment, foreign-key targets); when even that does not fit, one prompt per chunk of the summary
     (tables of one foreign-key cluster kept together), whose themes `merge_themes_prompt` then merges."""
-    context = _context(business_context)
+    context = context_text(business_context)
     room = room_for_user_prompt(budget, lang)
     fixed = estimate_tokens(_themes_text("", _HEADINGS["part"][lang].format(n=100, total=100), context, count, lang))
     full_cost = 0
@@ -195,29 +209,27 @@ def _candidate_line(index: int, theme: Theme) -> str:
 
 
 def _merge_text(candidates: list[str], context: str, count: int, lang: str) -> str:
-    shape = ('{"themes": [{"topic_name": "...", "description": "...", "related_tables": ["schema.table"], '
-             '"biz_entities": ["..."], "biz_metrics": ["..."]}]}')
     items = "\n".join(candidates)
     if lang == "zh":
         return (
             f"业务背景：{context}\n\n下面是从数据库不同部分归纳出的候选业务主题（每行一个）：\n{items}\n\n"
             f"请合并、取舍这些候选，给出 {count} 个覆盖面最好、适合做数据分析问答的业务主题。related_tables 只能使用"
             "候选主题中出现的表名（schema.table），biz_entities 是业务实体，biz_metrics 是可计算的业务指标。\n"
-            f"输出格式：{shape}"
+            + answer_format("themes", lang)
         )
     return (
         f"Business context: {context}\n\nCandidate business themes found in different parts of the database, one "
         f"per line:\n{items}\n\nMerge these candidates and keep the {count} business themes that together cover "
         "the database best for analytical questions. related_tables may only use table names of the candidates "
         "(schema.table); biz_entities are business entities, biz_metrics are measurable metrics.\n"
-        f"Answer format: {shape}"
+        + answer_format("themes", lang)
     )
 
 
 def merge_theme_groups(candidates: list[Theme], business_context: str, count: int, lang: str,
                        budget: PromptBudget) -> list[tuple[list[Theme], str]]:
     """The candidates packed into groups whose merge prompt fits, each with that prompt."""
-    context = _context(business_context)
+    context = context_text(business_context)
     room = room_for_user_prompt(budget, lang) - estimate_tokens(_merge_text([], context, count, lang))
     lines = [_candidate_line(i, theme) for i, theme in enumerate(candidates)]
     groups: list[tuple[list[Theme], list[str]]] = [([], [])]
@@ -231,46 +243,6 @@ def merge_theme_groups(candidates: list[Theme], business_context: str, count: in
         groups[-1][1].append(clip_to_tokens(line, room - 1))
         used += cost
     return [(themes, _merge_text(text, context, count, lang)) for themes, text in groups]
-
-
-# -- pairs ------------------------------------------------------------------------------------------------------
-
-
-def _pairs_text(theme: Theme, schema: str, context: str, count: int, lang: str) -> str:
-    shape = '{"pairs": [{"question": "...", "sql": "SELECT ...;"}]}'
-    clip = THEME_FIELD_MAX_TOKENS
-    topic = clip_to_tokens(theme.topic_name, 100)
-    description = clip_to_tokens(theme.description, clip)
-    entities = clip_to_tokens(", ".join(theme.biz_entities), clip // 2)
-    metrics = clip_to_tokens(", ".join(theme.biz_metrics), clip // 2)
-    if lang == "zh":
-        return (
-            f"业务背景：{context}\n主题：{topic}\n主题说明：{description}\n"
-            f"业务实体：{entities}\n业务指标：{metrics}\n\n"
-            f"可用的表（只能使用这些表和字段）：\n{schema}\n\n"
-            f"请生成 {count} 个不同的中文业务问题及对应的 PostgreSQL 查询（覆盖趋势、对比、排名 Top-N、汇总、明细）。"
-            "每个问题和 SQL 都是单行；SQL 只能是 SELECT（或 WITH … SELECT），使用 PostgreSQL 语法，以分号结尾；"
-            "只使用上面列出的表和字段；有 delete_ts 字段的表加上 delete_ts is null 条件。\n"
-            f"输出格式：{shape}"
-        )
-    return (
-        f"Business context: {context}\nTheme: {topic}\nTheme description: {description}\n"
-        f"Entities: {entities}\nMetrics: {metrics}\n\n"
-        f"Available tables (use only these tables and columns):\n{schema}\n\n"
-        f"Write {count} distinct business questions in English with their PostgreSQL queries (cover trends, "
-        "comparisons, top-N rankings, aggregates, details). Question and SQL each on one line; the SQL is a single "
-        "SELECT (or WITH … SELECT) in PostgreSQL syntax ending with ';', using only the tables and columns above; "
-        f"add `delete_ts is null` for tables that have a delete_ts column.\nAnswer format: {shape}"
-    )
-
-
-def pairs_prompt(theme: Theme, docs: list[TableDoc], business_context: str, count: int, lang: str,
-                 budget: PromptBudget) -> str:
-    """The theme's tables (`docs`, in the theme's order) in full while they fit, then leaner, then left out."""
-    context = _context(business_context)
-    room = room_for_user_prompt(budget, lang) - estimate_tokens(_pairs_text(theme, "", context, count, lang))
-    schema, _shown = fit_schema_text(docs, room)
-    return _pairs_text(theme, schema, context, count, lang)
 
 
 # -- repairs ----------------------------------------------------------------------------------------------------
@@ -290,18 +262,17 @@ def _repair_items(requests: list[RepairRequest]) -> str:
 
 
 def _repair_text(schema: str, items: str, lang: str) -> str:
-    shape = '{"repairs": [{"index": 0, "sql": "SELECT ...;"}]}'
     if lang == "zh":
         return (
             f"数据库表结构：\n{schema}\n\n下面这些 SQL 在 PostgreSQL 上执行 EXPLAIN 时报错。"
             "请根据错误信息和表结构逐个修复，保持问题的原意；只使用上面的表和字段；SQL 单行、以分号结尾、只能是 "
-            f"SELECT/WITH。无法修复的不要输出。\n{items}\n\n输出格式：{shape}"
+            f"SELECT/WITH。无法修复的不要输出；index 是下面每条的 index。\n{items}\n\n" + answer_format("repairs", lang)
         )
     return (
         f"Database tables:\n{schema}\n\nThese SQL statements fail EXPLAIN on PostgreSQL. Fix each "
         "one using the error and the schema, keeping the question's meaning; only the tables and columns above; "
-        "one line, ending with ';', SELECT/WITH only. Leave out what you cannot fix.\n"
-        f"{items}\n\nAnswer format: {shape}"
+        "one line, ending with ';', SELECT/WITH only. Leave out what you cannot fix; index is each item's index.\n"
+        f"{items}\n\n" + answer_format("repairs", lang)
     )
 
 
@@ -320,7 +291,9 @@ def repair_prompts(requests: list[RepairRequest], docs: list[TableDoc], lang: st
         return first + second, skipped_first + skipped_second
     if fixed > room:
         return [], list(requests)
-    schema, _shown = fit_schema_text(select_repair_docs(requests, docs), room - fixed)
+    # The tables with their ranges (a repair may be of a filter outside them) but without example values.
+    chosen = [replace(doc, column_values={}) for doc in select_repair_docs(requests, docs)]
+    schema, _shown = fit_schema_text(chosen, room - fixed)
     return [(list(requests), _repair_text(schema, items, lang))], []
 
 

@@ -30,6 +30,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.hosts": "DatabaseConnector",
     "chalicelib.pipeline.ddl": "DDLMDGenerator",
     "chalicelib.pipeline.ddl_render": "DDLMDGenerator",
+    "chalicelib.pipeline.profiles": "DDLMDGenerator",
     "chalicelib.pipeline.qa": "QuestionSQLGenerator",
     "chalicelib.pipeline.validation": "SQLValidator",
     "chalicelib.pipeline.validation_report": "SQLValidator",
