@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 from chalicelib.pipeline.models import RepairRequest, TableDoc, TableMeta, Theme
 from chalicelib.pipeline.profiles import is_obvious_id
