@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pg_server():
     import pgserver
 
+    PGDATA.parent.mkdir(parents=True, exist_ok=True)  # under xdist PGDATA is a worker's folder inside it
     server = pgserver.get_server(str(PGDATA), cleanup_mode="stop")
     server.psql("create extension if not exists vector;")
     yield server
