@@ -162,6 +162,20 @@ class PeakRss:
         self.peak = max(self.peak, total)
 
 
+def empty_vector_store(url: str) -> None:
+    """Every run loads into an empty vector store (its HNSW index built once, over the run's rows), so that runs of
+    different sizes are measured alike: the second run does not grow the index the first one built."""
+    from chalicelib.pipeline.vector_layout import COLLECTION_TABLE, EMBEDDING_TABLE
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"drop table if exists {EMBEDDING_TABLE}, {COLLECTION_TABLE} cascade")
+    finally:
+        conn.close()
+
+
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -173,6 +187,7 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
     task_id = client.create_task(task_name=f"wide_run {count}", business_context="a wide warehouse of units",
                                  db_connection=db_url, db_name="wide")
     client.upload_tables(task_id, tables)
+    empty_vector_store(stack.pgvector_url)
     rss = PeakRss()
     started = time.monotonic()
     client.execute(task_id, execution_mode="complete")
@@ -206,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tables", default="1000,10000", help="comma list of table counts, smallest first")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    parser.add_argument("--workers", type=int, default=None, help="Lambda worker processes (0: in this process)")
+    parser.add_argument("--profile", default=None, help="append a sampling profile of each run to this file")
     args = parser.parse_args(argv)
     counts = sorted(int(c) for c in args.tables.split(","))
 
@@ -221,10 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({"EMBEDDING_BASE_URL": stub_url, "EMBEDDING_MODEL": "bench-embedding",
                            "EMBEDDING_DIM": "16",
                            "DATA_PIPELINE_LOG_LEVEL": os.environ.get("DATA_PIPELINE_LOG_LEVEL", "WARNING")})
-        with LocalStack(root, server_url=db_url, load_demo=False, lambda_workers=DEFAULT_WORKERS) as stack:
+        workers = DEFAULT_WORKERS if args.workers is None else args.workers
+        with LocalStack(root, server_url=db_url, load_demo=False, lambda_workers=workers) as stack:
             client = PipelineClient(stack)
             for count in counts:
-                run = run_once(stack, client, db_url, count, args.timeout)
+                if args.profile:
+                    from benchmarks.sampler import Sampler
+
+                    with Sampler() as sampler:
+                        run = run_once(stack, client, db_url, count, args.timeout)
+                    sampler.write(args.profile, f"{count} tables, wall {run['wall']:.1f} s")
+                else:
+                    run = run_once(stack, client, db_url, count, args.timeout)
                 runs.append(run)
                 _print_run(run)
                 if run["status"] != "completed":
