@@ -14,13 +14,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from chalicelib.errors import FileNotFound, StepFailed
+from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa
 from chalicelib.pipeline.models import QAPair, TableDoc, TableRef, Theme
 from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded
-from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, DOCS_BUNDLE, TABLE_DOCS, read_batch_docs
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, TABLE_DOCS, read_batch_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "qa_generation"
@@ -33,15 +33,8 @@ BATCH_FILES_PER_READ = 4 * DOC_READ_WORKERS  # batch work files in memory at onc
 
 
 def load_table_docs(run: StepRun) -> list[TableDoc]:
-    """Every TableDoc ddl_generation left for this task, in file-name order (all in memory: for callers that
-    need the whole schema, e.g. SQL repair; qa_generation itself streams them): the merged bundle when the last
-    ddl_generation run finished, else the files of its batches."""
-    try:
-        bundle = json.loads(run.files.get_text(DOCS_BUNDLE))
-    except FileNotFound:
-        bundle = None
-    if bundle:
-        return [TableDoc.from_dict(item) for item in bundle]
+    """Every TableDoc ddl_generation left for this task (its batch files), in file-name order, all in memory: for
+    callers that need the whole schema (SQL repair); qa_generation itself streams them."""
     docs = read_batch_docs(run)
     if not docs:
         raise StepFailed("no table documentation found for this task: run ddl_generation first")
