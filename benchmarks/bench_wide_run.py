@@ -161,6 +161,17 @@ class PeakRss:
                 continue
         self.peak = max(self.peak, total)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by this process and its live children (PostgreSQL not included):
+        what the run cost whatever else the machine's cores were doing, unlike the wall time."""
+        total = sum(self.me.cpu_times()[:2])
+        for child in self.me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                continue
+        return total
+
 
 def empty_vector_store(url: str) -> None:
     """Every run loads into an empty vector store (its HNSW index built once, over the run's rows), so that runs of
@@ -189,6 +200,7 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
     client.upload_tables(task_id, tables)
     empty_vector_store(stack.pgvector_url)
     rss = PeakRss()
+    cpu = rss.cpu_seconds()
     started = time.monotonic()
     client.execute(task_id, execution_mode="complete")
     deadline = started + timeout
@@ -201,6 +213,7 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
             raise TimeoutError(f"{count} tables: still {status['status']} after {timeout:.0f} s")
         time.sleep(0.5)
     wall = time.monotonic() - started
+    cpu = rss.cpu_seconds() - cpu
     sfn = stack.sfn
     name = status["execution"]["execution_id"]
     arn = f"{stack.state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
@@ -211,7 +224,8 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
     payload, where = _largest_payload(events)
     item, item_key = _largest_item(dynamodb, stack.table_name)
     return {"tables": count, "status": status["status"], "error": status.get("error_message"), "wall": wall,
-            "build": built, "rss": rss.peak, "transitions": entered + children, "parent_transitions": entered,
+            "cpu": cpu, "build": built, "rss": rss.peak, "transitions": entered + children,
+            "parent_transitions": entered,
             "history_events": len(events), "payload": payload, "payload_where": where, "item": item,
             "item_key": item_key, "results": status.get("results") or {},
             "steps": {step["step_name"]: _seconds(step) for step in status.get("steps") or []}}
@@ -262,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         lines.append(f"  wide_run: wall-time ratio {large['tables']}/{small['tables']} tables = "
                      f"{large['wall'] / small['wall']:.2f} (goal <= {scale:.0f})")
+    if len(runs) > 1:
+        lines.append(f"  wide_run: CPU-time ratio {large['tables']}/{small['tables']} tables = "
+                     f"{large['cpu'] / small['cpu']:.2f} (the stack's processes, PostgreSQL aside)")
     worst_payload = max(r["payload"] for r in runs)
     worst_item = max(r["item"] for r in runs)
     lines.append(f"  wide_run: largest state payload {worst_payload / 1024:.1f} KB (goal < 200 KB: "
@@ -279,7 +296,8 @@ def _print_run(run: dict[str, Any]) -> None:
 def _detail(run: dict[str, Any]) -> str:
     ddl = run["results"].get("ddl_generation") or {}
     return (f"  wide_run: {run['tables']} tables: wall {run['wall']:.1f} s (database built in {run['build']:.0f} s, "
-            f"off the clock), peak RSS {run['rss'] / 2**20:.0f} MB, state transitions {run['transitions']} "
+            f"off the clock), stack CPU {run['cpu']:.0f} s, peak RSS {run['rss'] / 2**20:.0f} MB, "
+            f"state transitions {run['transitions']} "
             f"({run['parent_transitions']} in the execution, the rest in map child executions), history events "
             f"{run['history_events']}, largest state payload {run['payload'] / 1024:.1f} KB ({run['payload_where']}), "
             f"largest DynamoDB item {run['item'] / 1024:.1f} KB, tables ok={ddl.get('tables_succeeded')}; step seconds "
