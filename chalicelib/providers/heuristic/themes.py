@@ -75,8 +75,7 @@ def extract_fk_themes(docs: list[TableDoc], zh: bool, count: int) -> list[Theme]
         # Per-table themes: tables that did not lead a cluster first (a leader's own theme mostly repeats
         # its cluster's questions), richer tables first, then table order.
         singles = {g[0] for g in groups if len(g) == 1}
-        position = {id(doc): i for i, doc in enumerate(docs)}  # not docs.index: once per group, O(tables) each
-        leaders = {position[id(_main([docs[i] for i in g]))] for g in groups}
+        leaders = {docs.index(_main([docs[i] for i in g])) for g in groups}
         padding = sorted(
             (i for i in range(len(docs)) if i not in singles),
             key=lambda i: (i in leaders, -_richness(docs[i]), i),
