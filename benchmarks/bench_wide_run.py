@@ -161,6 +161,31 @@ class PeakRss:
                 continue
         self.peak = max(self.peak, total)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by this process and its live children (PostgreSQL not included):
+        what the run cost whatever else the machine's cores were doing, unlike the wall time."""
+        total = sum(self.me.cpu_times()[:2])
+        for child in self.me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                continue
+        return total
+
+
+def empty_vector_store(url: str) -> None:
+    """Every run loads into an empty vector store (its HNSW index built once, over the run's rows), so that runs of
+    different sizes are measured alike: the second run does not grow the index the first one built."""
+    from chalicelib.pipeline.vector_layout import COLLECTION_TABLE, EMBEDDING_TABLE
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"drop table if exists {EMBEDDING_TABLE}, {COLLECTION_TABLE} cascade")
+    finally:
+        conn.close()
+
 
 # -- the run ----------------------------------------------------------------------------------------------------
 
@@ -173,7 +198,9 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
     task_id = client.create_task(task_name=f"wide_run {count}", business_context="a wide warehouse of units",
                                  db_connection=db_url, db_name="wide")
     client.upload_tables(task_id, tables)
+    empty_vector_store(stack.pgvector_url)
     rss = PeakRss()
+    cpu = rss.cpu_seconds()
     started = time.monotonic()
     client.execute(task_id, execution_mode="complete")
     deadline = started + timeout
@@ -186,6 +213,7 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
             raise TimeoutError(f"{count} tables: still {status['status']} after {timeout:.0f} s")
         time.sleep(0.5)
     wall = time.monotonic() - started
+    cpu = rss.cpu_seconds() - cpu
     sfn = stack.sfn
     name = status["execution"]["execution_id"]
     arn = f"{stack.state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
@@ -196,7 +224,8 @@ def run_once(stack: Any, client: Any, db_url: str, count: int, timeout: float) -
     payload, where = _largest_payload(events)
     item, item_key = _largest_item(dynamodb, stack.table_name)
     return {"tables": count, "status": status["status"], "error": status.get("error_message"), "wall": wall,
-            "build": built, "rss": rss.peak, "transitions": entered + children, "parent_transitions": entered,
+            "cpu": cpu, "build": built, "rss": rss.peak, "transitions": entered + children,
+            "parent_transitions": entered,
             "history_events": len(events), "payload": payload, "payload_where": where, "item": item,
             "item_key": item_key, "results": status.get("results") or {},
             "steps": {step["step_name"]: _seconds(step) for step in status.get("steps") or []}}
@@ -206,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tables", default="1000,10000", help="comma list of table counts, smallest first")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    parser.add_argument("--workers", type=int, default=None, help="Lambda worker processes (0: in this process)")
+    parser.add_argument("--profile", default=None, help="append a sampling profile of each run to this file")
     args = parser.parse_args(argv)
     counts = sorted(int(c) for c in args.tables.split(","))
 
@@ -221,10 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({"EMBEDDING_BASE_URL": stub_url, "EMBEDDING_MODEL": "bench-embedding",
                            "EMBEDDING_DIM": "16",
                            "DATA_PIPELINE_LOG_LEVEL": os.environ.get("DATA_PIPELINE_LOG_LEVEL", "WARNING")})
-        with LocalStack(root, server_url=db_url, load_demo=False, lambda_workers=DEFAULT_WORKERS) as stack:
+        workers = DEFAULT_WORKERS if args.workers is None else args.workers
+        with LocalStack(root, server_url=db_url, load_demo=False, lambda_workers=workers) as stack:
             client = PipelineClient(stack)
             for count in counts:
-                run = run_once(stack, client, db_url, count, args.timeout)
+                if args.profile:
+                    from benchmarks.sampler import Sampler
+
+                    with Sampler() as sampler:
+                        run = run_once(stack, client, db_url, count, args.timeout)
+                    sampler.write(args.profile, f"{count} tables, wall {run['wall']:.1f} s")
+                else:
+                    run = run_once(stack, client, db_url, count, args.timeout)
                 runs.append(run)
                 _print_run(run)
                 if run["status"] != "completed":
@@ -237,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         lines.append(f"  wide_run: wall-time ratio {large['tables']}/{small['tables']} tables = "
                      f"{large['wall'] / small['wall']:.2f} (goal <= {scale:.0f})")
+    if len(runs) > 1:
+        lines.append(f"  wide_run: CPU-time ratio {large['tables']}/{small['tables']} tables = "
+                     f"{large['cpu'] / small['cpu']:.2f} (the stack's processes, PostgreSQL aside)")
     worst_payload = max(r["payload"] for r in runs)
     worst_item = max(r["item"] for r in runs)
     lines.append(f"  wide_run: largest state payload {worst_payload / 1024:.1f} KB (goal < 200 KB: "
@@ -254,7 +296,8 @@ def _print_run(run: dict[str, Any]) -> None:
 def _detail(run: dict[str, Any]) -> str:
     ddl = run["results"].get("ddl_generation") or {}
     return (f"  wide_run: {run['tables']} tables: wall {run['wall']:.1f} s (database built in {run['build']:.0f} s, "
-            f"off the clock), peak RSS {run['rss'] / 2**20:.0f} MB, state transitions {run['transitions']} "
+            f"off the clock), stack CPU {run['cpu']:.0f} s, peak RSS {run['rss'] / 2**20:.0f} MB, "
+            f"state transitions {run['transitions']} "
             f"({run['parent_transitions']} in the execution, the rest in map child executions), history events "
             f"{run['history_events']}, largest state payload {run['payload'] / 1024:.1f} KB ({run['payload_where']}), "
             f"largest DynamoDB item {run['item'] / 1024:.1f} KB, tables ok={ddl.get('tables_succeeded')}; step seconds "

@@ -206,6 +206,7 @@ def load_training_data(
     provenance: Provenance | None = None,
     log: Any = logger,
     before_write: Callable[[], None] | None = None,
+    create_index: bool = True,
 ) -> dict[str, Any]:
     """Embed (in requests of `batch_size` texts) and store everything not yet stored.
 
@@ -219,7 +220,8 @@ def load_training_data(
     Vanna's `id` (without it: embedding_model and embedding_dim). A collection holding vectors of another model or
     dimension is refused first (`check_same_model`).
     The HNSW cosine index is created once, when absent, after the rows are in (building it over a full
-    table is much cheaper than growing it row by row); later loads never rebuild it.
+    table is much cheaper than growing it row by row); later loads never rebuild it. A caller loading in rounds
+    passes `create_index=False` for all but its last round, so that the index is built once over all of them.
 
     Returns {"ddl": n_new, "documentation": n_new, "sql": n_new, "skipped_existing": n (all skipped items),
     "skipped_same_document": n (of those, stored by someone else under another id), "layout",
@@ -279,7 +281,7 @@ def load_training_data(
             if len(pending) >= write_batch_size:
                 flush()
         flush()
-        index_created = ensure_hnsw_index(conn) if fixed_dimension else False
+        index_created = ensure_hnsw_index(conn) if fixed_dimension and create_index else False
         totals = collection_counts(conn)
     finally:
         conn.close()

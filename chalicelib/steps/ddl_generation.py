@@ -24,7 +24,8 @@ LOGGER = "DDLMDGenerator"
 SCHEMA_FILE = "work/schema.json"  # no longer written (every table's metadata in one file); removed by the plan
 BATCH_SCHEMAS = "work/batches/"
 TABLE_DOCS = "work/tables/"
-# All TableDocs of the last merge in one file: the QA and validation steps read it with one request.
+# No longer written (every table's doc in one file, so in one Lambda's memory): qa_generation streams the batch
+# files; removed by the plan.
 DOCS_BUNDLE = "work/docs.json"
 FILES_BUNDLE = "work/files.json"  # no longer written: a bundle of every file's text (removed by the next plan)
 DOC_READ_WORKERS = 8  # parallel S3 reads of per-table docs
@@ -290,15 +291,6 @@ def read_batch_docs(run: StepRun) -> list[dict[str, Any]]:
     return read_batches(run, with_files=False)[0]
 
 
-def write_docs_bundle(run: StepRun) -> int:
-    """Gather the batches' TableDocs into DOCS_BUNDLE (one file for qa_generation); returns how many tables.
-    The texts of the files they wrote stay in the batch files, where training_load reads them a round at a
-    time (an old FILES_BUNDLE is removed by the plan)."""
-    docs, _files = read_batches(run, with_files=False)
-    run.files.put_text(DOCS_BUNDLE, json.dumps(docs, ensure_ascii=False))
-    return len(docs)
-
-
 def _missing_tables(run: StepRun, missing: Any) -> dict[str, str]:
     """The tables the plan could not introspect: its MISSING_FILE (the plan returns their count), or the map
     itself from callers that pass it."""
@@ -341,7 +333,6 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not ok:
             first = next(iter(failed.items()), ("", "no tables"))
             raise StepFailed(f"ddl_generation produced no table: {len(failed)} failed (e.g. {first[0]}: {first[1]})")
-        write_docs_bundle(run)
         run.files.put_text(REPORT_FILE, json.dumps({"succeeded": ok, "failed": failed}, ensure_ascii=False))
         result = {
             "tables_total": len(ok) + len(failed),

@@ -1,38 +1,123 @@
-"""qa_generation: extract business themes, generate pairs per theme in a Map, merge into the pair file."""
+"""qa_generation: extract business themes, generate pairs per theme in a Map, merge into the pair file.
+
+Memory stays bounded at any table count: the TableDocs are streamed from ddl_generation's batch work files
+(work/tables/*.json), a group of files at a time. Theme extraction keeps a compact doc per table (no samples,
+distinct values or value ranges: theme prompts and the heuristic's themes use none of them). It then writes, per
+theme, the full docs of the theme's tables and of the tables their relationships reach (work/qa/docs/{i}.json):
+the pair generation of a theme and the merge read only those.
+"""
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from chalicelib.errors import FileNotFound, StepFailed
+from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa
-from chalicelib.pipeline.models import QAPair, TableDoc, Theme
+from chalicelib.pipeline.models import QAPair, TableDoc, TableRef, Theme
 from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import step_lambda
-from chalicelib.steps.ddl_generation import DOCS_BUNDLE, read_batch_docs
+from chalicelib.steps.concurrency import run_bounded
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, TABLE_DOCS, read_batch_docs
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "qa_generation"
 LOGGER = "QuestionSQLGenerator"
 THEMES_FILE = "work/themes.json"
 THEME_PAIRS = "work/qa/"
+THEME_DOCS = "work/qa/docs/"  # per theme: the docs its pairs need ({i:03d}.json)
 PAIR_FILE_POINTER = "work/pair_file.txt"
+BATCH_FILES_PER_READ = 4 * DOC_READ_WORKERS  # batch work files in memory at once while streaming
 
 
 def load_table_docs(run: StepRun) -> list[TableDoc]:
-    """The TableDocs ddl_generation left for this task, in file-name order: the merged bundle (one read) when
-    the last ddl_generation run finished, else the files of its batches."""
-    try:
-        bundle = json.loads(run.files.get_text(DOCS_BUNDLE))
-    except FileNotFound:
-        bundle = None
-    if bundle:
-        return [TableDoc.from_dict(item) for item in bundle]
+    """Every TableDoc ddl_generation left for this task (its batch files), in file-name order, all in memory: for
+    callers that need the whole schema (SQL repair); qa_generation itself streams them."""
     docs = read_batch_docs(run)
     if not docs:
         raise StepFailed("no table documentation found for this task: run ddl_generation first")
     return [TableDoc.from_dict(item) for item in docs]
+
+
+def iter_batch_docs(run: StepRun) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(batch work file, TableDoc as a dict) of every table ddl_generation documented, BATCH_FILES_PER_READ files
+    in memory at a time (read DOC_READ_WORKERS at once)."""
+    names = list(run.files.iter_names(TABLE_DOCS))
+    for start in range(0, len(names), BATCH_FILES_PER_READ):
+        group = names[start:start + BATCH_FILES_PER_READ]
+        for name, text in zip(group, run_bounded(run.files.get_text, group, DOC_READ_WORKERS), strict=True):
+            for doc in json.loads(text).get("docs") or []:
+                yield name, doc
+
+
+def compact_doc(doc: TableDoc) -> TableDoc:
+    """What theme extraction needs of a table: names, types, keys, relationships, comments and enums; without the
+    sample rows, distinct values, value ranges and a view's query."""
+    return replace(doc, meta=replace(doc.meta, definition=None), comment_sources={}, samples=[],
+                   column_values={}, value_ranges={})
+
+
+def _stem(doc: TableDoc) -> str:
+    return doc.meta.ref.file_stem
+
+
+def theme_docs_of_schema(run: StepRun) -> tuple[list[TableDoc], dict[str, str]]:
+    """The compact docs (`compact_doc`) theme extraction works on, in file-name order, and the batch file of each
+    table. Theme prompts (the schema text or its one-line summary) and the heuristic's themes read only what a
+    compact doc keeps."""
+    docs: list[TableDoc] = []
+    where: dict[str, str] = {}
+    for name, item in iter_batch_docs(run):
+        doc = compact_doc(TableDoc.from_dict(item))
+        where[doc.meta.ref.display_name] = name
+        docs.append(doc)
+    if not docs:
+        raise StepFailed("no table documentation found for this task: run ddl_generation first")
+    return sorted(docs, key=_stem), where
+
+
+def _needed_tables(theme: Theme, docs: dict[str, TableDoc]) -> list[str]:
+    """A theme's tables, then the tables their relationships reference (joins may reach them)."""
+    needed = list(theme.related_tables)
+    for name in theme.related_tables:
+        doc = docs.get(name)
+        for fk in doc.meta.relationships if doc else []:
+            target = TableRef(fk.ref_schema, fk.ref_table).display_name
+            if target not in needed and target in docs:
+                needed.append(target)
+    return needed
+
+
+def write_theme_docs(run: StepRun, themes: list[Theme], docs: list[TableDoc], where: dict[str, str]) -> None:
+    """Per theme, the full docs of `_needed_tables` (in file-name order) to THEME_DOCS: only the batch files that
+    hold them are read again."""
+    by_name = {doc.meta.ref.display_name: doc for doc in docs}
+    needed = [_needed_tables(theme, by_name) for theme in themes]
+    wanted = {name for names in needed for name in names}
+    files = sorted({where[name] for name in wanted if name in where})
+    full: dict[str, dict[str, Any]] = {}
+    for text in run_bounded(run.files.get_text, files, DOC_READ_WORKERS):
+        for item in json.loads(text).get("docs") or []:
+            name = TableRef.from_dict(item["meta"]["ref"]).display_name
+            if name in wanted:
+                full[name] = item
+    for index, names in enumerate(needed):
+        chosen = sorted((full[n] for n in names if n in full), key=lambda d: TableRef.from_dict(d["meta"]["ref"])
+                        .file_stem)
+        run.files.put_text(f"{THEME_DOCS}{index:03d}.json", json.dumps(chosen, ensure_ascii=False))
+
+
+def read_theme_docs(run: StepRun, index: int) -> list[TableDoc]:
+    return [TableDoc.from_dict(item) for item in json.loads(run.files.get_text(f"{THEME_DOCS}{index:03d}.json"))]
+
+
+def _distinct(docs: Iterable[TableDoc]) -> list[TableDoc]:
+    seen: dict[str, TableDoc] = {}
+    for doc in docs:
+        seen.setdefault(doc.meta.ref.display_name, doc)
+    return sorted(seen.values(), key=_stem)
 
 
 def current_pair_file(run: StepRun) -> str:
@@ -45,7 +130,7 @@ def current_pair_file(run: StepRun) -> str:
 @step_lambda("step_qa_themes")
 def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, STEP, logger_name=LOGGER, starts_step=True) as run:
-        docs = load_table_docs(run)
+        docs, where = theme_docs_of_schema(run)
         llm = get_llm_provider(run.settings)
         run.log.info("Extracting {themes} business themes from {tables} tables ({provider})",
                      themes=run.settings.theme_count, tables=len(docs), provider=llm.name)
@@ -53,6 +138,7 @@ def extract_themes(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not themes:
             raise StepFailed("no business theme could be extracted from the table documentation")
         run.files.delete_many(run.files.iter_names(THEME_PAIRS))
+        write_theme_docs(run, themes, docs, where)
         run.files.put_text(THEMES_FILE, json.dumps([t.to_dict() for t in themes], ensure_ascii=False))
         for theme in themes:
             run.log.info("Theme: {theme} ({tables})", theme=theme.topic_name, tables=", ".join(theme.related_tables))
@@ -69,7 +155,7 @@ def generate_theme_pairs(event: dict[str, Any], context: Any) -> dict[str, Any]:
         index = int(event["theme_index"])
         theme = Theme.from_dict(json.loads(run.files.get_text(THEMES_FILE))[index])
         started = time.monotonic()
-        docs = load_table_docs(run)
+        docs = read_theme_docs(run, index)
         llm = get_llm_provider(run.settings)
         pairs = qa.generate_theme_pairs(llm, theme, docs, run.business_context, run.settings.questions_per_theme)
         run.files.put_text(
@@ -109,7 +195,8 @@ def merge(event: dict[str, Any], context: Any) -> dict[str, Any]:
         file_name = qa.pair_file_name(run.db_name, run.run_ts)
         run.files.put_text(file_name, qa.render_pairs_json(pairs))
         run.files.put_text("metadata.txt", qa.render_metadata_txt(themes, run.db_name))
-        run.files.put_text("metadata_detail.md", qa.render_metadata_detail_md(themes, load_table_docs(run)))
+        run.files.put_text("metadata_detail.md", qa.render_metadata_detail_md(
+            themes, _distinct(doc for index in range(len(themes)) for doc in read_theme_docs(run, index))))
         run.files.put_text(PAIR_FILE_POINTER, file_name)
         generated = sum(len(g) for g in groups)
         result = {

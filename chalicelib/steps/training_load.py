@@ -109,9 +109,7 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
             sections = [(n, section) for n in names if n.endswith("_detail.md")
                         for section in training.split_markdown_sections(texts[n])]
             sections_total += len(sections)
-            round_pairs = pairs if not texts else []  # the pairs go with the last (empty) round
-            if not texts and not pairs and counts:
-                break
+            round_pairs = pairs if not texts else []  # the pairs go with the last (empty) round, and the index
             counts = _add_counts(counts, training.load_training_data(
                 run.pgvector_url,
                 embedder,
@@ -121,6 +119,7 @@ def load(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 batch_size=run.settings.embedding_batch_size,
                 provenance=provenance(run, ddl_round, [n for n, _ in sections], pair_file),
                 before_write=lambda: ensure_not_cancelled(run.tasks, run.task_id, event.get("execution_id")),
+                create_index=not texts,  # once, after the last round: built over every row, not grown row by row
             ))
         run.log.info("documentation sections loaded", sections=sections_total, files=len(md_names))
         result = {**counts, "embedding_model": embedder.model_name, "embedding_dim": embedder.dimension}

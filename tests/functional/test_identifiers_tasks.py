@@ -74,12 +74,12 @@ def _ref(name: str) -> TableRef:
 
 
 def _docs(pipeline, task_id: str) -> list[dict]:
-    import json
+    from types import SimpleNamespace
 
-    from chalicelib.steps.ddl_generation import DOCS_BUNDLE
-    from chalicelib.stores.files import FileStore
+    from chalicelib.steps.ddl_generation import read_batch_docs
+    from chalicelib.stores.files import TaskFiles
 
-    return json.loads(FileStore().get_text(task_id, DOCS_BUNDLE))
+    return read_batch_docs(SimpleNamespace(files=TaskFiles(task_id)))
 
 
 @pytest.mark.slow

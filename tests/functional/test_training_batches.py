@@ -103,3 +103,16 @@ def test_bad_vectors_are_clear_errors(scratch_db):
             vector_copy.write_embeddings(conn, rows, [[1.0, 2.0, 3.0]], dimension=3)
     finally:
         conn.close()
+
+
+def test_rounds_build_the_hnsw_index_once_after_the_last(scratch_db):
+    """A load in rounds (training_load's FILES_PER_ROUND) builds the index over all of them at the end: growing
+    an HNSW index row by row from the second round on costs several times a build over the full table."""
+    embedder = CountingEmbedder()
+    first = training.load_training_data(scratch_db, embedder, ddl=[], documentation=[], pairs=_pairs(10),
+                                        create_index=False)
+    assert first["index_created"] is False
+    assert _one(scratch_db, "select to_regclass(%s)::oid", (training.HNSW_INDEX,)) is None
+    last = training.load_training_data(scratch_db, embedder, ddl=[], documentation=[], pairs=_pairs(5, offset=10))
+    assert last["index_created"] is True and last["sql"] == 5
+    assert _one(scratch_db, "select to_regclass(%s)::oid", (training.HNSW_INDEX,)) is not None
