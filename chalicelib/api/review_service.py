@@ -34,7 +34,7 @@ from chalicelib.pipeline.names import TableName
 from chalicelib.pipeline.sqltext import referenced_tables
 from chalicelib.pipeline.validation import explain_sql
 from chalicelib.pipeline.vector_layout import COLLECTION_TABLE, EMBEDDING_TABLE, collection_counts
-from chalicelib.steps.ddl_generation import DOCS_BUNDLE, TABLE_DOCS
+from chalicelib.steps.ddl_generation import TABLE_DOCS
 from chalicelib.stores.files import FileStore, TaskFiles
 from chalicelib.stores.tasks import TaskStore
 from chalicelib.tasklog import TaskLogger
@@ -148,28 +148,17 @@ def _pick(written: TableName, items: list[dict[str, Any]]) -> dict[str, Any] | N
     return None
 
 
-def _find_doc(files: TaskFiles, written: TableName) -> tuple[TableDoc, str, list[dict[str, Any]] | None]:
-    """(the TableDoc, where it is stored, the whole bundle when it came from there)."""
-    if files.exists(DOCS_BUNDLE):
-        bundle = json.loads(files.get_text(DOCS_BUNDLE))
-        item = _pick(written, bundle)
+def _find_doc(files: TaskFiles, written: TableName) -> tuple[TableDoc, str]:
+    """(the TableDoc, the ddl_generation batch work file it is stored in)."""
+    for name in files.iter_names(TABLE_DOCS):
+        item = _pick(written, json.loads(files.get_text(name)).get("docs", []))
         if item is not None:
-            return TableDoc.from_dict(item), DOCS_BUNDLE, bundle
-    else:
-        for name in files.iter_names(TABLE_DOCS):
-            item = _pick(written, json.loads(files.get_text(name)).get("docs", []))
-            if item is not None:
-                return TableDoc.from_dict(item), name, None
+            return TableDoc.from_dict(item), name
     raise NotFound(f"table {written.text} is not documented in task {files.task_id} (run ddl_generation "
                    "with it in the table list)", invalid_params=["table"])
 
 
-def _store_doc(files: TaskFiles, doc: TableDoc, where: str, bundle: list[dict[str, Any]] | None,
-               texts: dict[str, str]) -> None:
-    if bundle is not None:
-        items = [doc.to_dict() if TableMeta.from_dict(i["meta"]).ref == doc.meta.ref else i for i in bundle]
-        files.put_text(where, json.dumps(items, ensure_ascii=False))
-        return
+def _store_doc(files: TaskFiles, doc: TableDoc, where: str, texts: dict[str, str]) -> None:
     batch = json.loads(files.get_text(where))
     batch["docs"] = [doc.to_dict() if TableMeta.from_dict(i["meta"]).ref == doc.meta.ref else i
                      for i in batch.get("docs", [])]
@@ -217,7 +206,7 @@ def edit_table_comments(task_id: str, body: TableCommentsRequest) -> dict[str, A
     if len(refs) != 1:
         raise ValidationError("table must name exactly one table", invalid_params=["table"])
     files = TaskFiles(task_id, FileStore())
-    doc, where, bundle = _find_doc(files, refs[0])
+    doc, where = _find_doc(files, refs[0])
     columns = {c.name for c in doc.meta.columns}
     unknown = sorted(set(body.column_comments) - columns)
     if unknown:
@@ -237,7 +226,7 @@ def edit_table_comments(task_id: str, body: TableCommentsRequest) -> dict[str, A
              f"{stem}_detail.md": ddl_render.render_md(doc, context)}
     for name, text in texts.items():
         files.put_text(name, text)
-    _store_doc(files, doc, where, bundle, texts)
+    _store_doc(files, doc, where, texts)
     with TaskLogger(task_id, logger_name=LOGGER, files=FileStore()) as task_log:
         task_log.info("table comments edited", table=doc.meta.ref.display_name,
                       table_comment=body.table_comment is not None, columns=sorted(body.column_comments))

@@ -37,8 +37,11 @@ def client(monkeypatch, tmp_path):
         yield c
 
 
+BATCH = "work/tables/orders.json"  # ddl_generation's batch work file of the batch holding `orders`
+
+
 def _seed(task_id: str, url: str) -> None:
-    """What a run leaves: the pair file and its pointer, the table's TableDoc bundle and its files."""
+    """What a run leaves: the pair file and its pointer, the table's TableDoc in its batch work file, its files."""
     store = FileStore()
     store.put_text(task_id, PAIR_FILE, json.dumps(PAIRS, ensure_ascii=False))
     store.put_text(task_id, "work/pair_file.txt", PAIR_FILE)
@@ -46,7 +49,7 @@ def _seed(task_id: str, url: str) -> None:
         found, _ = introspect.introspect_tables(conn, [TableRef("public", "orders")], exact_count_threshold=1000)
     doc = TableDoc(meta=found[TableRef("public", "orders")], table_comment="订单", column_comments={},
                    comment_sources={"": "database"}, enums={}, samples=[])
-    store.put_text(task_id, "work/docs.json", json.dumps([doc.to_dict()], ensure_ascii=False))
+    store.put_text(task_id, BATCH, json.dumps({"docs": [doc.to_dict()], "files": {}}, ensure_ascii=False))
     store.put_text(task_id, "orders.ddl", "-- old\n")
     store.put_text(task_id, "orders_detail.md", "## orders\n")
 
@@ -181,7 +184,7 @@ def test_table_comments_rewrite_ddl_and_md_after_checking_the_ddl(client, task_i
     ddl_text = store.get_text(task_id, "orders.ddl")
     assert "网店订单表" in ddl_text and "订单金额（元）" in ddl_text and "create table public.orders" in ddl_text
     assert "订单金额（元）" in store.get_text(task_id, "orders_detail.md")
-    bundle = json.loads(store.get_text(task_id, "work/docs.json"))
+    bundle = json.loads(store.get_text(task_id, BATCH))["docs"]
     assert bundle[0]["table_comment"] == "网店订单表" and bundle[0]["column_comments"]["amount"] == "订单金额（元）"
     with closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:  # the check left nothing behind
         cur.execute("select count(*) from pg_namespace where nspname like 'dp_ddl_check_%'")
@@ -201,9 +204,9 @@ def test_table_comments_errors(client, task_id):
 def test_a_ddl_that_no_longer_executes_is_a_422_with_postgresqls_error(client, task_id, shop):
     # The table changed under the documentation: a type the stored DDL names is gone.
     store = FileStore()
-    bundle = json.loads(store.get_text(task_id, "work/docs.json"))
-    bundle[0]["meta"]["columns"][1]["data_type"] = "money_in_yuan"
-    store.put_text(task_id, "work/docs.json", json.dumps(bundle))
+    batch = json.loads(store.get_text(task_id, BATCH))
+    batch["docs"][0]["meta"]["columns"][1]["data_type"] = "money_in_yuan"
+    store.put_text(task_id, BATCH, json.dumps(batch))
     res = post_json(client, f"{BASE}/{task_id}/tables/comments", {"table": "orders", "table_comment": "订单"})
     assert res.status_code == 422 and res.json_body["error"]["code"] == "DDL_CHECK_FAILED"
     assert 'type "money_in_yuan" does not exist' in res.json_body["message"]
