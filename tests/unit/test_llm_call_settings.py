@@ -130,15 +130,15 @@ def test_context_length_error_shrinks_the_samples_and_succeeds(llm_stub, caplog)
     provider.suggest_table_comments(AREA.meta, AREA.samples, ZH)
     full = llm_stub.prompt_tokens(llm_stub.chat_requests[0])
     llm_stub.context_limit = int(full * 0.7)
-    llm_stub.script(COMMENTS)
+    llm_stub.default = lambda request: COMMENTS  # the smaller budget may split the columns over several prompts
     with caplog.at_level(logging.WARNING, logger="chalicelib.providers.openai_chat"):
         assert provider.suggest_table_comments(AREA.meta, AREA.samples, ZH).table_comment == "服务区"
-    refused, *_, accepted = llm_stub.chat_requests[1:]
-    assert llm_stub.prompt_tokens(refused) == full
-    assert llm_stub.prompt_tokens(accepted) <= llm_stub.context_limit
-    rows = [content.count("的样例取值") for content in (refused["messages"][-1]["content"],
-                                                        accepted["messages"][-1]["content"])]
-    assert rows[0] > rows[1]  # fewer sample values
+    refused, *accepted = llm_stub.chat_requests[1:]
+    assert llm_stub.prompt_tokens(refused) == full and accepted
+    values = refused["messages"][-1]["content"].count("的样例取值")
+    for request in accepted:  # each prompt sent after the refusal fits, with fewer sample values
+        assert llm_stub.prompt_tokens(request) <= llm_stub.context_limit
+        assert request["messages"][-1]["content"].count("的样例取值") < values
     assert any("smaller one" in r.getMessage() for r in caplog.records)
 
 
@@ -157,13 +157,26 @@ def test_context_length_error_shrinks_to_fewer_tables(llm_stub):
 
 
 def test_context_length_gives_up_after_bounded_shrinks(llm_stub):
+    # A prompt large enough to be shrunk twice above the 512-token floor (the six wide tables' pair prompt).
+    llm_stub.context_limit = 5
+    provider = _provider(llm_stub, llm_context_shrinks=2)
+    theme = Theme("宽表", "d", [d.meta.ref.display_name for d in WIDE])
+    with pytest.raises(errors.LLMError) as info:
+        provider.generate_pairs(theme, WIDE, ZH, 1)
+    message = str(info.value)
+    assert "context length" in message and "after 2 smaller prompt(s)" in message
+    assert len(llm_stub.chat_requests) == 3
+
+
+def test_context_length_stops_at_the_smallest_prompt(llm_stub):
+    # A small prompt reaches the 512-token floor after one shrink: giving up there, not asking the same again.
     llm_stub.context_limit = 5
     provider = _provider(llm_stub, llm_context_shrinks=2)
     with pytest.raises(errors.LLMError) as info:
         provider.suggest_table_comments(AREA.meta, AREA.samples, ZH)
-    message = str(info.value)
-    assert "context length" in message and "after 2 smaller prompt(s)" in message
-    assert len(llm_stub.chat_requests) == 3
+    assert "after 1 smaller prompt(s)" in str(info.value)
+    first, *shrunk = (llm_stub.prompt_tokens(r) for r in llm_stub.chat_requests)
+    assert shrunk and all(tokens < first for tokens in shrunk)  # one smaller round (its parts), then the error
 
 
 # -- pairs checked against the catalog --------------------------------------------------------------------------
