@@ -11,14 +11,15 @@ the column has a comment.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Any
 
 from chalicelib.pipeline.models import ForeignKey, quote_ident
 from chalicelib.providers.heuristic.columns import date_columns, is_audit_user, label_column, measure_columns
 from chalicelib.providers.heuristic.vocabulary import get_vocabulary
 
-if TYPE_CHECKING:  # the builder imports this module
-    from chalicelib.providers.heuristic.pairs import _PairBuilder, _Table
+# pairs._PairBuilder and pairs._Table (pairs imports this module, so they are not imported back here)
+_PairBuilder = Any
+_Table = Any
 
 TOP_N = 10
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
