@@ -63,7 +63,8 @@ def test_ddl_header_leads_with_what_a_retriever_needs(scratch_db):
 
 def test_detail_md_lists_inferred_relationships_inside_the_tables_section():
     md = ddl.render_md(_doc(), "高速公路服务区管理系统")
-    assert "推断关联（数据库未声明，不是约束）：\n- service_no 关联 public.bss_service_area(service_area_no)（依据：" in md
+    assert ("推断关联（数据库未声明，不是约束）：\n"
+            "- service_no 关联 public.bss_service_area(service_area_no)（依据：") in md
     sections = training.split_markdown_sections(md)
     assert len(sections) == 1 and sections[0].startswith("## bss_branch（档口）")  # one self-contained row
 

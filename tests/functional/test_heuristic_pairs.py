@@ -214,9 +214,10 @@ def test_every_heuristic_sql_passes_explain(highway):
                      '"CarFlow"', '"ServiceAreaId"', "sa.service_state = '",
                      # shapes beyond one-table templates: a share of the total, a window ranking, a CTE with
                      # month-over-month change, a filter on a real value of a joined table
-                     "share_pct", "SUM(SUM(", "RANK() OVER (ORDER BY", "WITH monthly AS (", "LAG(",
-                     "c.company_name = '"):
+                     "share_pct", "SUM(SUM(", "RANK() OVER (ORDER BY", "WITH monthly AS (", "LAG("):
         assert fragment in text, fragment
+    joined_value = r"JOIN public\.(company|service_area) \w+ ON [^;]* WHERE \w+\.(company_name|service_area_name) = '"
+    assert re.search(joined_value, text), "no filter on a real value of a joined table"
     # Joins of three tables along the relationships, each table's soft-delete filter applied.
     three = [p.sql for p in flat if p.sql.count(" JOIN ") == 2]
     assert three, "no three-table join"

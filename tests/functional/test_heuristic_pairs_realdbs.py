@@ -5,6 +5,7 @@ where the schema allows them: joins along the relationships, window functions, C
 table of a query that has one."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg2
@@ -94,6 +95,7 @@ def test_shapes_beyond_single_table_templates(database):
     assert any("share_pct" in s for s in sqls), "no share of a total"
     if name == "highway_demo":  # Chinese business context: Chinese questions, no raw column name of a commented one
         assert any(s.startswith("WITH ") for s in sqls), "no CTE"
+        assert any(re.search(r">= '\d{4}-\d{2}-01' AND [\w.]+ < '\d{4}-\d{2}-01'", s) for s in sqls), "no date filter"
         assert all(any("\u4e00" <= ch <= "\u9fff" for ch in p.question) for p in pairs)
         commented = {c for d in docs for c, text in d.column_comments.items() if text and "_" in c}
         for pair in pairs:

@@ -98,8 +98,8 @@ Template = tuple[str, str]  # (question, sql)
 class _PairBuilder:
     """Question/SQL templates over the real columns of a theme's tables, grouped by kind."""
 
-    KINDS = ("count", "join_top", "share", "trend", "join3", "range", "rank", "enum_group", "pop", "value_filter",
-             "enum_value", "sum", "month", "top", "avg", "join_count", "latest", "daily")
+    KINDS = ("count", "join_top", "share", "month", "join3", "trend", "range", "rank", "enum_group", "pop",
+             "value_filter", "enum_value", "sum", "top", "avg", "join_count", "latest", "daily")
 
     def __init__(self, docs: list[TableDoc], all_docs: list[TableDoc], zh: bool):
         self.zh = zh

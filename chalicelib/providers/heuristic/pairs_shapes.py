@@ -80,6 +80,14 @@ def date_bounds(t: _Table, column: str) -> tuple[str, str] | None:
     return days[0], days[-1]
 
 
+def latest_day(t: _Table, column: str) -> str | None:
+    """The last day the data covers: the top of the column's value range when profiled, else the latest sample."""
+    bounds = t.doc.value_ranges.get(column)
+    days = [str(bounds[-1])[:10]] if bounds else [str(row[column])[:10] for row in t.doc.samples if row.get(column)]
+    days = sorted(d for d in days if _DAY.match(d))
+    return days[-1] if days else None
+
+
 def _month_after(year: int, month: int) -> str:
     return f"{year + month // 12}-{month % 12 + 1:02d}-01"
 
@@ -137,9 +145,9 @@ def add_single_table_shapes(b: _PairBuilder, t: _Table) -> None:
                       f"ROUND(100.0 * ({alias} - LAG({alias}) OVER (ORDER BY month))::numeric / "
                       f"NULLIF((LAG({alias}) OVER (ORDER BY month))::numeric, 0), 2) AS change_pct", "monthly",
                       tail="ORDER BY month"))
-    bounds = date_bounds(t, d.name)
-    if bounds:
-        year, month = int(bounds[1][:4]), int(bounds[1][5:7])
+    last = latest_day(t, d.name)
+    if last:  # the latest month the data covers
+        year, month = int(last[:4]), int(last[5:7])
         start, end = f"{year}-{month:02d}-01", _month_after(year, month)
         cond = f"{dc} >= {literal(start)} AND {dc} < {literal(end)}"
         period = f"{year}年{month}月" if b.zh else f"{year}-{month:02d}"
