@@ -57,7 +57,9 @@ _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 def split_markdown_sections(md: str) -> list[str]:
     """Split Markdown at ATX headings (not inside fenced code), each heading kept with its body.
 
-    Text before the first heading is its own section; whitespace-only parts are dropped.
+    Text before the first heading is its own section; whitespace-only parts are dropped, and so are parts that
+    are a heading alone (e.g. "## Themes (5)" over its `###` subsections): a row a retriever can return must say
+    something by itself.
     """
     sections: list[list[str]] = [[]]
     in_fence = False
@@ -67,7 +69,12 @@ def split_markdown_sections(md: str) -> list[str]:
         elif not in_fence and _HEADING.match(line):
             sections.append([])
         sections[-1].append(line)
-    return [text for text in ("\n".join(lines).strip() for lines in sections) if text]
+    texts = ("\n".join(lines).strip() for lines in sections)
+    return [text for text in texts if text and not _heading_only(text)]
+
+
+def _heading_only(text: str) -> bool:
+    return all(_HEADING.match(line) or not line.strip() for line in text.splitlines())
 
 
 def training_id(collection: str, content: str) -> str:

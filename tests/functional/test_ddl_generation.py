@@ -209,6 +209,7 @@ def test_render_ddl_without_primary_key_ends_without_comma(conn):
     assert text.splitlines() == [
         "-- Name: plain",
         "-- Description: Table plain (shop analytics); 0 rows.",
+        "-- Columns: last column",  # the commented columns by their business names, for retrieval
         "create table public.plain (",
         "  a integer,",
         "  b text  -- last column",

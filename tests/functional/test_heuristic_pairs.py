@@ -1,6 +1,8 @@
 """HeuristicProvider on a real PostgreSQL schema: every SQL it writes must pass EXPLAIN there."""
 from __future__ import annotations
 
+import re
+
 import psycopg2
 import pytest
 from psycopg2 import sql as pgsql
@@ -209,8 +211,21 @@ def test_every_heuristic_sql_passes_explain(highway):
         assert pair.sql.endswith(";") and not pair.sql.endswith(";;")
     text = " ".join(p.sql for p in flat)
     for fragment in ("date_trunc('month'", "LIMIT 10", "JOIN", "delete_ts IS NULL", "GROUP BY", "BETWEEN",
-                     '"CarFlow"', '"ServiceAreaId"', "sa.service_state = '"):
+                     '"CarFlow"', '"ServiceAreaId"', "sa.service_state = '",
+                     # shapes beyond one-table templates: a share of the total, a window ranking, a CTE with
+                     # month-over-month change, a filter on a real value of a joined table
+                     "share_pct", "SUM(SUM(", "RANK() OVER (ORDER BY", "WITH monthly AS (", "LAG("):
         assert fragment in text, fragment
+    joined_value = r"JOIN public\.(company|service_area) \w+ ON [^;]* WHERE \w+\.(company_name|service_area_name) = '"
+    assert re.search(joined_value, text), "no filter on a real value of a joined table"
+    # Joins of three tables along the relationships, each table's soft-delete filter applied.
+    three = [p.sql for p in flat if p.sql.count(" JOIN ") == 2]
+    assert three, "no three-table join"
+    for sql in three:
+        for alias in re.findall(r"FROM public\.(?:business_day_data|service_area|company) (\w+)|JOIN public\."
+                                r"(?:business_day_data|service_area|company) (\w+)", sql):
+            name = next(a for a in alias if a)
+            assert f"{name}.delete_ts IS NULL" in sql, sql
     # A big pair count for one theme is exact when templates suffice, and never repeats SQL.
     fact_theme = themes[0]
     many = provider.generate_pairs(fact_theme, docs, ZH, 25)

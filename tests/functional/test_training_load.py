@@ -55,9 +55,10 @@ def _query(url, sql, params=None):
 
 def test_split_markdown_sections():
     md = "intro line\n\n# Title\n\n## a\nbody a\n```\n# not a heading\n```\n## b\n\n\n### c\n  \n"
-    assert split_markdown_sections(md) == [
-        "intro line", "# Title", "## a\nbody a\n```\n# not a heading\n```", "## b", "### c",
-    ]
+    # Heading-only parts ("# Title", "## b", "### c") say nothing by themselves: they are not rows.
+    assert split_markdown_sections(md) == ["intro line", "## a\nbody a\n```\n# not a heading\n```"]
+    assert split_markdown_sections("## 主题列表（共 2 个）\n\n### 1. 营收\n\n- 说明: 营收分析\n") == [
+        "### 1. 营收\n\n- 说明: 营收分析"]
     assert split_markdown_sections("   \n") == []
     assert split_markdown_sections("#hashtag is not a heading\ntext") == ["#hashtag is not a heading\ntext"]
 

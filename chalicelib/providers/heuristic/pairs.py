@@ -1,11 +1,12 @@
 """Question→SQL templates of the heuristic provider over the real columns of a theme's tables: counts, sums,
-averages, Top-N, trends, ranges, enum groups and joins along foreign keys, mixed round-robin by kind.
+averages, Top-N, trends, ranges, enum groups and joins along the relationships, here; shares, window rankings,
+month-over-month CTEs, three-table joins and filters on real values and dates in pairs_shapes; mixed round-robin
+by kind, so that the first pairs of a theme show every shape its tables allow.
 
 Every SQL is built from catalog names (quoted where PostgreSQL needs it) and escaped literals, so it passes EXPLAIN.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from chalicelib.pipeline.models import ColumnMeta, QAPair, TableDoc, TableMeta, quote_ident
@@ -19,13 +20,15 @@ from chalicelib.providers.heuristic.columns import (
     soft_delete_column,
     table_label,
 )
+from chalicelib.providers.heuristic.pairs_shapes import (
+    add_join_shapes,
+    add_single_table_shapes,
+    date_bounds,
+    literal,
+)
 from chalicelib.providers.heuristic.vocabulary import split_words
 
 TOP_N = 10
-
-
-def _literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 @dataclass
@@ -89,24 +92,14 @@ def _alias_for(name: str, taken: set[str]) -> str:
     return alias
 
 
-def _date_bounds(doc: TableDoc, column: str) -> tuple[str, str] | None:
-    days = sorted(
-        str(row[column])[:10] for row in doc.samples
-        if row.get(column) and re.match(r"^\d{4}-\d{2}-\d{2}", str(row[column]))
-    )
-    if len(days) < 2 or days[0] == days[-1]:
-        return None
-    return days[0], days[-1]
-
-
 Template = tuple[str, str]  # (question, sql)
 
 
 class _PairBuilder:
     """Question/SQL templates over the real columns of a theme's tables, grouped by kind."""
 
-    KINDS = ("count", "join_top", "trend", "enum_group", "sum", "top", "range", "avg", "join_count",
-             "enum_value", "latest", "daily")
+    KINDS = ("count", "join_top", "share", "month", "join3", "trend", "range", "rank", "enum_group", "pop",
+             "value_filter", "enum_value", "sum", "top", "avg", "join_count", "latest", "daily")
 
     def __init__(self, docs: list[TableDoc], all_docs: list[TableDoc], zh: bool):
         self.zh = zh
@@ -131,6 +124,8 @@ class _PairBuilder:
             self._current = position
             self._single_table(table)
             self._joins(table)
+            add_single_table_shapes(self, table)
+            add_join_shapes(self, table)
         # Round-robin over kinds; inside a kind, the table used least so far goes first. The first `count`
         # pairs then mix counts, trends, rankings… across all the theme's tables.
         remaining = {kind: list(items) for kind, items in self.kinds.items()}
@@ -184,7 +179,7 @@ class _PairBuilder:
                     continue
                 self.add("enum_value", self._t(f"{el}为“{value}”的{t.label}有多少条？",
                                                f"How many {t.label} records have {el} '{value}'?"),
-                         _select("COUNT(*) AS record_count", src, [f"{ec} = {_literal(value)}", *sd]))
+                         _select("COUNT(*) AS record_count", src, [f"{ec} = {literal(value)}", *sd]))
             for m in measures[:1]:
                 ml = t.col_label(m.name)
                 avg = quote_ident(f"avg_{m.name}")
@@ -204,10 +199,10 @@ class _PairBuilder:
             self.add("daily", self._t(f"按{dl}统计，{t.label}每天有多少条记录？",
                                       f"How many {t.label} records are there per day of {dl}?"),
                      _select(f"CAST({dc} AS date) AS day, COUNT(*) AS record_count", src, sd, group="1", order="1"))
-            bounds = _date_bounds(doc, d.name)
+            bounds = date_bounds(t, d.name)
             if bounds:
                 start, end = bounds
-                cond = f"CAST({dc} AS date) BETWEEN {_literal(start)} AND {_literal(end)}"
+                cond = f"CAST({dc} AS date) BETWEEN {literal(start)} AND {literal(end)}"
                 select = "COUNT(*) AS record_count"
                 mq = ""
                 if measures:
@@ -247,7 +242,6 @@ class _PairBuilder:
                                              f"Which {TOP_N} {dim.label} have the highest total {ml}?"),
                          _select(f"{gc}, SUM({fact.col(m.name)}) AS {total}", src, sd, group=gc,
                                  order=f"{total} DESC NULLS LAST", limit=TOP_N))
-
 
 
 def generate_template_pairs(docs: list[TableDoc], all_docs: list[TableDoc], zh: bool, count: int) -> list[QAPair]:
