@@ -190,6 +190,8 @@ def test_check_deployment_zip_flags_local_only_packages(tmp_path):
         for data in ("providers/heuristic/data/column_roles.json", "providers/heuristic/data/labels.json",
                      "data/errors.json"):  # the vocabularies and the error catalogue must ship
             archive.writestr(f"chalicelib/{data}", "{}")
+        for asset in sorted((ROOT / "chalicelib" / "console").iterdir()):  # and the console's static files
+            archive.writestr(f"chalicelib/console/{asset.name}", "x")
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("pgserver/__init__.py", "x")
         archive.writestr("tokenizers-0.23.3.dist-info/METADATA", "x")

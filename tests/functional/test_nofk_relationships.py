@@ -56,10 +56,14 @@ def _work(task_id: str, name: str):
 
 
 def _inferred(task_id: str) -> dict[tuple[str, str], tuple[str, str, str]]:
-    from chalicelib.steps.ddl_generation import DOCS_BUNDLE
+    from chalicelib.steps.ddl_generation import TABLE_DOCS
+    from chalicelib.stores.files import FileStore
 
     found = {}
-    for doc in _work(task_id, DOCS_BUNDLE):
+    names = [f["name"] for f in FileStore().iter_files(task_id, include_internal=True, prefix=TABLE_DOCS)]
+    docs = [d for name in names for d in _work(task_id, name)["docs"]]
+    assert len(docs) == len(TABLES)
+    for doc in docs:
         assert doc["meta"]["foreign_keys"] == []
         for fk in doc["meta"]["inferred_keys"]:
             assert fk["inferred"] is True
