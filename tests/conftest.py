@@ -10,18 +10,18 @@ import psycopg2
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Parallel test sessions (several developers on one machine) each set their own folder.
-PGDATA = Path(os.environ.get("DATA_PIPELINE_TEST_PGDATA", str(ROOT / ".pgdata-test")))
-# Under pytest-xdist each worker process runs a server of its own (moto and the local stack are process-wide too).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    PGDATA = PGDATA / os.environ["PYTEST_XDIST_WORKER"]
+# Parallel test sessions (several developers on one machine) each set their own folder. Each process runs its server
+# in a folder of its own inside it: the pytest-xdist worker's name, else "main" (so that a run without workers
+# never meets the workers' folders).
+PGDATA = Path(os.environ.get("DATA_PIPELINE_TEST_PGDATA", str(ROOT / ".pgdata-test"))) / os.environ.get(
+    "PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.fixture(scope="session")
 def pg_server():
     import pgserver
 
-    PGDATA.parent.mkdir(parents=True, exist_ok=True)  # under xdist PGDATA is a worker's folder inside it
+    PGDATA.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .pgdata-test yet
     server = pgserver.get_server(str(PGDATA), cleanup_mode="stop")
     server.psql("create extension if not exists vector;")
     yield server
