@@ -288,7 +288,7 @@ def test_fuzz_the_api(server, session, seeded, monkeypatch):
     for path, item in document["paths"].items():
         url = server + path.replace("{task_id}", seeded["task_ids"][1]).replace("{filename}", "table_list.txt")
         allowed = {method.upper() for method in item}
-        for method in OTHER_METHODS:
+        for method in (m for m in OTHER_METHODS if m not in allowed):  # PUT is listed on the pair-file path
             res = session.request(method, url, timeout=30)
             statuses[res.status_code] += 1
             body = _body_json(res) or {}
