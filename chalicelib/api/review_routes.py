@@ -15,10 +15,13 @@ review_bp = Blueprint(__name__)
 TASK = "/data_pipeline/tasks/{task_id}"
 NO_TASK = ("TASK_NOT_FOUND",)
 DB_ERRORS = {403: ("DATABASE_HOST_NOT_ALLOWED",), 500: ("DATABASE_CONNECTION_ERROR",)}
+# The task's own database not answering is a 400 naming its db_connection, as a host that does not resolve is
+# when the task is created (the service is fine; the connection the task was given is not).
+TASK_DB_ERRORS = {400: ("DATABASE_CONNECTION_ERROR",), 403: ("DATABASE_HOST_NOT_ALLOWED",)}
 
 VALIDATE_SQL = Operation(
     "validateSql", "Validate one SQL on the task's database (never executed)", "review", "SQL checked",
-    rv.SqlValidation, body=rv.ValidateSqlRequest, errors={**DB_ERRORS, 404: NO_TASK},
+    rv.SqlValidation, body=rv.ValidateSqlRequest, errors={**TASK_DB_ERRORS, 404: NO_TASK},
     description="The path sql_validation uses: PostgreSQL's parser proves one read-only query (the deny-list "
     "applies), then EXPLAIN in a read-only transaction. An invalid SQL is a 200 with `valid` false and "
     "PostgreSQL's error.")
@@ -29,7 +32,7 @@ GET_PAIRS = Operation(
 SAVE_PAIRS = Operation(
     "savePairs", "Save a new version of the pair file", "review", "Pair file saved", rv.PairsSaved,
     body=rv.SavePairsRequest,
-    errors={**DB_ERRORS, 404: (*NO_TASK, "FILE_NOT_FOUND"), 409: ("PAIRS_VERSION_CONFLICT",),
+    errors={**TASK_DB_ERRORS, 404: (*NO_TASK, "FILE_NOT_FOUND"), 409: ("PAIRS_VERSION_CONFLICT",),
             422: ("SQL_VALIDATION_FAILED",)},
     description="`pairs` is the full new list. Every added or edited SQL passes the read-only EXPLAIN first; a "
     "422 carries `data.errors` [{index, sql, error}] with PostgreSQL's message and nothing is written. A save "
@@ -38,7 +41,8 @@ SAVE_PAIRS = Operation(
 TABLE_COMMENTS = Operation(
     "editTableComments", "Edit a documented table's comments", "review", "Table comments saved",
     rv.TableCommentsSaved, body=rv.TableCommentsRequest,
-    errors={400: ("INVALID_TABLE_NAME",), **DB_ERRORS, 404: (*NO_TASK, "NOT_FOUND"), 422: ("DDL_CHECK_FAILED",)},
+    errors={**TASK_DB_ERRORS, 400: ("INVALID_TABLE_NAME", "DATABASE_CONNECTION_ERROR"), 404: (*NO_TASK, "NOT_FOUND"),
+            422: ("DDL_CHECK_FAILED",)},
     description="Rewrites the table's .ddl and _detail.md files; the new DDL is first executed in a scratch "
     "schema in a transaction that is rolled back.")
 VECTOR_STATS = Operation(

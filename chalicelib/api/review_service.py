@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import psycopg
@@ -20,8 +21,10 @@ from chalicelib.api.review_models import SavePairsRequest, TableCommentsRequest,
 from chalicelib.config import get_settings
 from chalicelib.errors import (
     DatabaseConnectionError,
+    DatabaseHostNotAllowed,
     DataPipelineError,
     DdlCheckFailed,
+    InvalidConnectionString,
     InvalidTableName,
     NotFound,
     SqlValidationFailed,
@@ -63,6 +66,20 @@ def _business_url(task: dict[str, Any]) -> str:
     return url
 
 
+@contextmanager
+def _task_connection(url: str) -> Iterator[psycopg.Connection]:
+    """A connection to the task's own database; one that does not answer is a 400 naming db_connection."""
+    try:
+        conn = connect_extended(url, application_name="data_pipeline_review")
+    except (InvalidConnectionString, DatabaseHostNotAllowed):
+        raise
+    except DatabaseConnectionError as exc:
+        raise InvalidConnectionString(f"the task's database does not answer: {exc.message}",
+                                      invalid_params=["db_connection"]) from None
+    with closing(conn):
+        yield conn
+
+
 def _table_names(sql: str) -> list[str]:
     return [f"{schema}.{name}" if schema else name for schema, name in referenced_tables(sql)]
 
@@ -72,7 +89,7 @@ def _explain_all(task: dict[str, Any], sqls: list[str]) -> list[str | None]:
     if not sqls:
         return []
     timeout = get_settings().statement_timeout_ms
-    with closing(connect_extended(_business_url(task), application_name="data_pipeline_review")) as conn:
+    with _task_connection(_business_url(task)) as conn:
         return [explain_sql(conn, sql, timeout) for sql in sqls]
 
 
@@ -175,7 +192,7 @@ def check_ddl_executes(url: str, doc: TableDoc, business_context: str) -> None:
     """Execute the table's DDL, moved into a scratch schema, in a transaction that is always rolled back
     (`pg_temp` when the role may not create schemas). DdlCheckFailed with PostgreSQL's error when it fails."""
     timeout = int(get_settings().statement_timeout_ms)
-    with closing(connect_extended(url, application_name="data_pipeline_review")) as conn:
+    with _task_connection(url) as conn:
         for schema in (f"dp_ddl_check_{uuid.uuid4().hex[:12]}", "pg_temp"):
             statement = ddl_render.render_ddl(_scratch_copy(doc, schema), business_context)
             try:

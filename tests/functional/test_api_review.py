@@ -292,3 +292,14 @@ def test_a_role_that_may_not_create_schemas_checks_the_ddl_in_pg_temp(client, sh
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(f"drop owned by {role}; drop role {role}")
+
+
+def test_a_task_database_that_does_not_answer_is_a_400_naming_db_connection(client, monkeypatch):
+    # Found by the fuzzer: a 500 before. The connection the task was given is wrong, not the service.
+    created = post_json(client, BASE, {"task_name": "不可达", "db_connection": "postgresql://u:p@127.0.0.1:1/nowhere"})
+    task = created.json_body["data"]["task_id"]
+    res = post_json(client, f"{BASE}/{task}/sql/validate", {"sql": "SELECT 1"})
+    assert res.status_code == 400, res.json_body
+    assert res.json_body["error"]["code"] == "DATABASE_CONNECTION_ERROR"
+    assert res.json_body["error"]["invalid_params"] == ["db_connection"]
+    assert "does not answer" in res.json_body["message"] and ":p@" not in res.json_body["message"]
