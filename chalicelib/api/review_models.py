@@ -3,7 +3,7 @@ edits) and of the vector counts: chalicelib.api.review_routes declares them, the
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, WithJsonSchema
 
 from chalicelib.api.model_fields import QueryModel, RequestModel, TaskId, body_int, fail, query_int, text
 from chalicelib.api.models_responses import Data
@@ -17,10 +17,16 @@ def _storable(value: str, info: ValidationInfo) -> str:
     return value
 
 
+# The same rule in the schema: something besides white space, and no NUL or lone surrogate anywhere.
+_STORABLE_PATTERN = r"^[^\u0000\ud800-\udfff]*[^\s\u0000\ud800-\udfff][^\u0000\ud800-\udfff]*$"
+
+
 def _clean(max_length: int) -> Any:
     """Trimmed, non-empty, at most `max_length` characters, no NUL / lone surrogate."""
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
-                     AfterValidator(_storable)]
+                     AfterValidator(_storable),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length,
+                                     "pattern": _STORABLE_PATTERN})]
 
 
 SqlText = _clean(100_000)
