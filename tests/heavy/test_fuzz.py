@@ -44,6 +44,7 @@ OTHER_METHODS = ("TRACE", "OPTIONS", "PUT", "PATCH", "DELETE", "FROB")
 # The seeded task's database does not answer (127.0.0.1:1): the review routes that connect to it refuse with 400
 # DATABASE_CONNECTION_ERROR naming db_connection.
 STATE_REFUSALS = {"TABLE_LIST_MISSING", "DATABASE_CONNECTION_ERROR"}
+UNSTORABLE_TEXT = "must not contain NUL or unpaired surrogate characters"
 # A list given inline holds a comma or a newline after trimming (else it is read as a file name).
 TABLE_LISTS = ["bss_company,", "public.bss_company,public.bss_service_area", "# tables\nbss_company\n"]
 RAW_ROUTES = ("/openapi.json",)  # answered with the plain document
@@ -196,6 +197,11 @@ def valid_data_accepted(ctx, response, case):
     body = _body_json(response)
     if response.status_code == 400 and isinstance(body, dict) and \
             (body.get("error") or {}).get("code") in STATE_REFUSALS:
+        return None
+    # The review routes refuse NUL and lone surrogates (PostgreSQL text and UTF-8 files hold neither). Their schema
+    # says so with a pattern, yet the generator still sent a question holding one (seen in CI): that documented
+    # refusal counts as one.
+    if response.status_code == 400 and isinstance(body, dict) and UNSTORABLE_TEXT in str(body.get("message")):
         return None
     return positive_data_acceptance(ctx, response, case)
 
