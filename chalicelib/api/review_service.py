@@ -26,8 +26,8 @@ from chalicelib.errors import (
     DdlCheckFailed,
     InvalidConnectionString,
     InvalidTableName,
-    NotFound,
     SqlValidationFailed,
+    TableNotDocumented,
     ValidationError,
 )
 from chalicelib.pipeline import ddl_render, tablelist
@@ -171,8 +171,8 @@ def _find_doc(files: TaskFiles, written: TableName) -> tuple[TableDoc, str]:
         item = _pick(written, json.loads(files.get_text(name)).get("docs", []))
         if item is not None:
             return TableDoc.from_dict(item), name
-    raise NotFound(f"table {written.text} is not documented in task {files.task_id} (run ddl_generation "
-                   "with it in the table list)", invalid_params=["table"])
+    raise TableNotDocumented(f"table {written.text} is not documented in task {files.task_id} (run "
+                             "ddl_generation with it in the table list)", invalid_params=["table"])
 
 
 def _store_doc(files: TaskFiles, doc: TableDoc, where: str, texts: dict[str, str]) -> None:

@@ -193,7 +193,7 @@ def test_table_comments_rewrite_ddl_and_md_after_checking_the_ddl(client, task_i
 
 def test_table_comments_errors(client, task_id):
     unknown_table = post_json(client, f"{BASE}/{task_id}/tables/comments", {"table": "public.customers"})
-    assert unknown_table.status_code == 404 and unknown_table.json_body["error"]["code"] == "NOT_FOUND"
+    assert unknown_table.status_code == 409 and unknown_table.json_body["error"]["code"] == "TABLE_NOT_DOCUMENTED"
     unknown_column = post_json(client, f"{BASE}/{task_id}/tables/comments",
                                {"table": "orders", "column_comments": {"colour": "颜色"}})
     assert unknown_column.status_code == 400 and "colour" in unknown_column.json_body["message"]
