@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import FileNotFound, PairsVersionConflict
+from chalicelib.errors import FileNotFound, PairFileMissing, PairsVersionConflict
 from chalicelib.steps.qa_generation import PAIR_FILE_POINTER
 from chalicelib.stores.files import TaskFiles
 
@@ -62,14 +62,14 @@ class Versions:
 def load_versions(files: TaskFiles) -> Versions:
     """The pair file's versions, oldest first; FileNotFound when the task has no pair file."""
     if not files.exists(PAIR_FILE_POINTER):
-        raise FileNotFound(f"task {files.task_id} has no Question-SQL pair file: run qa_generation first")
+        raise PairFileMissing(f"task {files.task_id} has no Question-SQL pair file: run qa_generation first")
     current = files.get_text(PAIR_FILE_POINTER).strip()
     if files.exists(MANIFEST):
         stored = json.loads(files.get_text(MANIFEST))
         if any(v.get("file_name") == current for v in stored.get("versions", [])):
             return Versions(stored["base_file"], stored["versions"])
     if not files.exists(current):
-        raise FileNotFound(f"task {files.task_id} has no Question-SQL pair file ({current} is missing)")
+        raise PairFileMissing(f"task {files.task_id} has no Question-SQL pair file ({current} is missing)")
     written = files.store.head(files.task_id, current)["last_modified"]
     first = {"version": 1, "file_name": current, "created_at": written.strftime("%Y-%m-%dT%H:%M:%S"),
              "author": RUN_AUTHOR, "summary": RUN_SUMMARY, "change_log": None}

@@ -27,12 +27,12 @@ VALIDATE_SQL = Operation(
     "PostgreSQL's error.")
 GET_PAIRS = Operation(
     "getPairs", "A version of the task's Question-SQL pair file", "review", "Pair file", rv.PairFile,
-    query=rv.PairsParams, errors={404: (*NO_TASK, "FILE_NOT_FOUND")},
+    query=rv.PairsParams, errors={404: (*NO_TASK, "FILE_NOT_FOUND"), 409: ("PAIR_FILE_MISSING",)},
     description="Version 1 is the file the run wrote; `versions` lists every saved version, oldest first.")
 SAVE_PAIRS = Operation(
     "savePairs", "Save a new version of the pair file", "review", "Pair file saved", rv.PairsSaved,
     body=rv.SavePairsRequest,
-    errors={**TASK_DB_ERRORS, 404: (*NO_TASK, "FILE_NOT_FOUND"), 409: ("PAIRS_VERSION_CONFLICT",),
+    errors={**TASK_DB_ERRORS, 404: (*NO_TASK, "FILE_NOT_FOUND"), 409: ("PAIRS_VERSION_CONFLICT", "PAIR_FILE_MISSING"),
             422: ("SQL_VALIDATION_FAILED",)},
     description="`pairs` is the full new list. Every added or edited SQL passes the read-only EXPLAIN first; a "
     "422 carries `data.errors` [{index, sql, error}] with PostgreSQL's message and nothing is written. A save "

@@ -97,10 +97,10 @@ def test_review_routes_answer_404_for_an_unknown_task(client):
     assert res.status_code == 404 and res.json_body["error"]["code"] == "TASK_NOT_FOUND"
 
 
-def test_pairs_without_a_pair_file_is_404(client, shop):
+def test_pairs_without_a_pair_file_is_409(client, shop):
     task = post_json(client, BASE, {"db_connection": shop}).json_body["data"]["task_id"]
     res = client.http.get(f"{BASE}/{task}/pairs")
-    assert res.status_code == 404 and res.json_body["error"]["code"] == "FILE_NOT_FOUND"
+    assert res.status_code == 409 and res.json_body["error"]["code"] == "PAIR_FILE_MISSING"
 
 
 def test_save_edit_add_remove_writes_a_new_version_and_keeps_the_old(client, task_id):
