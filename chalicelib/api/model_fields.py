@@ -30,6 +30,9 @@ TASK_ID_EXAMPLE = "task_20250627_143052"
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 BACKUP_TS = re.compile(r"^\d{8}_\d{6}$")
+# What pydantic's strip_whitespace removes (Unicode White_Space), as a regex character-class body that ECMA-262,
+# Python's `re` and Rust's `regex` read alike; ECMA's `\s` differs (it counts U+FEFF, not U+0085).
+WHITE_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 BLANK_IS_DEFAULT = "blank-is-default"  # Annotated marker: "" (or spaces) in this field means "use the default"
 
 

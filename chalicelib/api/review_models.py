@@ -5,7 +5,17 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, WithJsonSchema
 
-from chalicelib.api.model_fields import QueryModel, RequestModel, TaskId, body_int, fail, query_int, text
+from chalicelib.api.model_fields import (
+    BLANK_IS_DEFAULT,
+    WHITE_SPACE,
+    QueryModel,
+    RequestModel,
+    TaskId,
+    body_int,
+    fail,
+    query_int,
+)
+from chalicelib.api.models import TABLE_NAME_PATTERN
 from chalicelib.api.models_responses import Data
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text and UTF-8 files hold neither
@@ -17,8 +27,14 @@ def _storable(value: str, info: ValidationInfo) -> str:
     return value
 
 
-# The same rule in the schema: something besides white space, and no NUL or lone surrogate anywhere.
-_STORABLE_PATTERN = r"^[^\u0000\ud800-\udfff]*[^\s\u0000\ud800-\udfff][^\u0000\ud800-\udfff]*$"
+# The same rules in the schema, in a regex that ECMA-262, Python's `re` and Rust's `regex` read alike (validators
+# and generators use all three): no NUL anywhere and, where required, something besides the white space the
+# trimming removes (model_fields.WHITE_SPACE). A lone surrogate cannot be stated in a pattern that every engine
+# reads (Rust's strings cannot hold one); it is not text (RFC 7493 refuses such JSON), and the server refuses it
+# with the same VALIDATION_ERROR.
+STORABLE_PATTERN = r"^[^\x00]*$"
+_STORABLE_TEXT_PATTERN = rf"^[^\x00]*[^\x00{WHITE_SPACE}][^\x00]*$"
+_NO_NUL = "no NUL or unpaired surrogate characters"
 
 
 def _clean(max_length: int) -> Any:
@@ -26,7 +42,22 @@ def _clean(max_length: int) -> Any:
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
                      AfterValidator(_storable),
                      WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length,
-                                     "pattern": _STORABLE_PATTERN})]
+                                     "pattern": _STORABLE_TEXT_PATTERN, "description": _NO_NUL})]
+
+
+def _one_table_name(value: str, info: ValidationInfo) -> str:
+    if not re.fullmatch(TABLE_NAME_PATTERN, value):
+        raise fail("INVALID_TABLE_NAME", f"{info.field_name} must be one `table` or `schema.table` (each part at most "
+                   "63 bytes, unquoted letters, digits, _, $ or non-ASCII, or double-quoted)")
+    return value
+
+
+def _comment(max_length: int) -> Any:
+    """Trimmed, at most `max_length` characters (blank: see the field), no NUL / lone surrogate."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, max_length=max_length),
+                     AfterValidator(_storable),
+                     WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": STORABLE_PATTERN,
+                                     "description": _NO_NUL})]
 
 
 SqlText = _clean(100_000)
@@ -74,13 +105,16 @@ class TableCommentsRequest(RequestModel):
         "table": "public.bss_company", "table_comment": "公司信息表",
         "column_comments": {"company_name": "公司名称"}}]})
 
-    table: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)] = Field(
-        description="`table` or `schema.table`, as ddl_generation documented it")
-    table_comment: Annotated[text(2000), AfterValidator(_storable)] | None = Field(
-        None, description="default: unchanged")
-    column_comments: dict[str, Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000),
-                                         AfterValidator(_storable)]] = Field(
-        default_factory=dict, description="column -> new comment (an empty string removes it)")
+    table: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
+                     AfterValidator(_one_table_name),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 300,
+                                     "pattern": TABLE_NAME_PATTERN, "x-error-code": "INVALID_TABLE_NAME"})] = Field(
+        description="`table` or `schema.table`, as ddl_generation documented it (the table-list name rules)")
+    table_comment: Annotated[_comment(2000), BLANK_IS_DEFAULT] | None = Field(
+        None, description="default (null or blank): unchanged")
+    column_comments: dict[str, _comment(2000)] = Field(
+        default_factory=dict, description="column -> new comment (an empty string removes it); a column the "
+                                          "table's documentation lacks is a 409 COLUMN_NOT_DOCUMENTED")
 
 
 class VectorStatsParams(QueryModel):

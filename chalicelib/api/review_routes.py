@@ -42,7 +42,7 @@ TABLE_COMMENTS = Operation(
     "editTableComments", "Edit a documented table's comments", "review", "Table comments saved",
     rv.TableCommentsSaved, body=rv.TableCommentsRequest,
     errors={**TASK_DB_ERRORS, 400: ("INVALID_TABLE_NAME", "DATABASE_CONNECTION_ERROR"), 404: NO_TASK,
-            409: ("TABLE_NOT_DOCUMENTED",), 422: ("DDL_CHECK_FAILED",)},
+            409: ("TABLE_NOT_DOCUMENTED", "COLUMN_NOT_DOCUMENTED"), 422: ("DDL_CHECK_FAILED",)},
     description="Rewrites the table's .ddl and _detail.md files; the new DDL is first executed in a scratch "
     "schema in a transaction that is rolled back.")
 VECTOR_STATS = Operation(

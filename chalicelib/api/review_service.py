@@ -20,6 +20,7 @@ from chalicelib.api import pair_versions
 from chalicelib.api.review_models import SavePairsRequest, TableCommentsRequest, ValidateSqlRequest
 from chalicelib.config import get_settings
 from chalicelib.errors import (
+    ColumnNotDocumented,
     DatabaseConnectionError,
     DatabaseHostNotAllowed,
     DataPipelineError,
@@ -227,8 +228,8 @@ def edit_table_comments(task_id: str, body: TableCommentsRequest) -> dict[str, A
     columns = {c.name for c in doc.meta.columns}
     unknown = sorted(set(body.column_comments) - columns)
     if unknown:
-        raise ValidationError(f"table {doc.meta.ref.display_name} has no column {', '.join(unknown)}",
-                              invalid_params=["column_comments"])
+        raise ColumnNotDocumented(f"table {doc.meta.ref.display_name} has no column {', '.join(unknown)} in its "
+                                  "documentation (nothing was written)", invalid_params=["column_comments"])
     if body.table_comment is not None:
         doc.table_comment = body.table_comment
     for column, comment in body.column_comments.items():

@@ -196,9 +196,14 @@ def test_table_comments_errors(client, task_id):
     assert unknown_table.status_code == 409 and unknown_table.json_body["error"]["code"] == "TABLE_NOT_DOCUMENTED"
     unknown_column = post_json(client, f"{BASE}/{task_id}/tables/comments",
                                {"table": "orders", "column_comments": {"colour": "颜色"}})
-    assert unknown_column.status_code == 400 and "colour" in unknown_column.json_body["message"]
+    # The table exists and the request is well formed: its documentation lacks the column (the task's state).
+    assert unknown_column.status_code == 409 and "colour" in unknown_column.json_body["message"]
+    assert unknown_column.json_body["error"]["code"] == "COLUMN_NOT_DOCUMENTED"
     assert unknown_column.json_body["error"]["invalid_params"] == ["column_comments"]
     assert post_json(client, f"{BASE}/{task_id}/tables/comments", {"table": ""}).status_code == 400
+    bad_name = post_json(client, f"{BASE}/{task_id}/tables/comments", {"table": "a.b.c", "table_comment": "x"})
+    assert bad_name.status_code == 400 and bad_name.json_body["error"]["code"] == "INVALID_TABLE_NAME"
+    assert bad_name.json_body["error"]["invalid_params"] == ["table"]
 
 
 def test_a_ddl_that_no_longer_executes_is_a_422_with_postgresqls_error(client, task_id, shop):
