@@ -100,7 +100,7 @@ def _records(table: str, opener: Callable[[], BinaryIO]) -> Iterator[Iterator[li
             yield csv.reader(text)
         except UnicodeDecodeError as exc:
             raise errors.VectorRestoreFailed(f"the backup CSV of {table} is not UTF-8: {exc}") from exc
-        except csv.Error as exc:
+        except (csv.Error, json.JSONDecodeError) as exc:
             raise errors.VectorRestoreFailed(f"the backup CSV of {table} is malformed: {exc}") from exc
         except (OSError, ValueError) as exc:
             cause = raw.error or exc

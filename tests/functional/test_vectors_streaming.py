@@ -83,6 +83,15 @@ def test_backup_and_restore_of_a_large_table_hold_no_table_in_memory(big_db, pg_
         assert restored[EMB] == {"rows_in_backup": ROWS, "restored": ROWS, "unchanged": 0, "skipped_conflicting": 0}
         assert restore_peak < csv_bytes / 4, (restore_peak, csv_bytes)
         assert _query(target, DIGEST)[0][0] == digest
+        # The header check and the dimension of the table to create read only the first 64 KiB buffer.
+        opened: dict[str, list[int]] = {t: [] for t in vectors.VECTOR_TABLES}
+        counting = {t: functools.partial(CountingStream, files.path(vectors.backup_file_name(t, TS)), opened[t])
+                    for t in vectors.VECTOR_TABLES}
+        drop_database(pg_url, database_name(target))
+        target = create_database(pg_url, database_name(target))
+        vector_restore.restore_vector_backup(target, counting, False)
+        header, dimension, load = opened[EMB]  # opened three times: header, dimension, COPY
+        assert header <= 64 * 1024 and dimension <= 64 * 1024 and load == csv_bytes, opened
         assert _query(target, "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
                               "'langchain_pg_embedding'::regclass and attname = 'embedding'")[0][0] == "vector(384)"
         # Restoring the same set again: every row is there with the same content, nothing added.
@@ -90,6 +99,24 @@ def test_backup_and_restore_of_a_large_table_hold_no_table_in_memory(big_db, pg_
         assert again[EMB]["unchanged"] == ROWS and again[EMB]["restored"] == 0
     finally:
         drop_database(pg_url, database_name(target))
+
+
+class CountingStream(io.FileIO):
+    """A file that appends how many bytes were read from it to `opened` when it is closed."""
+
+    def __init__(self, path, opened: list[int]):
+        super().__init__(path, "rb")
+        self._opened, self._read = opened, 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self._read += len(data)
+        return data
+
+    def close(self):
+        if not self.closed:
+            self._opened.append(self._read)
+        super().close()
 
 
 class BrokenStream(io.RawIOBase):
