@@ -12,24 +12,32 @@ the loader builds that once, after the rows are in). The one-row-per-transaction
 so its rate is measured on the first --baseline-rows rows (default 5,000) to keep the run short; pass
 --baseline-rows 20000 for the full run (about 100 s on 2 cores). A second load of the same rows must add
 nothing. With --hnsw the HNSW index is also built (timed, printed) and must survive the reload untouched.
+Then the loaded table is backed up (vectors.backup_vector_tables, into a folder), truncated and restored
+(vector_restore), with the peak Python allocation of each (tracemalloc, which also slows the timed code a little):
+both stream, so the peak stays about 1 MB whatever the table's size.
 
     python -m benchmarks.bench_vector_load [--rows N] [--baseline-rows N] [--hnsw]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
+import shutil
 import struct
+import tempfile
 import time
+import tracemalloc
 import uuid
+from pathlib import Path
 
 import numpy as np
 import psycopg2
 
 from benchmarks.common import report
 from benchmarks.pgtemp import bench_database
-from chalicelib.pipeline import training, vector_copy
+from chalicelib.pipeline import training, vector_copy, vector_restore, vectors
 
 DIMENSION = 384
 
@@ -118,6 +126,58 @@ def hnsw_oid(url: str):
         return cur.fetchone()[0]
 
 
+class FolderFiles:
+    """A backup's files in a folder (what TaskFiles is to S3), copied in and out in pieces."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def put_file(self, name: str, fileobj, content_type: str | None = None) -> None:
+        (self.root / name).parent.mkdir(parents=True, exist_ok=True)
+        with (self.root / name).open("wb") as out:
+            shutil.copyfileobj(fileobj, out, 1 << 16)
+
+    def open_stream(self, name: str):
+        return (self.root / name).open("rb")
+
+    def delete_many(self, names) -> int:
+        names = list(names)
+        for name in names:
+            (self.root / name).unlink()
+        return len(names)
+
+
+def traced(fn, *args):
+    """(result, seconds, peak bytes of Python allocations)."""
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        result = fn(*args)
+        return result, time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def backup_round_trip(url: str, rows: int) -> str:
+    """Backup -> truncate -> restore of the loaded tables; the line to print."""
+    ts = "20250701_000000"
+    with tempfile.TemporaryDirectory(prefix="bench_vector_backup_") as folder:
+        files = FolderFiles(Path(folder))
+        backup, backup_s, backup_peak = traced(vectors.backup_vector_tables, url, files, ts)
+        assert backup["counts"][vectors.EMBEDDING_TABLE] == rows
+        vectors.truncate_embeddings(url, backup["counts"])
+        sources = {t: functools.partial(files.open_stream, vectors.backup_file_name(t, ts))
+                   for t in vectors.VECTOR_TABLES}
+        restored, restore_s, restore_peak = traced(vector_restore.restore_vector_tables, url,
+                                                   {vectors.EMBEDDING_TABLE: sources[vectors.EMBEDDING_TABLE]}, False)
+        assert restored == {vectors.EMBEDDING_TABLE: rows} and count_rows(url) == rows
+    size = backup["tables"][vectors.EMBEDDING_TABLE]["bytes"]
+    mib = 1024 * 1024
+    return (f"  vector_load: backup of {rows} rows ({size / mib:.1f} MiB CSV) {backup_s:.2f} s, peak Python "
+            f"allocation {backup_peak / mib:.1f} MiB; truncate + restore {restore_s:.2f} s, peak "
+            f"{restore_peak / mib:.1f} MiB")
+
+
 def timed(fn, *args) -> float:
     started = time.perf_counter()
     fn(*args)
@@ -163,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         created_again = args.hnsw and training.ensure_hnsw_index(conn)
         conn.close()
         assert again == 0 and not created_again and hnsw_oid(url) == oid and count_rows(url) == len(rows)
+        backup_line = backup_round_trip(url, len(rows))
 
     n = len(rows)
     project_rate, baseline_rate, raw_rate = n / project_s, baseline_n / baseline_s, n / raw_s
@@ -172,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of raw COPY ({n} rows x {DIMENSION}-d: project {project_s:.2f} s, raw COPY {raw_s:.2f} s; "
         f"one-row-per-transaction {baseline_s:.2f} s for {baseline_n} rows)",
         f"  vector_load: reload of the same {n} rows added {again} in {reload_s:.2f} s; {index_line}",
+        backup_line,
     )
     return 0
 

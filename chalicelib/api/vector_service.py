@@ -3,10 +3,12 @@
 A backup set is what one execution's vector backup wrote into its task: `vector_bak/{table}_{ts}.csv` for each
 vector table that existed (ts = `YYYYmmdd_HHMMSS`), plus `vector_bak/vector_backup_log.txt` (the latest set's
 rows and sizes). Restoring loads the CSVs back into the task's pgvector database (config.get_vector_db_url) in one
-transaction, see chalicelib.pipeline.vectors.restore_vector_backup for the conflict rules.
+transaction, each CSV streamed from S3 into COPY (never read whole), see
+chalicelib.pipeline.vector_restore.restore_vector_backup for the conflict rules.
 """
 from __future__ import annotations
 
+import functools
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +20,8 @@ from chalicelib.api.models import BackupsParams, RestoreRequest
 from chalicelib.config import get_settings
 from chalicelib.errors import BackupNotFound, DataPipelineError
 from chalicelib.pipeline.db import check_connection_allowed, mask_url
-from chalicelib.pipeline.vectors import (
-    BACKUP_DIR,
-    BACKUP_LOG_NAME,
-    VECTOR_TABLES,
-    restore_vector_backup,
-)
+from chalicelib.pipeline.vector_restore import restore_vector_backup
+from chalicelib.pipeline.vectors import BACKUP_DIR, BACKUP_LOG_NAME, VECTOR_TABLES
 from chalicelib.stores.files import FileStore
 from chalicelib.stores.tasks import TaskStore
 from chalicelib.tasklog import TaskLogger
@@ -173,7 +171,7 @@ def restore_backup(body: RestoreRequest) -> dict[str, Any]:
         raise BackupNotFound(f"backup {chosen['timestamp']} of task {task_id} has no file for "
                              f"{', '.join(missing)} (the table did not exist when it was backed up)",
                              invalid_params=["tables"])
-    csvs = {table: files.get_bytes(task_id, in_set[table]) for table in wanted}
+    csvs = {table: functools.partial(files.open_stream, task_id, in_set[table]) for table in wanted}
     with TaskLogger(task_id, logger_name=LOGGER, files=FileStore()) as log:
         log.info("restoring vector backup {timestamp} ({tables}) into {database}; "
                  "truncate_before_restore={truncate}, on_conflict={on_conflict}",

@@ -41,6 +41,7 @@ _LOGGER_NAMES = {
     "chalicelib.pipeline.vector_layout": "TrainingDataLoader",
     "chalicelib.pipeline.vector_copy": "TrainingDataLoader",
     "chalicelib.pipeline.vectors": "VectorTableManager",
+    "chalicelib.pipeline.vector_restore": "VectorTableManager",
     "chalicelib.providers.openai_chat": "LLMProvider",
     "chalicelib.providers.answers": "LLMProvider",
     "chalicelib.providers.heuristic": "HeuristicProvider",

@@ -16,7 +16,7 @@ def backup(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with step_run(event, "vector_backup", logger_name=LOGGER) as run:
         run.tasks.set_current_step(run.task_id, "vector_backup", run.execution_id)
         run.log.info("Backing up langchain_pg_collection and langchain_pg_embedding")
-        report = vectors.backup_vector_tables(run.pgvector_url, run.files.put_bytes, run.run_ts)
+        report = vectors.backup_vector_tables(run.pgvector_url, run.files, run.run_ts)
         run.tasks.set_result(run.task_id, "vector_backup", report)
         counts = report["counts"]
         run.log.info("Vector backup done: {counts}", counts=counts)

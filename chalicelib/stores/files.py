@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import get_s3
@@ -26,6 +27,17 @@ _CONTENT_TYPES = {
     ".csv": "text/csv; charset=utf-8",
 }
 _ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
+# Uploads from a file object: parts of 8 MiB (S3's minimum is 5 MiB), two in flight and at most four read into
+# memory at once (s3transfer copies each part of an open file object into memory), so an upload holds about
+# 32 MiB whatever the file's size; files below the threshold go up in one streamed PutObject.
+_PART_BYTES = 8 * 1024 * 1024
+
+
+def stream_transfer_config(part_bytes: int = _PART_BYTES) -> TransferConfig:
+    """The transfer settings of FileStore.put_file: bounded memory whatever the file's size."""
+    config = TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=2)
+    config.max_in_memory_upload_chunks = 4  # an s3transfer setting boto3's constructor does not take
+    return config
 
 
 def task_prefix(task_id: str) -> str:
@@ -79,9 +91,10 @@ def _check_relative(name: str) -> str:
 class FileStore:
     """S3 adapter for task files. Give it a client and bucket (tests) or let it use the settings."""
 
-    def __init__(self, s3: Any = None, bucket: str | None = None):
+    def __init__(self, s3: Any = None, bucket: str | None = None, transfer: TransferConfig | None = None):
         self._s3 = s3
         self._bucket = bucket
+        self._transfer = transfer
 
     @property
     def s3(self) -> Any:
@@ -103,6 +116,24 @@ class FileStore:
 
     def put_text(self, task_id: str, name: str, text: str) -> None:
         self.put_bytes(task_id, name, text.encode("utf-8"))
+
+    def put_file(self, task_id: str, name: str, fileobj: BinaryIO, content_type: str | None = None) -> None:
+        """Upload from an open binary file object, from its current position, without reading it whole: one
+        streamed PutObject for small files, a multipart upload (stream_transfer_config) for large ones. The ETag
+        of a multipart object is not the MD5 of its bytes."""
+        self.s3.upload_fileobj(fileobj, self.bucket, self.key(task_id, name),
+                               ExtraArgs={"ContentType": content_type or content_type_for(name)},
+                               Config=self._transfer or stream_transfer_config())
+
+    def open_stream(self, task_id: str, name: str) -> BinaryIO:
+        """The file as a readable binary stream (S3's response body: read it in pieces, close it when done);
+        FileNotFound when absent."""
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(task_id, name))["Body"]
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFound(f"file {name} not found in task {task_id}") from None
+            raise
 
     def get_bytes(self, task_id: str, name: str) -> bytes:
         try:
@@ -217,6 +248,12 @@ class TaskFiles:
 
     def put_bytes(self, name: str, data: bytes, content_type: str | None = None) -> None:
         self.store.put_bytes(self.task_id, name, data, content_type)
+
+    def put_file(self, name: str, fileobj: BinaryIO, content_type: str | None = None) -> None:
+        self.store.put_file(self.task_id, name, fileobj, content_type)
+
+    def open_stream(self, name: str) -> BinaryIO:
+        return self.store.open_stream(self.task_id, name)
 
     def get_text(self, name: str) -> str:
         return self.store.get_text(self.task_id, name)

@@ -11,11 +11,12 @@ import pytest
 from psycopg2 import sql as pgsql
 
 from chalicelib import errors
-from chalicelib.pipeline import training, vector_layout, vectors
+from chalicelib.pipeline import training, vector_layout, vector_restore, vectors
 from chalicelib.pipeline.db import database_name
 from chalicelib.pipeline.models import QAPair
 from tests.conftest import create_database, drop_database
 from tests.support import vector_clients as vc
+from tests.support.backup_files import MemoryFiles
 
 DDL = [
     "create table public.orders (\n  id int primary key, -- 订单编号\n  amount numeric(10,2) -- 订单金额\n);\n",
@@ -149,13 +150,13 @@ def test_product_writes_into_a_langchain_community_store_without_altering_it(scr
 def test_community_layout_backup_restores_into_an_empty_database(scratch_db, pg_url, embeddings):
     vc.community_store(scratch_db, embeddings, "sql").add_texts(["用户的记录"])
     _load(scratch_db, embeddings)
-    files = {}
-    vectors.backup_vector_tables(scratch_db, files.__setitem__, "20261201_000000")
+    files = MemoryFiles()
+    vectors.backup_vector_tables(scratch_db, files, "20261201_000000")
     dump = "select uuid::text, collection_id::text, embedding::text, document, cmetadata::text, custom_id " \
            "from langchain_pg_embedding order by uuid"
     target = create_database(pg_url, f"t_{uuid.uuid4().hex[:12]}")
     try:
-        report = vectors.restore_vector_backup(
+        report = vector_restore.restore_vector_backup(
             target, {t: files[vectors.backup_file_name(t, "20261201_000000")] for t in vectors.VECTOR_TABLES}, False)
         assert report[vector_layout.EMBEDDING_TABLE]["restored"] == 7
         assert _query(target, dump) == _query(scratch_db, dump)

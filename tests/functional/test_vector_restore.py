@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.training import load_training_data
-from chalicelib.pipeline.vectors import restore_vector_backup
+from chalicelib.pipeline.vector_restore import restore_vector_backup
 
 pytestmark = pytest.mark.slow
 

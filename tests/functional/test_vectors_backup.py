@@ -11,8 +11,10 @@ import pytest
 from chalicelib import errors
 from chalicelib.pipeline.models import QAPair
 from chalicelib.pipeline.training import load_training_data
-from chalicelib.pipeline.vectors import backup_vector_tables, restore_vector_tables, truncate_embeddings
+from chalicelib.pipeline.vector_restore import restore_vector_tables
+from chalicelib.pipeline.vectors import backup_vector_tables, truncate_embeddings
 from tests.functional.test_training_load import HashEmbedder
+from tests.support.backup_files import MemoryFiles
 
 TS = "20250701_143052"
 
@@ -51,8 +53,8 @@ def loaded_db(scratch_db):
 
 
 def test_backup_writes_verified_csv_and_log(loaded_db):
-    files: dict[str, bytes] = {}
-    result = backup_vector_tables(loaded_db, files.__setitem__, TS)
+    files = MemoryFiles()
+    result = backup_vector_tables(loaded_db, files, TS)
     assert set(files) == {f"vector_bak/langchain_pg_collection_{TS}.csv", f"vector_bak/langchain_pg_embedding_{TS}.csv",
                           "vector_bak/vector_backup_log.txt"}
     assert result["expected"] == result["counts"] == {"langchain_pg_collection": 3, "langchain_pg_embedding": 10}
@@ -72,24 +74,40 @@ def test_backup_writes_verified_csv_and_log(loaded_db):
 
 
 def test_missing_tables_are_zero_rows(scratch_db):
-    files: dict[str, bytes] = {}
-    result = backup_vector_tables(scratch_db, files.__setitem__, TS)
+    files = MemoryFiles()
+    result = backup_vector_tables(scratch_db, files, TS)
     assert result["expected"] == {"langchain_pg_collection": 0, "langchain_pg_embedding": 0}
     assert list(files) == ["vector_bak/vector_backup_log.txt"]
     assert "0 rows (table does not exist)" in files["vector_bak/vector_backup_log.txt"].decode()
     assert truncate_embeddings(scratch_db, result["expected"]) == 0
 
 
-def test_storage_failure_is_backup_failed(loaded_db):
-    def broken_put(name, data):
-        raise OSError("bucket gone")
+class FailingFiles(MemoryFiles):
+    """Storage that refuses the file whose name contains `fail_on`."""
 
-    with pytest.raises(errors.VectorBackupFailed, match="bucket gone"):
-        backup_vector_tables(loaded_db, broken_put, TS)
+    def __init__(self, fail_on: str):
+        super().__init__()
+        self.fail_on = fail_on
+
+    def put_file(self, name, fileobj, content_type=None):
+        if self.fail_on in name:
+            raise OSError("bucket gone")
+        super().put_file(name, fileobj, content_type)
+
+
+@pytest.mark.parametrize("fail_on", ["langchain_pg_collection", "langchain_pg_embedding", "vector_backup_log"])
+def test_storage_failure_is_backup_failed_and_leaves_no_partial_set(loaded_db, fail_on):
+    files = FailingFiles(fail_on)
+    with pytest.raises(errors.VectorBackupFailed, match="bucket gone") as failure:
+        backup_vector_tables(loaded_db, files, TS)
+    # The CSVs stored before the failure are removed: nothing is left to be listed as a backup set.
+    assert dict(files) == {}
+    if fail_on != "langchain_pg_collection":
+        assert "were removed" in failure.value.message
 
 
 def test_truncate_only_embeddings_and_only_when_counts_match(loaded_db):
-    result = backup_vector_tables(loaded_db, lambda n, d: None, TS)
+    result = backup_vector_tables(loaded_db, MemoryFiles(), TS)
     _execute(loaded_db, "delete from langchain_pg_embedding where id = (select min(id) from langchain_pg_embedding)")
     with pytest.raises(errors.VectorTruncateFailed, match="rows changed since the backup"):
         truncate_embeddings(loaded_db, result["expected"])
@@ -97,7 +115,7 @@ def test_truncate_only_embeddings_and_only_when_counts_match(loaded_db):
     with pytest.raises(errors.VectorTruncateFailed):
         truncate_embeddings(loaded_db, {})
 
-    result = backup_vector_tables(loaded_db, lambda n, d: None, TS)
+    result = backup_vector_tables(loaded_db, MemoryFiles(), TS)
     assert truncate_embeddings(loaded_db, result["expected"]) == 9
     assert _query(loaded_db, "select count(*) from langchain_pg_embedding")[0][0] == 0
     assert _query(loaded_db, "select count(*) from langchain_pg_collection")[0][0] == 3
@@ -105,8 +123,8 @@ def test_truncate_only_embeddings_and_only_when_counts_match(loaded_db):
 
 def test_backup_truncate_restore_round_trip(loaded_db):
     before = _snapshot(loaded_db)
-    files: dict[str, bytes] = {}
-    result = backup_vector_tables(loaded_db, files.__setitem__, TS)
+    files = MemoryFiles()
+    result = backup_vector_tables(loaded_db, files, TS)
     truncate_embeddings(loaded_db, result["expected"])
     assert _snapshot(loaded_db) == []
 
@@ -120,8 +138,8 @@ def test_backup_truncate_restore_round_trip(loaded_db):
                                                  "langchain_pg_embedding": emb_csv}, truncate_first=True)
     assert restored == {"langchain_pg_collection": 3, "langchain_pg_embedding": 10}
     assert _snapshot(loaded_db) == before
-    again: dict[str, bytes] = {}
-    backup_vector_tables(loaded_db, again.__setitem__, TS)
+    again = MemoryFiles()
+    backup_vector_tables(loaded_db, again, TS)
     assert again[f"vector_bak/langchain_pg_embedding_{TS}.csv"] == emb_csv
     assert again[f"vector_bak/langchain_pg_collection_{TS}.csv"] == coll_csv
 
