@@ -95,7 +95,8 @@ def _item_stem(item: dict[str, Any]) -> str:
 def write_doc_files(run: StepRun, outputs: list[tuple[str, list[str]]], where: Mapping[str, str]) -> None:
     """Each (file, display names) of `outputs`: a JSON list of the full docs of those tables (in file-name order;
     names no batch file holds are left out), read again from the batch work files that hold them (`where`: display
-    name -> batch file), BATCH_FILES_PER_READ at a time, the docs of at most DOCS_PER_WRITE tables in memory."""
+    name -> batch file), BATCH_FILES_PER_READ at a time, the docs of at most DOCS_PER_WRITE tables in memory; the
+    files are written DOC_READ_WORKERS at once."""
     for chunk in _chunks(outputs, where):
         wanted = {name for _file, names in chunk for name in names if name in where}
         files = sorted({where[name] for name in wanted})
@@ -106,9 +107,12 @@ def write_doc_files(run: StepRun, outputs: list[tuple[str, list[str]]], where: M
                     name = TableRef.from_dict(item["meta"]["ref"]).display_name
                     if name in wanted:
                         full[name] = item
-        for file_name, names in chunk:
-            chosen = sorted((full[n] for n in dict.fromkeys(names) if n in full), key=_item_stem)
-            run.files.put_text(file_name, json.dumps(chosen, ensure_ascii=False))
+
+        def write(output: tuple[str, list[str]], full: dict[str, dict[str, Any]] = full) -> None:
+            chosen = sorted((full[n] for n in dict.fromkeys(output[1]) if n in full), key=_item_stem)
+            run.files.put_text(output[0], json.dumps(chosen, ensure_ascii=False))
+
+        run_bounded(write, chunk, DOC_READ_WORKERS)
 
 
 def _chunks(outputs: list[tuple[str, list[str]]], where: Mapping[str, str]

@@ -59,16 +59,6 @@ EXPECTED = [
 ]
 
 
-class ReadCountingFiles(TaskFiles):
-    def __init__(self, task_id, store):
-        super().__init__(task_id, store)
-        self.read: list[str] = []
-
-    def get_text(self, name):
-        self.read.append(name)
-        return super().get_text(name)
-
-
 class Log:
     def __init__(self):
         self.records: list[tuple[str, str, dict]] = []
@@ -104,7 +94,7 @@ def documented(scratch_db, monkeypatch):
         monkeypatch.setenv(key, value)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="task-bucket")
-        run = SimpleNamespace(files=ReadCountingFiles("task_docs", FileStore(bucket="task-bucket")), log=Log())
+        run = SimpleNamespace(files=TaskFiles("task_docs", FileStore(bucket="task-bucket")), log=Log())
         for start in range(0, len(docs), 3):
             group = docs[start:start + 3]
             run.files.put_text(f"{TABLE_DOCS}{group[0].meta.ref.file_stem}.json",
