@@ -215,3 +215,23 @@ def test_a_batch_reads_only_its_own_doc_file(batched):
     finally:
         s3.meta.events.unregister("before-call.s3.GetObject", seen)
     assert sorted(gets) == ["validation/batch_1.json", "validation/docs_1.json"], gets
+
+
+def test_a_pair_file_without_docs_is_only_explained_and_the_log_says_so(batched):
+    """A task with no table docs (its pair file validated on its own): no doc file, EXPLAIN only (a table outside
+    any task is not flagged), and the batch's log names what was skipped."""
+    client = batched[0]
+    task_id = client.create_task(task_name="pairs only", db_name="highway_demo")
+    files = _validation_files(task_id)
+    name = "qs_highway_demo_20250101_000000_pair.json"
+    files.put_text(name, json.dumps([{"question": "车流", "sql": "SELECT count(*) FROM bss_car_day_count;"},
+                                     {"question": "坏列", "sql": "SELECT nope FROM bss_company;"}],
+                                    ensure_ascii=False))
+    files.put_text(PAIR_FILE_POINTER, name)
+    steps.plan({"task_id": task_id}, None)
+    assert steps.validate_batch({"task_id": task_id, "batch_index": 0}, None) == \
+        {"index": 0, "total": 2, "valid_after": 1, "repaired": 0}
+    assert not files.exists(steps.docs_file(0))
+    warnings = [r["message"] for r in client.logs(task_id) if r["level"] == "WARNING"]
+    assert warnings == ["Batch 0: no table documentation (run ddl_generation first), the catalog and date-range "
+                        "checks are skipped"], warnings
