@@ -76,6 +76,7 @@ class _Resolver:
         self.problems: list[str] = []
         self.resolved: dict[int, tuple[TableDoc, str]] = {}  # ColumnRef location -> (table, column)
         self.pending: list[tuple[str, Any, Any]] = []  # comparisons seen, resolved by `date_filters`
+        self.looked_up: list[tuple[str | None, str]] = []  # every relation name `table` was asked for
 
     def problem(self, text: str) -> None:
         if text not in self.problems:
@@ -85,6 +86,7 @@ class _Resolver:
 
     def table(self, schema: str | None, name: str) -> tuple[TableDoc | None, bool]:
         """(doc, known): a catalog relation outside the task's tables is known but not described."""
+        self.looked_up.append((schema, name))
         if schema is not None:
             doc = self.exact.get((schema, name))
             return doc, doc is not None or schema in CATALOG_SCHEMAS
@@ -315,13 +317,23 @@ def _analyse(sql: str, docs: list[TableDoc]) -> _Resolver | None:
     return resolver
 
 
-def unknown_objects(sql: str, docs: list[TableDoc]) -> list[str]:
+def unknown_objects(sql: str, docs: list[TableDoc], *, complete: bool = False) -> list[str]:
     """What `sql` names that the catalog does not have ("unknown table x", "unknown column t.c (…)"), in order
-    of discovery; [] when everything resolves, when the SQL does not parse (EXPLAIN reports that) or no docs."""
-    if not docs:
+    of discovery; [] when everything resolves, when the SQL does not parse (EXPLAIN reports that) or no docs.
+    With `complete`, `docs` are every table `sql` may name even when there are none (a validation batch's docs:
+    the tables its pairs name that the task documents), so a table outside them is unknown."""
+    if not docs and not complete:
         return []
     resolver = _analyse(sql, docs)
     return list(resolver.problems) if resolver is not None else []
+
+
+def referenced_relations(sql: str) -> list[tuple[str | None, str]]:
+    """(schema or None, name) of every relation the check looks up in the catalog for `sql`, once each, in order
+    of discovery (a CTE name read as its CTE is no lookup): the tables whose docs `unknown_objects` and
+    `date_filters` need to judge it. [] when it does not parse or is no SELECT (neither then looks)."""
+    resolver = _analyse(sql, [])
+    return list(dict.fromkeys(resolver.looked_up)) if resolver is not None else []
 
 
 def date_filters(sql: str, docs: list[TableDoc]) -> list[DateFilter]:

@@ -137,9 +137,10 @@ class _Checker:
     """
 
     def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY,
-                 docs: list[TableDoc] | None = None):
+                 docs: list[TableDoc] | None = None, complete_catalog: bool = False):
         self._timeout_ms = timeout_ms
         self._docs = list(docs or [])
+        self._complete = complete_catalog
         self._ranges = RangeReader()
         self._concurrency = max(1, int(concurrency))
         # Autocommit sessions: nothing to roll back when a connection goes back to the pool.
@@ -179,7 +180,7 @@ class _Checker:
                     # PostgreSQL's own error first (the exact text a repair needs); then what it accepts but the
                     # task's catalog does not have (a table outside the task), then an empty date range.
                     result, conn = self._explain(conn, sql)
-                    unknown = unknown_objects(sql, self._docs) if result is None else []
+                    unknown = unknown_objects(sql, self._docs, complete=self._complete) if result is None else []
                     if unknown:
                         result = "names objects the catalog does not have: " + "; ".join(unknown)
                     elif result is None and self._docs:
@@ -227,6 +228,7 @@ def validate_pairs(
     repair_batch_size: int = 20,
     concurrency: int = DEFAULT_CONCURRENCY,
     start_index: int = 0,
+    complete_catalog: bool = False,
 ) -> ValidationReport:
     """Check every pair against the catalog (`docs`; none: not checked), EXPLAIN it and probe an empty date
     range; with repair, send failing pairs to `llm.repair_sql` in rounds.
@@ -236,10 +238,11 @@ def validate_pairs(
     retried later instead of dropping pairs that a repair could have kept.
 
     Statements are checked over at most `concurrency` connections, each statement in its own read-only
-    transaction. `start_index` numbers the results when `pairs` is one batch of a longer list.
+    transaction. `start_index` numbers the results when `pairs` is one batch of a longer list. With
+    `complete_catalog`, `docs` are every table the pairs may name even when empty (a validation batch's docs).
     """
     started = time.monotonic()
-    checker = _Checker(db_url, timeout_ms, concurrency, docs)
+    checker = _Checker(db_url, timeout_ms, concurrency, docs, complete_catalog)
     report = ValidationReport(results=[], repair_enabled=enable_repair, max_rounds=max_rounds if enable_repair else 0)
     try:
         checked = checker.check_many([pair.sql for pair in pairs])

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from chalicelib.errors import StepFailed
 from chalicelib.pipeline import qa
-from chalicelib.pipeline.models import QAPair, TableDoc, TableRef, Theme
+from chalicelib.pipeline.models import QAPair, TableDoc, TableMeta, TableRef, Theme
 from chalicelib.providers.factory import get_llm_provider
 from chalicelib.steps.blueprint import step_lambda
 from chalicelib.steps.concurrency import run_bounded
-from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, TABLE_DOCS, read_batch_docs
+from chalicelib.steps.ddl_generation import DOC_READ_WORKERS, TABLE_DOCS
 from chalicelib.steps.runtime import StepRun, describe_failure, step_run, sum_usage
 
 STEP = "qa_generation"
@@ -30,15 +30,7 @@ THEME_PAIRS = "work/qa/"
 THEME_DOCS = "work/qa/docs/"  # per theme: the docs its pairs need ({i:03d}.json)
 PAIR_FILE_POINTER = "work/pair_file.txt"
 BATCH_FILES_PER_READ = 4 * DOC_READ_WORKERS  # batch work files in memory at once while streaming
-
-
-def load_table_docs(run: StepRun) -> list[TableDoc]:
-    """Every TableDoc ddl_generation left for this task (its batch files), in file-name order, all in memory: for
-    callers that need the whole schema (SQL repair); qa_generation itself streams them."""
-    docs = read_batch_docs(run)
-    if not docs:
-        raise StepFailed("no table documentation found for this task: run ddl_generation first")
-    return [TableDoc.from_dict(item) for item in docs]
+DOCS_PER_WRITE = 2000  # full docs in memory at once while writing per-theme (or per-batch) doc files
 
 
 def iter_batch_docs(run: StepRun) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -78,35 +70,74 @@ def theme_docs_of_schema(run: StepRun) -> tuple[list[TableDoc], dict[str, str]]:
     return sorted(docs, key=_stem), where
 
 
-def _needed_tables(theme: Theme, docs: dict[str, TableDoc]) -> list[str]:
-    """A theme's tables, then the tables their relationships reference (joins may reach them)."""
-    needed = list(theme.related_tables)
-    for name in theme.related_tables:
-        doc = docs.get(name)
-        for fk in doc.meta.relationships if doc else []:
-            target = TableRef(fk.ref_schema, fk.ref_table).display_name
-            if target not in needed and target in docs:
+def relationship_targets(meta: TableMeta) -> list[str]:
+    """The display names of the tables a table's relationships (declared, then inferred) reference."""
+    return [TableRef(fk.ref_schema, fk.ref_table).display_name for fk in meta.relationships]
+
+
+def with_neighbours(names: Iterable[str], targets: Mapping[str, Iterable[str]]) -> list[str]:
+    """The tables named (display names, in order, once each), then the documented tables their relationships
+    reference (joins may reach them). `targets`: every documented table -> its `relationship_targets`."""
+    needed = list(dict.fromkeys(names))
+    seen = set(needed)
+    for name in list(needed):
+        for target in targets.get(name, ()):
+            if target not in seen and target in targets:
                 needed.append(target)
+                seen.add(target)
     return needed
 
 
+def _item_stem(item: dict[str, Any]) -> str:
+    return TableRef.from_dict(item["meta"]["ref"]).file_stem
+
+
+def write_doc_files(run: StepRun, outputs: list[tuple[str, list[str]]], where: Mapping[str, str]) -> None:
+    """Each (file, display names) of `outputs`: a JSON list of the full docs of those tables (in file-name order;
+    names no batch file holds are left out), read again from the batch work files that hold them (`where`: display
+    name -> batch file), BATCH_FILES_PER_READ at a time, the docs of at most DOCS_PER_WRITE tables in memory; the
+    files are written DOC_READ_WORKERS at once."""
+    for chunk in _chunks(outputs, where):
+        wanted = {name for _file, names in chunk for name in names if name in where}
+        files = sorted({where[name] for name in wanted})
+        full: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(files), BATCH_FILES_PER_READ):
+            for text in run_bounded(run.files.get_text, files[start:start + BATCH_FILES_PER_READ], DOC_READ_WORKERS):
+                for item in json.loads(text).get("docs") or []:
+                    name = TableRef.from_dict(item["meta"]["ref"]).display_name
+                    if name in wanted:
+                        full[name] = item
+
+        def write(output: tuple[str, list[str]], full: dict[str, dict[str, Any]] = full) -> None:
+            chosen = sorted((full[n] for n in dict.fromkeys(output[1]) if n in full), key=_item_stem)
+            run.files.put_text(output[0], json.dumps(chosen, ensure_ascii=False))
+
+        run_bounded(write, chunk, DOC_READ_WORKERS)
+
+
+def _chunks(outputs: list[tuple[str, list[str]]], where: Mapping[str, str]
+            ) -> Iterator[list[tuple[str, list[str]]]]:
+    """`outputs` in order, cut where the documented tables a chunk needs would exceed DOCS_PER_WRITE (an output
+    needing more on its own is a chunk of its own)."""
+    chunk: list[tuple[str, list[str]]] = []
+    wanted: set[str] = set()
+    for output in outputs:
+        names = {name for name in output[1] if name in where}
+        if chunk and len(wanted | names) > DOCS_PER_WRITE:
+            yield chunk
+            chunk, wanted = [], set()
+        chunk.append(output)
+        wanted |= names
+    if chunk:
+        yield chunk
+
+
 def write_theme_docs(run: StepRun, themes: list[Theme], docs: list[TableDoc], where: dict[str, str]) -> None:
-    """Per theme, the full docs of `_needed_tables` (in file-name order) to THEME_DOCS: only the batch files that
-    hold them are read again."""
-    by_name = {doc.meta.ref.display_name: doc for doc in docs}
-    needed = [_needed_tables(theme, by_name) for theme in themes]
-    wanted = {name for names in needed for name in names}
-    files = sorted({where[name] for name in wanted if name in where})
-    full: dict[str, dict[str, Any]] = {}
-    for text in run_bounded(run.files.get_text, files, DOC_READ_WORKERS):
-        for item in json.loads(text).get("docs") or []:
-            name = TableRef.from_dict(item["meta"]["ref"]).display_name
-            if name in wanted:
-                full[name] = item
-    for index, names in enumerate(needed):
-        chosen = sorted((full[n] for n in names if n in full), key=lambda d: TableRef.from_dict(d["meta"]["ref"])
-                        .file_stem)
-        run.files.put_text(f"{THEME_DOCS}{index:03d}.json", json.dumps(chosen, ensure_ascii=False))
+    """Per theme, the full docs of its tables and of the tables their relationships reference to THEME_DOCS: only
+    the batch files that hold them are read again."""
+    targets = {doc.meta.ref.display_name: relationship_targets(doc.meta) for doc in docs}
+    write_doc_files(run, [(f"{THEME_DOCS}{index:03d}.json", with_neighbours(theme.related_tables, targets))
+                          for index, theme in enumerate(themes)], where)
 
 
 def read_theme_docs(run: StepRun, index: int) -> list[TableDoc]:

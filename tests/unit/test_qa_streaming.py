@@ -84,3 +84,21 @@ def test_a_theme_reads_only_its_tables_and_their_references(files):
     assert [d.meta.ref.name for d in qa_generation.read_theme_docs(run, 1)] == ["t000"]
     pairs = qa.generate_theme_pairs(HeuristicProvider(), themes[0], first, "", 10)
     assert pairs and all("t025" in p.sql or "t031" in p.sql for p in pairs)
+
+
+def test_doc_files_are_written_a_bounded_number_of_docs_at_a_time(files, monkeypatch):
+    """With room for few docs at once, the doc files are the same; the batch files are read again per chunk."""
+    run = _run(files)
+    docs, where = qa_generation.theme_docs_of_schema(run)
+    outputs = [(f"work/test/{i}.json", [f"public.t{i * 7:03d}", f"public.t{i * 7 + 1:03d}", "public.nothing"])
+               for i in range(8)]
+    qa_generation.write_doc_files(run, outputs, where)
+    whole = {name: run.files.get_text(name) for name, _names in outputs}
+    monkeypatch.setattr(qa_generation, "DOCS_PER_WRITE", 3)
+    run.files.read.clear()
+    qa_generation.write_doc_files(run, outputs, where)
+    assert {name: run.files.get_text(name) for name, _names in outputs} == whole
+    assert [d["meta"]["ref"]["name"] for d in json.loads(whole["work/test/1.json"])] == ["t007", "t008"]
+    # Eight chunks of one output (two docs each; a second output would make four): 8 x 1 or 2 batch files.
+    reads = [name for name in run.files.read if name.startswith(TABLE_DOCS)]
+    assert len(reads) == 8 + sum(1 for i in range(8) if (i * 7) // PER_BATCH != (i * 7 + 1) // PER_BATCH)
