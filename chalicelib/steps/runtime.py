@@ -177,9 +177,10 @@ class StepRun:
 
 def ensure_not_cancelled(tasks: TaskStore, task_id: str, execution_arn: str | None = None,
                          task: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The task as it is now; TaskCancelled when it was cancelled, or when `execution_arn` (the invocation's
-    `$$.Execution.Id`) is not the task's current execution (its ARN or name): such an invocation writes nothing."""
-    task = task if task is not None else tasks.get_task(task_id)
+    """`task` (or, without it, the task's status and execution as they are now); TaskCancelled when it was
+    cancelled, or when `execution_arn` (the invocation's `$$.Execution.Id`) is not the task's current execution
+    (its ARN or name): such an invocation writes nothing."""
+    task = task if task is not None else tasks.get_run_state(task_id)
     execution = task.get("execution") or {}
     # The state machine sends the execution's ARN; its name (the task's execution_id) is accepted as well.
     current = {execution.get("execution_arn"), execution.get("execution_id")} - {None}
@@ -199,7 +200,7 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
     _install_bridge()
     task_id = event["task_id"]
     tasks = TaskStore()
-    task = ensure_not_cancelled(tasks, task_id, event.get("execution_id"))
+    task = ensure_not_cancelled(tasks, task_id, event.get("execution_id"), tasks.get_task(task_id))
     execution_id = (task.get("execution") or {}).get("execution_id")
     log = TaskLogger(task_id, step=step, execution_id=execution_id, logger_name=logger_name, files=FileStore())
     if starts_step:

@@ -154,6 +154,16 @@ class TaskStore(TaskListing, TaskProgressWrites):
             raise TaskNotFound(f"task {task_id} not found")
         return open_task_item(from_dynamo(found))
 
+    def get_run_state(self, task_id: str) -> dict[str, Any]:
+        """Only what tells whether a step may still write (`status`, `execution`): a step checks it before each
+        write, and the whole item (per-table progress included) would be read, sent and parsed every time."""
+        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True,
+                                    ProjectionExpression="#s, #e",
+                                    ExpressionAttributeNames={"#s": "status", "#e": "execution"}).get("Item")
+        if not found:
+            raise TaskNotFound(f"task {task_id} not found")
+        return from_dynamo(found)
+
     # ---- table list and executions ------------------------------------------------------------------
 
     def set_table_list(self, task_id: str, info: dict[str, Any]) -> None:

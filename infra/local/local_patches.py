@@ -1,5 +1,5 @@
 """Every patch of moto the local stack applies, in one place and order (the patches themselves: moto_patches.py,
-moto_map_patches.py, moto_quota_patches.py, events.py)."""
+moto_speed_patches.py, moto_map_patches.py, moto_quota_patches.py, events.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,17 +15,23 @@ from infra.local.moto_patches import (
     reuse_moto_lambda_clients,
 )
 from infra.local.moto_quota_patches import enforce_dynamodb_item_size, enforce_step_functions_quotas
+from infra.local.moto_speed_patches import (
+    cache_moto_asl_parse_trees,
+    memoize_moto_json_paths,
+    skip_moto_update_item_copies,
+)
 
 
 def apply_local_patches(undo: list[Callable[[], None]], invoke: Callable[[str, Any, dict[str, str]], bytes], *,
                         enforce_quotas: bool, on_execution_end: Callable[[dict[str, Any]], None] | None) -> None:
     """Patch moto for the local stack, appending each patch's undo to `undo` as soon as it is on (so a failed
     start, whose stop() runs them, leaves none behind): Lambda invocations go to `invoke`; DynamoDB writes are
-    atomic per item; three patches take CPU out of moto's request path; the Distributed Map reads and writes S3 as
+    atomic per item; six patches take CPU out of moto's request path; the Distributed Map reads and writes S3 as
     on AWS; with `enforce_quotas` the AWS quotas hold; `on_execution_end` hears every execution that ends."""
     undo.append(dispatch_moto_lambda_invocations(invoke))
     for patch in (make_moto_dynamodb_writes_atomic, memoize_moto_host_lookup, fast_moto_dynamodb_results,
-                  reuse_moto_lambda_clients, write_moto_distributed_map_results, read_moto_item_reader_json_objects):
+                  reuse_moto_lambda_clients, write_moto_distributed_map_results, read_moto_item_reader_json_objects,
+                  cache_moto_asl_parse_trees, memoize_moto_json_paths, skip_moto_update_item_copies):
         undo.append(patch())
     if enforce_quotas:
         undo.append(enforce_step_functions_quotas())
