@@ -130,8 +130,10 @@ class ExecuteRequest(RequestModel):
 
 # What chalicelib.pipeline.tablelist accepts per item, as a regex can say it: `table` or `schema.table`, each part
 # unquoted (letters, digits, _, $, any non-ASCII) or double-quoted ("" inside, no NUL or line break), at most 63
-# bytes (21 characters of up to 3 bytes claimed); or a blank / `#` / `--` item, which is ignored.
+# bytes (63 ASCII characters, or 21 characters of up to 3 bytes claimed); or a blank / `#` / `--` item, which is
+# ignored.
 _NAME_PART = (r'(?:[A-Za-z0-9_$]{1,63}|[A-Za-z0-9_$\u0080-\ud7ff\ue000-\uffff]{1,21}'
+              r'|"(?:[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x7f]|""){1,63}"'
               r'|"(?:[\x01-\x09\x0b\x0c\x0e-\x21\x23-\ud7ff\ue000-\uffff]|""){1,21}")')
 TABLE_NAME_ITEM_PATTERN = rf"^\s*(?:{_NAME_PART}(?:\.{_NAME_PART})?|#.*|--.*)?\s*$"
 # Exactly one name, trimmed as pydantic trims (Unicode White_Space, not ECMA's `\s`): the review routes' `table`.

@@ -124,6 +124,15 @@ def test_every_table_name_the_schema_allows_names_one_table(name):
     assert len(parse_table_names([parsed.table])) == 1
 
 
+@pytest.mark.parametrize("name", ['"OrderDetailsArchive2019Q4_LongName"', 'sales."Customer Demographics Of 2024"',
+                                  '"' + "X" * 63 + '"', "服务区", 'public."服务区 档口"'])
+def test_long_quoted_mixed_case_names_are_one_table(name):
+    # A quoted mixed-case name of up to 63 ASCII characters is a PostgreSQL name the review routes must reach.
+    assert re.fullmatch(models.TABLE_NAME_PATTERN, name) and re.fullmatch(models.TABLE_NAME_ITEM_PATTERN, name)
+    parsed = validate(review_models.TableCommentsRequest, {"table": name})
+    assert len(parse_table_names([parsed.table])) == 1
+
+
 @pytest.mark.parametrize("name", ["", "a.b.c", "a,b", "# c", "\xa0", "a\xa0b", "\x1cabc", '""', "x" * 64])
 def test_table_names_outside_the_grammar_are_refused_by_name(name):
     assert not re.fullmatch(models.TABLE_NAME_PATTERN, name)
