@@ -147,14 +147,15 @@ class FileStore:
         return self.get_bytes(task_id, name).decode("utf-8")
 
     def head(self, task_id: str, name: str) -> dict[str, Any]:
-        """{size, last_modified} of one file; FileNotFound when absent."""
+        """{name, size, last_modified, etag} of one file; FileNotFound when absent."""
         try:
             meta = self.s3.head_object(Bucket=self.bucket, Key=self.key(task_id, name))
         except ClientError as exc:
             if _missing(exc):
                 raise FileNotFound(f"file {name} not found in task {task_id}") from None
             raise
-        return {"name": name, "size": meta["ContentLength"], "last_modified": meta["LastModified"]}
+        return {"name": name, "size": meta["ContentLength"], "last_modified": meta["LastModified"],
+                "etag": meta.get("ETag")}
 
     def exists(self, task_id: str, name: str) -> bool:
         try:
@@ -263,6 +264,9 @@ class TaskFiles:
 
     def exists(self, name: str) -> bool:
         return self.store.exists(self.task_id, name)
+
+    def head(self, name: str) -> dict[str, Any]:
+        return self.store.head(self.task_id, name)
 
     def delete(self, name: str) -> None:
         self.store.delete(self.task_id, name)
