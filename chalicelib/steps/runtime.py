@@ -200,12 +200,12 @@ def step_run(event: dict[str, Any], step: str, *, logger_name: str, starts_step:
     _install_bridge()
     task_id = event["task_id"]
     tasks = TaskStore()
-    task = ensure_not_cancelled(tasks, task_id, event.get("execution_id"), tasks.get_task(task_id))
+    task = ensure_not_cancelled(tasks, task_id, event.get("execution_id"), tasks.get_task_for_step(task_id))
     execution_id = (task.get("execution") or {}).get("execution_id")
     log = TaskLogger(task_id, step=step, execution_id=execution_id, logger_name=logger_name, files=FileStore())
     if starts_step:
         tasks.mark_step_started(task_id, step, execution_id)
-        task = tasks.get_task(task_id)
+        task = tasks.get_task_for_step(task_id)
     run = StepRun(
         task_id=task_id,
         step=step,

@@ -18,6 +18,7 @@ from chalicelib.aws import get_dynamodb
 from chalicelib.config import STEP_NAMES, get_settings
 from chalicelib.errors import TaskAlreadyRunning, TaskNotFound
 from chalicelib.stores.task_items import (
+    SEALED_FIELD,
     conditional_failed,
     from_dynamo,
     mask_secrets,
@@ -86,6 +87,11 @@ def _fresh_step() -> dict[str, Any]:
             "result": None}
 
 
+# What the step Lambdas read of their task (chalicelib/steps: StepRun, lifecycle, training_load).
+STEP_FIELDS = ("task_id", "status", "execution", "step_status", "current_step", "parameters", "db_connection",
+               SEALED_FIELD, "db_name", "started_at", "created_at", "llm_usage")
+
+
 class TaskStore(TaskListing, TaskProgressWrites):
     """DynamoDB adapter for task items. Give it a table (tests) or let it build one from the settings."""
 
@@ -150,6 +156,19 @@ class TaskStore(TaskListing, TaskProgressWrites):
         if not is_task_id(task_id):
             raise TaskNotFound(f"task {task_id!r} not found")
         found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True).get("Item")
+        if not found:
+            raise TaskNotFound(f"task {task_id} not found")
+        return open_task_item(from_dynamo(found))
+
+    def get_task_for_step(self, task_id: str) -> dict[str, Any]:
+        """The attributes a step Lambda reads of its task (STEP_FIELDS, db_connection opened): not the per-table
+        progress, step results and table list, which grow with the tables and which every invocation of every
+        step (a thousand DDL batches at 10,000 tables) would otherwise read, send and parse."""
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} not found")
+        names = {f"#f{i}": name for i, name in enumerate(STEP_FIELDS)}
+        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True,
+                                    ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
         if not found:
             raise TaskNotFound(f"task {task_id} not found")
         return open_task_item(from_dynamo(found))

@@ -9,6 +9,7 @@ import pytest
 from chalicelib.api.task_view import public_task_view
 from chalicelib.errors import TaskAlreadyRunning, TaskNotFound, ValidationError
 from chalicelib.stores.task_items import mask_secrets
+from chalicelib.stores.tasks import STEP_FIELDS
 
 
 def test_ids_unique_under_concurrent_creates(store):
@@ -184,3 +185,20 @@ def test_cursors_are_checked_and_tied_to_their_listing(store):
         store.page_tasks({"status": "pending"}, limit=1, cursor=cursor)
     items, last = store.page_tasks({"status": "pending"}, limit=5)
     assert len(items) == 3 and last is None
+
+
+def test_a_step_reads_only_what_it_needs_of_its_task(store, monkeypatch):
+    monkeypatch.setenv("DATA_PIPELINE_TASK_SECRET_KEY", "unit-test-secret-key-0123456789abcdef")
+    task_id = store.create_task({"task_name": "宽表", "db_connection": "postgresql://u:pw@db.example/x",
+                                 "parameters": {"business_context": "高速公路"}})["task_id"]
+    store.update_progress(task_id, "ddl_generation", {"total": 3, "done": 0, "tables": {}})
+    store.record_items_progress(task_id, "ddl_generation", "tables",
+                                {f"t{i}": ({"ok": True}, True) for i in range(3)})
+    whole, for_step = store.get_task(task_id), store.get_task_for_step(task_id)
+    assert "progress" in whole and "progress" not in for_step  # what grows with the tables stays behind
+    assert set(for_step) <= set(STEP_FIELDS) and for_step["parameters"] == {"business_context": "高速公路"}
+    assert for_step["db_connection"] == whole["db_connection"]  # opened as the whole item's is
+    assert store.get_run_state(task_id) == {"status": whole["status"]} | (
+        {"execution": whole["execution"]} if "execution" in whole else {})
+    with pytest.raises(TaskNotFound):
+        store.get_task_for_step("task_20000101_000000")
