@@ -153,32 +153,28 @@ class TaskStore(TaskListing, TaskProgressWrites):
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """The raw item (including the secret db_connection); TaskNotFound when absent."""
-        if not is_task_id(task_id):
-            raise TaskNotFound(f"task {task_id!r} not found")
-        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True).get("Item")
-        if not found:
-            raise TaskNotFound(f"task {task_id} not found")
-        return open_task_item(from_dynamo(found))
+        return open_task_item(self._read(task_id))
 
     def get_task_for_step(self, task_id: str) -> dict[str, Any]:
         """The attributes a step Lambda reads of its task (STEP_FIELDS, db_connection opened): not the per-table
         progress, step results and table list, which grow with the tables and which every invocation of every
         step (a thousand DDL batches at 10,000 tables) would otherwise read, send and parse."""
-        if not is_task_id(task_id):
-            raise TaskNotFound(f"task {task_id!r} not found")
-        names = {f"#f{i}": name for i, name in enumerate(STEP_FIELDS)}
-        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True,
-                                    ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
-        if not found:
-            raise TaskNotFound(f"task {task_id} not found")
-        return open_task_item(from_dynamo(found))
+        return open_task_item(self._read(task_id, STEP_FIELDS))
 
     def get_run_state(self, task_id: str) -> dict[str, Any]:
         """Only what tells whether a step may still write (`status`, `execution`): a step checks it before each
         write, and the whole item (per-table progress included) would be read, sent and parsed every time."""
-        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True,
-                                    ProjectionExpression="#s, #e",
-                                    ExpressionAttributeNames={"#s": "status", "#e": "execution"}).get("Item")
+        return self._read(task_id, ("status", "execution"))
+
+    def _read(self, task_id: str, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The item (only `fields` when given), decoded, its db_connection still sealed; TaskNotFound when absent."""
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} not found")
+        projection: dict[str, Any] = {}
+        if fields:
+            names = {f"#f{i}": name for i, name in enumerate(fields)}
+            projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        found = self.table.get_item(Key={"task_id": task_id}, ConsistentRead=True, **projection).get("Item")
         if not found:
             raise TaskNotFound(f"task {task_id} not found")
         return from_dynamo(found)
