@@ -77,6 +77,35 @@ def _function_name(call: dict[str, Any]) -> str:
     return parts[-1] if parts else ""
 
 
+_FLAGGED = (*_WRITES, "intoClause", "LockingClause")  # besides FuncCall, the keys check_read_only looks for
+_JSON = json.JSONDecoder()
+
+
+def _plainly_read_only(tree_json: str) -> bool:
+    """True when the parse tree (its JSON text) has none of the keys check_read_only looks for but FuncCall, and
+    every FuncCall names a function without side effects: then the walk of the whole tree would find nothing.
+
+    Reading the text is exact for the True answer: a key is written `"Key":`, and inside a JSON string every quote is
+    escaped, so `"Key"` never appears within a string; a string value that equals a key's name only makes the
+    answer False (the walk decides). Each `"FuncCall":` is decoded where it stands; when the counts of `"FuncCall"`
+    and `"FuncCall":` differ (the writer spaced its text), the walk decides too.
+    """
+    if any(f'"{key}"' in tree_json for key in _FLAGGED):
+        return False
+    starts = []
+    at = tree_json.find('"FuncCall":')
+    while at >= 0:
+        starts.append(at + len('"FuncCall":'))
+        at = tree_json.find('"FuncCall":', at + 1)
+    if len(starts) != tree_json.count('"FuncCall"'):
+        return False
+    for start in starts:
+        call, _end = _JSON.raw_decode(tree_json, start)
+        if not isinstance(call, dict) or is_side_effect_function(_function_name(call)):
+            return False
+    return True
+
+
 def check_read_only(sql: str) -> str | None:
     """Why `sql` is not a single read-only query, or None when it is.
 
@@ -84,7 +113,8 @@ def check_read_only(sql: str) -> str | None:
     no locking clause, no call to a function with side effects.
     """
     try:
-        statements = json.loads(parser.parse_sql_json(sql or ""))["stmts"]
+        text = parser.parse_sql_json(sql or "")
+        statements = json.loads(text)["stmts"]
     except ParseError as exc:
         return f"not valid SQL: {_parse_error(exc)}"
     if not statements:
@@ -97,6 +127,8 @@ def check_read_only(sql: str) -> str | None:
         shown = sql[first.start:first.end + 1].upper() if first is not None else node_type
         return (f"not a read-only query: a {_statement_word(node_type)} statement, starts with {shown!r} "
                 "(only SELECT, WITH, VALUES, TABLE allowed)")
+    if _plainly_read_only(text):
+        return None
     for key, value in walk_tree(tree):
         if key in _WRITES:
             return f"data-modifying statement {_WRITES[key]} inside a WITH query"

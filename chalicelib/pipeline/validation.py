@@ -14,13 +14,16 @@ Three locks, each enough on its own against a second statement:
    refuses more than one statement, in a read-only transaction with a statement timeout and
    `standard_conforming_strings` on (the quoting rules the parser of step 1 reads by).
 3. The connection's role should have only SELECT (README, Security, "Read-only SQL").
-Many statements share a connection (one round trip each when valid) and a few connections work in
-parallel, so validation keeps up with a plain EXPLAIN loop while isolating every statement.
+Many statements share a connection and a few connections work in parallel. On each connection the EXPLAINs of a
+chunk are pipelined (libpq pipeline mode: every statement its own Parse/Bind/Execute followed by a Sync, so each is
+its own read-only transaction and one failure never aborts the next; the chunk costs one round trip), so
+validation outruns a plain EXPLAIN loop while isolating every statement.
 Failing SQL can be sent to the LLM for repair in rounds; every repair is checked again the same way.
 """
 from __future__ import annotations
 
 import logging
+import selectors
 import threading
 import time
 from collections.abc import Sequence
@@ -28,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
+from psycopg import pq
+from psycopg.errors import error_from_result
 from psycopg.pq import TransactionStatus
 
 from chalicelib import errors
@@ -91,6 +96,71 @@ def _explain_on(conn: psycopg.Connection, sql: str, timeout_ms: int | None) -> s
         return _format_pg_error(exc)
 
 
+_POLL_SECONDS = 1.0  # a wait for the socket wakes up this often (the server's statement timeout bounds each one)
+
+
+def _explain_pipelined(conn: psycopg.Connection, sqls: Sequence[str]) -> list[str | None]:
+    """EXPLAIN every statement of `sqls` on a session set up by `_configure_session`, pipelined: None per valid
+    statement, else PostgreSQL's error, in input order.
+
+    Each `EXPLAIN <sql>` is sent as its own Parse/Bind/Execute (PQsendQueryParams: one statement only) followed by a
+    Sync, so in the autocommit, read-only session each is its own transaction under the statement timeout and an
+    error ends only its own (libpq marks nothing after a Sync as aborted). All are sent before any result is read:
+    one round trip for the chunk. The socket is waited on with the GIL released (a blocking PQgetResult would hold
+    it and stall the other validation threads); libpq reads while it cannot write, so a long chunk never deadlocks.
+
+    A connection-level failure raises (psycopg.OperationalError) and leaves `conn` closed: its pipeline state is
+    unknown, so it must never serve another statement.
+    """
+    if not sqls:
+        return []
+    pg = conn.pgconn
+    if pg.transaction_status != pq.TransactionStatus.IDLE:
+        raise psycopg.InterfaceError("the validation connection is not idle")
+    encoding = conn.info.encoding
+    finished = False
+    blocking = pg.nonblocking
+    pg.nonblocking = 1
+    pg.enter_pipeline_mode()
+    try:
+        for sql in sqls:
+            pg.send_query_params(("EXPLAIN " + sql.strip()).encode(encoding), None, result_format=1)
+            pg.pipeline_sync()
+        out: list[str | None] = []
+        error: str | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(pg.socket, selectors.EVENT_READ)
+            while len(out) < len(sqls):
+                unsent = pg.flush()  # 1: some of the chunk is still to be written
+                selector.modify(pg.socket, selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0))
+                if not any(mask & selectors.EVENT_READ for _key, mask in selector.select(_POLL_SECONDS)):
+                    continue
+                pg.consume_input()
+                while len(out) < len(sqls) and not pg.is_busy():
+                    result = pg.get_result()
+                    if result is None:  # the end of one statement's results; its Sync follows
+                        continue
+                    if result.status == pq.ExecStatus.FATAL_ERROR:
+                        exc = error_from_result(result, encoding=encoding)
+                        if exc.sqlstate is None:
+                            raise psycopg.OperationalError(_format_pg_error(exc))
+                        error = _format_pg_error(exc)
+                    elif result.status == pq.ExecStatus.PIPELINE_SYNC:
+                        out.append(error)
+                        error = None
+                    elif result.status != pq.ExecStatus.TUPLES_OK:
+                        raise psycopg.OperationalError(
+                            f"unexpected result of a pipelined EXPLAIN: {pq.ExecStatus(result.status).name}")
+        pg.exit_pipeline_mode()
+        finished = True
+        return out
+    finally:
+        if finished:
+            pg.nonblocking = blocking
+        else:
+            conn.close()
+
+
 def _configure_session(conn: psycopg.Connection, timeout_ms: int) -> None:
     """A connection owned by the validator: autocommit, every transaction read-only, standard strings,
     statements time out."""
@@ -123,17 +193,19 @@ def explain_sql(conn: psycopg.Connection, sql: str, timeout_ms: int) -> str | No
 # --- validation with repair rounds -------------------------------------------------------------------
 
 DEFAULT_CONCURRENCY = 4
-# Below this many statements per connection, opening another connection costs more than it saves.
-_MIN_PER_CONNECTION = 25
+# Statements per pipeline: one round trip each. Below this many per connection, opening another connection costs
+# more than it saves.
+PIPELINE_CHUNK = 25
 
 
 class _Checker:
     """Read-only check + EXPLAIN for many statements over a small pool of connections; cached per SQL text.
 
     Each connection validates many statements. Its session is set up once (autocommit, every transaction
-    read-only, statement timeout), so each EXPLAIN is one round trip and its own read-only transaction:
-    a failing statement ends only its own transaction and never poisons the next. At most `concurrency`
-    connections are open; a connection that dies is replaced once. Results come back in input order.
+    read-only, statement timeout); the statements come in chunks of PIPELINE_CHUNK, whose EXPLAINs are pipelined
+    (`_explain_pipelined`: each its own read-only transaction, a failing statement never poisons the next, one round
+    trip per chunk). At most `concurrency` connections are open, each worker taking the next chunk; a connection that
+    dies is replaced once. Results come back in input order.
     """
 
     def __init__(self, db_url: str, timeout_ms: int, concurrency: int = DEFAULT_CONCURRENCY,
@@ -154,48 +226,50 @@ class _Checker:
     def check_many(self, sqls: Sequence[str]) -> list[str | None]:
         todo = list(dict.fromkeys(s for s in sqls if s not in self._cache))
         if todo:
-            workers = min(self._concurrency, max(1, len(todo) // _MIN_PER_CONNECTION))
+            chunks = [todo[i:i + PIPELINE_CHUNK] for i in range(0, len(todo), PIPELINE_CHUNK)]
+            workers = min(self._concurrency, len(chunks))
             if workers == 1:
-                self._work(todo, iter(range(len(todo))))
+                self._work(iter(chunks))
             else:
-                positions = iter(range(len(todo)))  # shared: each worker takes the next statement
+                shared = iter(chunks)  # each worker takes the next chunk
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sql-validation") as pool:
-                    for future in [pool.submit(self._work, todo, positions) for _ in range(workers)]:
+                    for future in [pool.submit(self._work, shared) for _ in range(workers)]:
                         future.result()
         return [self._cache[s] for s in sqls]
 
-    def _work(self, todo: list[str], positions: Any) -> None:
+    def _work(self, chunks: Any) -> None:
         conn = None
         try:
             while True:
                 with self._lock:
-                    i = next(positions, None)
-                if i is None:
+                    chunk = next(chunks, None)
+                if chunk is None:
                     return
-                sql = todo[i]
-                reason = check_read_only(sql)
-                if reason:
-                    result: str | None = f"not read-only: {reason}"
-                else:
-                    # PostgreSQL's own error first (the exact text a repair needs); then what it accepts but the
-                    # task's catalog does not have (a table outside the task), then an empty date range.
-                    result, conn = self._explain(conn, sql)
-                    unknown = unknown_objects(sql, self._docs, complete=self._complete) if result is None else []
-                    if unknown:
-                        result = "names objects the catalog does not have: " + "; ".join(unknown)
-                    elif result is None and self._docs:
-                        result = empty_range_error(conn, sql, self._docs, self._ranges)
-                self._cache[sql] = result
+                refused = {sql: reason for sql in chunk if (reason := check_read_only(sql))}
+                # PostgreSQL's own error first (the exact text a repair needs); then what it accepts but the task's
+                # catalog does not have (a table outside the task), then an empty date range.
+                explained, conn = self._explain(conn, [sql for sql in chunk if sql not in refused])
+                for sql in chunk:
+                    if sql in refused:
+                        result: str | None = f"not read-only: {refused[sql]}"
+                    else:
+                        result = explained[sql]
+                        unknown = unknown_objects(sql, self._docs, complete=self._complete) if result is None else []
+                        if unknown:
+                            result = "names objects the catalog does not have: " + "; ".join(unknown)
+                        elif result is None and self._docs:
+                            result = empty_range_error(conn, sql, self._docs, self._ranges)
+                    self._cache[sql] = result
         finally:
             if conn is not None:
                 self._pool.release(conn)
 
-    def _explain(self, conn: Any, sql: str) -> tuple[str | None, Any]:
+    def _explain(self, conn: Any, sqls: list[str]) -> tuple[dict[str, str | None], Any]:
         for attempt in (1, 2):
             try:
                 if conn is None:
                     conn = self._pool.get()
-                return _explain_on(conn, sql, None), conn
+                return dict(zip(sqls, _explain_pipelined(conn, sqls), strict=True)), conn
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if conn is not None:
                     self._pool.discard(conn)
@@ -204,7 +278,7 @@ class _Checker:
                     raise errors.DatabaseConnectionError(
                         f"lost the database connection during SQL validation: {type(exc).__name__}"
                     ) from exc
-        return None, conn  # unreachable
+        return {}, conn  # unreachable
 
     def _connect(self, url: str) -> Any:
         conn = connect_extended(url, application_name="data_pipeline_validation")

@@ -67,3 +67,52 @@ def test_quoted_or_qualified_spellings_are_the_same_function(sql):
 ])
 def test_ordinary_functions_and_look_alike_columns_pass(sql):
     assert check_read_only(sql) is None, sql
+
+
+# Statements whose text holds the gate's key names where they are not keys: string constants, quoted identifiers,
+# aliases, comments; and nested or qualified calls.
+LOOKALIKES = [
+    "SELECT 'FuncCall' AS a, '\"FuncCall\":' AS b FROM t",
+    'SELECT "FuncCall"."intoClause" FROM "FuncCall"',
+    "SELECT count(*) AS \"InsertStmt\" FROM t WHERE note = '\"LockingClause\":{}'",
+    "SELECT /* \"FuncCall\": */ max(lower(upper(a))) FROM t",
+    "SELECT pg_catalog.lower(x), \"UpdateStmt\" FROM t",
+    "SELECT coalesce(max(a), min(b)) FROM (SELECT nextval('s') AS a, 1 AS b) q",
+    "SELECT 'pg_sleep(1)', lower('set_config') FROM t",
+    "SELECT * FROM t FOR UPDATE",
+    "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
+    "SELECT count(*) INTO t2 FROM t",
+]
+
+
+@pytest.mark.parametrize("sql", LOOKALIKES + [p.format(call=c, upper=c) for p in PLACES[:3] for c in DENIED[:8]]
+                         + ["SELECT lower(name), count(*), max(amount) FROM t GROUP BY 1"])
+def test_the_text_shortcut_never_accepts_what_the_tree_walk_refuses(sql):
+    """check_read_only answers None from the tree's JSON text when no key it looks for is there: the answer must be
+    the walk's own (the walk of the whole tree, the gate before the shortcut)."""
+    import json
+
+    from pglast import parser
+
+    from chalicelib.pipeline import sqltext
+
+    text = parser.parse_sql_json(sql)
+    (_kind, tree), = json.loads(text)["stmts"][0]["stmt"].items()
+    walk_refuses = any(
+        key in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "intoClause", "LockingClause")
+        or (key == "FuncCall" and sqltext.is_side_effect_function(sqltext._function_name(value)))
+        for key, value in sqltext.walk_tree(tree))
+    if sqltext._plainly_read_only(text):
+        assert not walk_refuses, sql
+    assert (check_read_only(sql) is not None) == walk_refuses, sql
+
+
+def test_the_text_shortcut_is_taken_for_ordinary_queries_and_not_for_lookalikes():
+    from pglast import parser
+
+    from chalicelib.pipeline.sqltext import _plainly_read_only
+
+    assert _plainly_read_only(parser.parse_sql_json("SELECT lower(a), count(*) FROM t WHERE b > now() GROUP BY 1"))
+    assert _plainly_read_only(parser.parse_sql_json("SELECT a FROM t"))
+    assert not _plainly_read_only(parser.parse_sql_json("SELECT 'FuncCall', count(*) FROM t"))
+    assert not _plainly_read_only(parser.parse_sql_json("SELECT lower(nextval('s'))"))
