@@ -7,7 +7,8 @@ GIL, is what a local run waits for between its LLM rounds):
   still built fresh for each execution from the parse tree, so executions share nothing that changes;
 - JSONPath expressions (moto builds a new ply parser for every path it reads, on every state) are parsed once;
 - an UpdateItem that asks for no old values (ReturnValues NONE or ALL_NEW, the project's only kinds) no longer
-  deep-copies and serialises the whole item beforehand just to compute old values nobody reads.
+  deep-copies and serialises the whole item beforehand just to compute old values nobody reads;
+- a projected read converts the item to plain JSON once, not once per projected attribute.
 
 Each patch returns a function undoing it; applying one twice does nothing the second time.
 """
@@ -140,5 +141,34 @@ def skip_moto_update_item_copies() -> Callable[[], None]:
     def undo() -> None:
         handler.update_item = original  # type: ignore[method-assign]
         responses.copy = original_copy
+
+    return undo
+
+
+def project_moto_items_once() -> Callable[[], None]:
+    """moto's Item.project (a GetItem, Query or Scan with a ProjectionExpression) converts the whole item to plain
+    JSON once per projected attribute: a GetItem of twelve attributes of a 30 KB task item cost ten times the
+    GetItem of all of it. The item is converted once per call; each attribute is still looked up in, and merged
+    from, that same plain-JSON item, so the answer is the one moto gives."""
+    from moto.dynamodb.models import dynamo_type
+
+    item_class = dynamo_type.Item
+    original = item_class.project
+    if getattr(original, "_data_pipeline_once", False):
+        return lambda: None
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        regular = self.to_regular_json()
+        result: dict[str, Any] = {}
+        for expr in projection_expressions:
+            dynamo_type.merge_dicts(result, dynamo_type.find_nested_key(expr, regular))
+        return item_class(hash_key=self.hash_key, range_key=self.range_key,
+                          attrs=dynamo_type.serializer.serialize(result)["M"])
+
+    project._data_pipeline_once = True  # type: ignore[attr-defined]
+    item_class.project = project  # type: ignore[method-assign]
+
+    def undo() -> None:
+        item_class.project = original  # type: ignore[method-assign]
 
     return undo

@@ -87,3 +87,55 @@ def test_update_item_answers_every_return_values_kind_as_moto(monkeypatch, undo_
     assert answers["UPDATED_OLD"] == {"n": {"N": "4"}, "m": {"M": {"x": {"S": "v2"}}}}
     assert answers["UPDATED_NEW"] == {"n": {"N": "6"}, "m": {"M": {"x": {"S": "v4"}}}}
     assert missing["Attributes"] == {"k": {"S": "new"}, "n": {"N": "7"}}
+
+
+PROJECTIONS = [
+    "a", "a, b", "m.x", "m, m.x", "m.x, m", "m.y.z, m.x, m", "l[1], l[0].q", "l, l[1]", "ss, n, absent",
+    "#p.#c.t1, #p.#c, #p.done", "m.nope, nope.deeper", "m.y, m.y.z, m.y.w[0]",
+]
+
+
+def _projected_answers(undo_patch: bool) -> list:
+    undo = speed.project_moto_items_once()
+    if undo_patch:
+        undo()
+    try:
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST")
+            item = {"k": {"S": "a"}, "a": {"S": "字"}, "b": {"N": "1.50"}, "n": {"NULL": True},
+                    "ss": {"SS": ["x", "y"]}, "bin": {"B": b"\x00\x01"},
+                    "m": {"M": {"x": {"S": "old"}, "y": {"M": {"z": {"BOOL": True}, "w": {"L": [{"N": "3"}]}}}}},
+                    "l": {"L": [{"S": "first"}, {"M": {"q": {"N": "2"}}}]},
+                    "p": {"M": {"c": {"M": {"t1": {"M": {"ok": {"BOOL": True}}}, "t2": {"S": "x"}}},
+                                "done": {"N": "9"}}}}
+            ddb.put_item(TableName="t", Item=item)
+            answers = []
+            for expression in PROJECTIONS:
+                names = {k: v for k, v in {"#p": "p", "#c": "c"}.items() if k in expression}
+                kwargs = {"ExpressionAttributeNames": names} if names else {}
+                answers.append(ddb.get_item(TableName="t", Key={"k": {"S": "a"}}, ProjectionExpression=expression,
+                                            **kwargs).get("Item"))
+                answers.append(ddb.scan(TableName="t", ProjectionExpression=expression, **kwargs)["Items"])
+            answers.append(ddb.get_item(TableName="t", Key={"k": {"S": "a"}})["Item"])  # the item is unchanged
+    finally:
+        undo()
+    return answers
+
+
+def test_a_projection_answers_what_moto_answers(moto_env):
+    patched, unpatched = _projected_answers(False), _projected_answers(True)
+    assert patched == unpatched
+    assert patched[PROJECTIONS.index("m, m.x") * 2] == {"m": {"M": {"x": {"S": "old"}, "y": {"M": {
+        "z": {"BOOL": True}, "w": {"L": [{"N": "3"}]}}}}}}
+    assert patched[PROJECTIONS.index("l[1], l[0].q") * 2] == {"l": {"L": [{"M": {"q": {"N": "2"}}}]}}
+    assert patched[-1]["m"]["M"]["x"] == {"S": "old"}
+
+
+@pytest.fixture
+def moto_env(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
