@@ -1,5 +1,16 @@
-"""Progress of fan-out steps on the task item: per-item records and done/failed counters written by concurrent
-Map iterations, counted once when Step Functions delivers an iteration twice. Mixed into TaskStore."""
+"""Progress of fan-out steps: per-item records and done/failed counters written by concurrent Map iterations,
+counted once when Step Functions delivers an iteration twice. Mixed into TaskStore.
+
+Two items per step, so that no write of a batch grows with the number of tables:
+- the task item holds the step's records (the first RECORDS_KEPT items of each collection) and its other
+  progress fields (total, current table...): bounded;
+- the step's counts item (`{task_id}#progress#{step}`: not in the task listing's indexes, which need `entity`
+  and `status`) holds `done`, `failed`, and per collection the ids of the chunks counted (the re-delivery marks,
+  16 characters per chunk) and how many records the task item was given room for. It grows by one mark per chunk,
+  but a string set costs DynamoDB (and moto) little per member, while the task item, read by every status poll and
+  every step, stays the same size at 10,000 tables as at 1,000.
+TaskStore.get_task merges the counts into `progress.{step}`; a task written before the counts item existed keeps
+its counters on the task item and is shown as it was."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +27,25 @@ RECORDS_PER_UPDATE = 40  # progress records per UpdateItem: its expression stays
 # characters per chunk of up to RECORDS_PER_UPDATE items).
 RECORDS_KEPT = 100
 HIDDEN = "_"  # progress keys starting with it are bookkeeping, not shown by the status view
+COUNTERS = ("done", "failed")  # progress fields kept on the step's counts item
+COUNTS_KEY = "{task_id}#progress#{step}"
+
+
+def counts_key(task_id: str, step: str) -> str:
+    return COUNTS_KEY.format(task_id=task_id, step=step_key(step))
+
+
+def merge_counts(item: dict[str, Any], counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The task item with each step's counters (done, failed) taken from its counts item where it has one."""
+    if not counts:
+        return item
+    progress = {step: dict(value) if isinstance(value, dict) else value
+                for step, value in (item.get("progress") or {}).items()}
+    for step, found in counts.items():
+        shown = progress.setdefault(step, {})
+        if isinstance(shown, dict):
+            shown.update({k: found[k] for k in COUNTERS if k in found})
+    return {**item, "progress": progress}
 
 
 def _chunk_id(records: dict[str, Any]) -> str:
@@ -23,16 +53,24 @@ def _chunk_id(records: dict[str, Any]) -> str:
 
 
 class TaskProgressWrites:
-    """Needs `_update(task_id, expression, values, names, *, touch=, condition=)` from the class it is mixed into."""
+    """Needs `_update(key, expression, values, names, *, touch=, condition=)` and `_delete_item(key)` from the class
+    it is mixed into."""
 
     _update: Any
+    _delete_item: Any
 
     def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
         """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key), an empty
-        dict makes sure that map exists without touching it.
+        dict makes sure that map exists without touching it. `done` and `failed` are set on the step's counts item.
 
         One UpdateItem when progress.{step} exists (the usual case while a step runs: the claim creates it);
         the missing maps are created first only when DynamoDB refuses the document path."""
+        counters = {k: progress[k] for k in COUNTERS if k in progress}
+        if counters:
+            self._set_counts(task_id, step, counters)
+            progress = {k: v for k, v in progress.items() if k not in COUNTERS}
+            if not progress:
+                return
         names = {"#s": step_key(step)}
         nested = [k for k, v in progress.items() if isinstance(v, dict)]
         sets, values = [], {}
@@ -81,62 +119,81 @@ class TaskProgressWrites:
 
     def _record_chunk(self, task_id: str, step: str, collection: str,
                       records: dict[str, tuple[dict[str, Any], bool]], counted: bool) -> None:
-        names = {"#s": step_key(step), "#c": collection, "#kept": f"{HIDDEN}{collection}_kept",
-                 "#marks": f"{HIDDEN}{collection}_counted"}
-        values: dict[str, Any] = {":zero": 0, ":max": RECORDS_KEPT, ":n": len(records),
-                                  ":chunk": {_chunk_id(records)}}
+        names = {"#s": step_key(step), "#c": collection}
+        values: dict[str, Any] = {}
         sets = []
         for i, (key, (record, _ok)) in enumerate(records.items()):
             names[f"#k{i}"] = key
             values[f":r{i}"] = record
             sets.append(f"progress.#s.#c.#k{i} = :r{i}")
-        counters = []
-        done = sum(1 for _record, ok in records.values() if ok)
-        for counter, amount in (("done", done), ("failed", len(records) - done)):
-            if amount:
-                names[f"#{counter}"] = counter
-                values[f":{counter}"] = amount
-                counters.append(f"progress.#s.#{counter} = if_not_exists(progress.#s.#{counter}, :zero) + :{counter}")
-        kept = "progress.#s.#kept = if_not_exists(progress.#s.#kept, :zero) + :n"
-        room = "(attribute_not_exists(progress.#s.#kept) OR progress.#s.#kept < :max)"
-        fresh = "attribute_exists(task_id) AND attribute_not_exists(progress.#s.#c.#k0)"
-        replace = "SET " + ", ".join(sets) + ", updated_at = :now"
+        record = "SET " + ", ".join(sets) + ", updated_at = :now"
 
-        def attempt(expression: str, condition: str) -> bool:
+        def write(condition: str) -> bool:
             try:
-                self._update(task_id, expression, values, names, condition=condition)
+                self._update(task_id, record, values, names, condition=condition)
             except ClientError as exc:
-                if not conditional_failed(exc):
+                if conditional_failed(exc):
+                    return False
+                if not invalid_path(exc):
                     raise
-                return False
-            return True
+            else:
+                return True
+            self._ensure_progress_maps(task_id, step, [collection])
+            return write(condition)
 
-        def record_them() -> None:
-            if not counted:
-                # Records only (their counts were taken elsewhere), while the collection has room.
-                if not attempt("SET " + ", ".join(sets + [kept]) + ", updated_at = :now", f"{fresh} AND {room}"):
-                    attempt(replace, "attribute_exists(progress.#s.#c.#k0)")
-                return
-            # 1. the records and their counts, while fewer than RECORDS_KEPT records are kept on the item;
-            if attempt("SET " + ", ".join(sets + counters + [kept]) + ", updated_at = :now", f"{fresh} AND {room}"):
-                return
-            # 2. the item is full: counts only, the chunk remembered so that a re-delivery is not counted again;
-            if attempt("SET " + ", ".join(counters) + ", updated_at = :now ADD progress.#s.#marks :chunk",
-                       f"{fresh} AND (attribute_not_exists(progress.#s.#marks) "
-                       "OR NOT contains(progress.#s.#marks, :chunkid))"):
-                return
-            # 3. a re-delivered chunk: its kept records are replaced, nothing counted twice.
-            attempt(replace, "attribute_exists(progress.#s.#c.#k0)")
-
-        values[":chunkid"] = _chunk_id(records)
-        try:
-            record_them()
+        if counted and not self._count_chunk(task_id, step, collection, records):
+            # A re-delivered chunk: counted already; its records are replaced where they were kept.
+            write("attribute_exists(progress.#s.#c.#k0)")
             return
+        if self._reserve_room(task_id, step, collection, len(records)):
+            write("attribute_exists(task_id)")
+        elif not counted:  # records of items counted elsewhere: replaced where they were kept
+            write("attribute_exists(progress.#s.#c.#k0)")
+
+    def _count_chunk(self, task_id: str, step: str, collection: str,
+                     records: dict[str, tuple[dict[str, Any], bool]]) -> bool:
+        """Add the chunk's done/failed to the counts item and remember the chunk, in one conditional write:
+        False when the chunk was counted before (Step Functions re-delivered its iteration)."""
+        done = sum(1 for _record, ok in records.values() if ok)
+        names = {"#done": "done", "#failed": "failed", "#marks": f"{HIDDEN}{collection}_counted"}
+        values = {":zero": 0, ":done": done, ":failed": len(records) - done, ":chunk": {_chunk_id(records)},
+                  ":chunkid": _chunk_id(records)}
+        try:
+            self._update(counts_key(task_id, step),
+                         "SET #done = if_not_exists(#done, :zero) + :done, "
+                         "#failed = if_not_exists(#failed, :zero) + :failed ADD #marks :chunk",
+                         values, names, touch=False,
+                         condition="attribute_not_exists(#marks) OR NOT contains(#marks, :chunkid)")
         except ClientError as exc:
-            if not invalid_path(exc):
+            if not conditional_failed(exc):
                 raise
-        self._ensure_progress_maps(task_id, step, [collection])
-        record_them()
+            return False
+        return True
+
+    def _reserve_room(self, task_id: str, step: str, collection: str, count: int) -> bool:
+        """Room for `count` more records on the task item while fewer than RECORDS_KEPT are kept (the first items
+        to finish keep their records; the counters count every item)."""
+        names = {"#kept": f"{HIDDEN}{collection}_kept"}
+        try:
+            self._update(counts_key(task_id, step), "SET #kept = if_not_exists(#kept, :zero) + :n",
+                         {":zero": 0, ":n": count, ":max": RECORDS_KEPT}, names, touch=False,
+                         condition="attribute_not_exists(#kept) OR #kept < :max")
+        except ClientError as exc:
+            if not conditional_failed(exc):
+                raise
+            return False
+        return True
+
+    def _set_counts(self, task_id: str, step: str, counters: dict[str, Any]) -> None:
+        names = {f"#n{i}": k for i, k in enumerate(counters)}
+        values = {f":v{i}": v for i, v in enumerate(counters.values())}
+        self._update(counts_key(task_id, step), "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(counters))),
+                     values, names, touch=False, condition=None)
+
+    def reset_counts(self, task_id: str, steps: list[str]) -> None:
+        """A new run of `steps` counts from nothing: their counts items are deleted."""
+        for step in steps:
+            self._delete_item(counts_key(task_id, step))
 
     def _ensure_progress_maps(self, task_id: str, step: str, children: list[str]) -> None:
         """Create progress.{step} and the maps progress.{step}.{child} where missing (nested SETs need them)."""

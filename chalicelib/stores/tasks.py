@@ -9,6 +9,7 @@ Map iterations of one step never overwrite each other.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from chalicelib.stores.task_items import (
     to_dynamo,
 )
 from chalicelib.stores.task_listing import COUNTER_KEY, ENTITY, GSI_BY_CREATED, GSI_BY_STATUS, TaskListing
-from chalicelib.stores.task_progress import TaskProgressWrites
+from chalicelib.stores.task_progress import TaskProgressWrites, counts_key, merge_counts
 
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "partial_completed")
 FINAL_STATUSES = ("completed", "partial_completed", "failed", "cancelled")
@@ -152,8 +153,34 @@ class TaskStore(TaskListing, TaskProgressWrites):
                                ExpressionAttributeValues={":one": 1})
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        """The raw item (including the secret db_connection); TaskNotFound when absent."""
-        return open_task_item(self._read(task_id))
+        """The raw item (including the secret db_connection) with each step's counters from its counts item
+        (task_progress.py); TaskNotFound when absent. One BatchGetItem, consistent reads."""
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} not found")
+        keys = {task_id: None, **{counts_key(task_id, step): step for step in STEP_NAMES}}
+        found = self._batch_read(list(keys))
+        if task_id not in found:
+            raise TaskNotFound(f"task {task_id} not found")
+        counts = {keys[key]: item for key, item in found.items() if keys[key] is not None}
+        return open_task_item(merge_counts(found[task_id], counts))
+
+    def _batch_read(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """{key: decoded item} of the items that exist among `keys` (at most 100), read consistently; the keys
+        DynamoDB leaves unprocessed (throttling) are asked for again."""
+        name = self.table.name
+        # The resource's client: plain values in and out (boto3 converts DynamoDB's typed form), as for the table.
+        request = {name: {"Keys": [{"task_id": key} for key in keys], "ConsistentRead": True}}
+        found: dict[str, dict[str, Any]] = {}
+        for _attempt in range(10):
+            answer = self.table.meta.client.batch_get_item(RequestItems=request)
+            for item in answer.get("Responses", {}).get(name, []):
+                decoded = from_dynamo(item)
+                found[decoded["task_id"]] = decoded
+            request = answer.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(0.05 * (_attempt + 1))
+        raise RuntimeError(f"DynamoDB left {len(request[name]['Keys'])} keys of a task read unprocessed")
 
     def get_task_for_step(self, task_id: str) -> dict[str, Any]:
         """The attributes a step Lambda reads of its task (STEP_FIELDS, db_connection opened): not the per-table
@@ -231,6 +258,7 @@ class TaskStore(TaskListing, TaskProgressWrites):
                 raise
             self.get_task(task_id)  # TaskNotFound when it does not exist
             raise TaskAlreadyRunning(f"task {task_id} is already running") from None
+        self.reset_counts(task_id, list(plan.get("steps", [])))
         return from_dynamo(result["Attributes"])
 
     def set_execution(self, task_id: str, execution_arn: str, execution_id: str) -> None:
@@ -312,18 +340,21 @@ class TaskStore(TaskListing, TaskProgressWrites):
     # ---- helpers ------------------------------------------------------------------------------------
 
     def _update(self, task_id: str, expression: str, values: dict[str, Any], names: dict[str, str] | None = None,
-                *, now: str | None = None, touch: bool = True, condition: str = "attribute_exists(task_id)") -> None:
+                *, now: str | None = None, touch: bool = True,
+                condition: str | None = "attribute_exists(task_id)") -> None:
+        """An UpdateItem of the item `task_id` (a task, or one of its counts items); `condition` None: none."""
         values = dict(values)
         if touch or ":now" in expression:
             values[":now"] = now or now_iso()
         kwargs: dict[str, Any] = {
             "Key": {"task_id": task_id},
             "UpdateExpression": expression,
-            "ConditionExpression": condition,
             "ExpressionAttributeValues": to_dynamo(values),
         }
+        if condition is not None:
+            kwargs["ConditionExpression"] = condition
         # DynamoDB refuses placeholders the expressions do not use: callers may pass a superset.
-        text = expression + " " + condition
+        text = expression + " " + (condition or "")
         used_names = set(re.findall(r"#\w+", text))
         if names and used_names:
             kwargs["ExpressionAttributeNames"] = {k: v for k, v in names.items() if k in used_names}
@@ -336,3 +367,6 @@ class TaskStore(TaskListing, TaskProgressWrites):
             if conditional_failed(exc) and condition == "attribute_exists(task_id)":
                 raise TaskNotFound(f"task {task_id} not found") from None
             raise
+
+    def _delete_item(self, key: str) -> None:
+        self.table.delete_item(Key={"task_id": key})

@@ -34,3 +34,50 @@ def test_thousands_of_tables_keep_the_item_far_below_400_kb(store):
     assert RECORDS_KEPT <= len(progress["tables"]) < RECORDS_KEPT + BATCH
     assert not any(key.startswith("_") for key in progress)  # bookkeeping stays out of the status
     json.dumps(progress)  # what the API answers is plain JSON
+
+
+def _item_size(store, key: str) -> int:
+    raw = store.table.get_item(Key={"task_id": key}).get("Item") or {}
+    return len(json.dumps(raw, default=str).encode("utf-8"))
+
+
+def test_the_task_item_does_not_grow_with_the_batches_only_the_counts_item_does(store):
+    """What every status poll and every step reads stays the same size at 10,000 tables as at 1,000: the
+    re-delivery marks (16 characters per batch) live on the step's counts item, outside the listing's indexes."""
+    from chalicelib.stores.task_progress import counts_key
+
+    task_id = store.create_task({"task_name": "wide"})["task_id"]
+    for n in range(100):
+        store.record_items_progress(task_id, "ddl_generation", "tables", _batch(n))
+    task_size, counts_size = _item_size(store, task_id), _item_size(store, counts_key(task_id, "ddl_generation"))
+    for n in range(100, 1000):
+        store.record_items_progress(task_id, "ddl_generation", "tables", _batch(n))
+    assert _item_size(store, task_id) == task_size  # full after RECORDS_KEPT records: nothing more is written
+    grown = _item_size(store, counts_key(task_id, "ddl_generation")) - counts_size
+    assert 900 * 16 <= grown < 900 * 30  # one mark per batch
+    progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
+    assert progress["done"] == 1000 * (BATCH - 1) and progress["failed"] == 1000
+    assert RECORDS_KEPT <= len(progress["tables"]) < RECORDS_KEPT + BATCH
+    listed = [item["task_id"] for item in store.list_tasks(limit=50)[0]]
+    assert listed == [task_id] and store.list_tasks(limit=50)[1] == 1  # the counts item is no task
+
+
+def test_a_new_run_counts_from_nothing_and_other_steps_keep_their_counts(store):
+    task_id = store.create_task({"task_name": "rerun"})["task_id"]
+    for step in ("ddl_generation", "qa_generation"):
+        store.record_items_progress(task_id, step, "tables" if step == "ddl_generation" else "themes", _batch(0))
+    plan = {"steps": ["ddl_generation"], "skipped": []}
+    store.claim_execution(task_id, "step", "ddl_generation", plan, execution_id="e2")
+    store.record_items_progress(task_id, "ddl_generation", "tables", _batch(0))  # the same tables again
+    progress = public_task_view(store.get_task(task_id))["progress"]
+    assert progress["ddl_generation"]["done"] == BATCH - 1 and progress["ddl_generation"]["failed"] == 1
+    assert set(progress["ddl_generation"]["tables"]) == set(_batch(0))
+    assert progress["qa_generation"]["done"] == BATCH - 1  # not in the plan: its progress is kept
+
+
+def test_a_task_written_before_the_counts_item_shows_its_counters_as_stored(store):
+    task_id = store.create_task({"task_name": "old"})["task_id"]
+    store.table.update_item(Key={"task_id": task_id}, UpdateExpression="SET progress.ddl_generation = :p",
+                            ExpressionAttributeValues={":p": {"done": 7, "failed": 2, "tables": {"public.a": {}}}})
+    progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
+    assert progress == {"done": 7, "failed": 2, "tables": {"public.a": {}}}
