@@ -38,7 +38,9 @@ _COUNT_BATCH = 500
 # One statement resolves every written name (chalicelib.pipeline.names: each part's exact spelling and, for an
 # unquoted part, its folding) and reads the stats of the relations that resolved to exactly one match; names
 # that match nothing look for relations differing only in case (only those: a one-time filter per name).
-# Row estimates: pg_class.reltuples; for a never-analyzed relation (reltuples < 0) the way the planner guesses,
+# Row estimates: pg_class.reltuples (of the relation, or of a partitioned table's leaves), read by index lookups:
+# never an `OR` or a merge join that would scan pg_class or pg_type once per name (`offset 0` keeps the type
+# lookup a nested loop). For a never-analyzed relation (reltuples < 0) the estimate is the planner's guess,
 # pages x tuples per page from the declared column widths (24-byte tuple header + 4-byte line pointer,
 # 32 bytes for a variable-length column), so no per-table EXPLAIN is needed.
 _RESOLVE_SQL = """
@@ -68,7 +70,7 @@ select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
   left join lateral (
         select 28 + coalesce(sum(case when t.typlen > 0 then t.typlen else 32 end), 0) as width
           from pg_attribute a
-          join pg_type t on t.oid = a.atttypid
+         cross join lateral (select t.typlen from pg_type t where t.oid = a.atttypid offset 0) t
          where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
        ) w on c.oid is not null
   left join lateral (
@@ -77,10 +79,12 @@ select r.ord, c.oid, c.relkind, obj_description(c.oid, 'pg_class'),
                                       * greatest(floor((bs.size - 24)::float8 / w.width), 1) end), 0)::float8 as est,
                coalesce(bool_or(l.reltuples < 0), false) as unknown,
                coalesce(sum(pg_relation_size(l.oid)), 0)::bigint as size_bytes
-          from pg_class l
+          from (select l.oid, l.reltuples from pg_class l where l.oid = c.oid and c.relkind <> 'p'
+                union all
+                select t.relid::oid, (select p.reltuples from pg_class p where p.oid = t.relid)
+                  from pg_partition_tree(c.oid) t
+                 where t.isleaf and c.relkind = 'p') l
          cross join (select current_setting('block_size')::int as size) bs
-         where (l.oid = c.oid and c.relkind <> 'p')
-            or l.oid in (select t.relid from pg_partition_tree(c.oid) t where t.isleaf)
        ) st on c.oid is not null
   left join lateral (
         select array_agg(n2.nspname::text order by n2.nspname, c2.relname) as schemas,

@@ -78,3 +78,42 @@ def test_statement_count_is_constant_from_5_to_1000_tables(thousand):
         assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
     finally:
         conn.close()
+
+
+def _buffers(plan: dict) -> int:
+    """Shared buffers (hit + read) of a plan node and everything under it."""
+    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+
+
+def test_resolving_a_name_reads_a_few_index_pages_not_the_catalog(thousand):
+    """What one name costs must not grow with the database: the plan step resolves 10,000 names (in chunks of
+    1,000) in a 10,000-table catalog, and a scan of pg_class or pg_type per name made it quadratic (30 s there).
+    Measured in buffers, not seconds: per name, far fewer pages than pg_class has, also with an enum type created
+    after every table (a merge join over pg_type would read all the tables' row types to reach it)."""
+
+    from chalicelib.pipeline.introspect import _RESOLVE_SQL, _resolve_params
+    from chalicelib.pipeline.names import as_table_name
+
+    url, refs = thousand
+    conn = connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("create type public.late_mood as enum ('a', 'b'); "
+                        "create table public.late_enum (id int primary key, m public.late_mood)")
+            cur.execute("select pg_relation_size('pg_catalog.pg_class') / current_setting('block_size')::int")
+            catalog_pages = cur.fetchone()[0]
+
+            def buffers(names):
+                cur.execute("explain (analyze, buffers, format json) " + _RESOLVE_SQL,
+                            _resolve_params([as_table_name(ref) for ref in names]))
+                return _buffers(cur.fetchone()[0][0]["Plan"])
+
+            names = refs[:200] + [TableRef("public", "late_enum")]
+            few, many = buffers(names[:21]), buffers(names)
+            assert catalog_pages > 40  # a catalog of a thousand tables (and their indexes and row types)
+            assert many / len(names) < catalog_pages / 2, (many, catalog_pages)  # was above catalog_pages
+            assert many < few * 20  # linear in the names (10x the names), whatever the catalog holds
+            cur.execute("drop table public.late_enum; drop type public.late_mood")
+    finally:
+        conn.close()
