@@ -22,9 +22,9 @@ from chalicelib.stores.task_items import conditional_failed, invalid_path, step_
 
 RECORDS_PER_UPDATE = 40  # progress records per UpdateItem: its expression stays well under DynamoDB's 4 KB
 # Per-item records kept on the task item per collection (the first ones to finish); the done/failed counters
-# count every item. Beyond that the records live in the step's S3 files, so the item stays far from DynamoDB's
-# 400 KB at any table count (the chunk ids that keep a re-delivered chunk from being counted twice: 16
-# characters per chunk of up to RECORDS_PER_UPDATE items).
+# count every item. Beyond that the records live in the step's S3 files, so the task item has the same size at any
+# table count (the chunk ids that keep a re-delivered chunk from being counted twice, 16 characters per chunk of up
+# to RECORDS_PER_UPDATE items, are on the step's counts item: 16 KB at 10,000 tables in batches of ten).
 RECORDS_KEPT = 100
 HIDDEN = "_"  # progress keys starting with it are bookkeeping, not shown by the status view
 COUNTERS = ("done", "failed")  # progress fields kept on the step's counts item
@@ -129,17 +129,18 @@ class TaskProgressWrites:
         record = "SET " + ", ".join(sets) + ", updated_at = :now"
 
         def write(condition: str) -> bool:
-            try:
-                self._update(task_id, record, values, names, condition=condition)
-            except ClientError as exc:
-                if conditional_failed(exc):
-                    return False
-                if not invalid_path(exc):
-                    raise
-            else:
-                return True
-            self._ensure_progress_maps(task_id, step, [collection])
-            return write(condition)
+            for attempt in (1, 2):
+                try:
+                    self._update(task_id, record, values, names, condition=condition)
+                except ClientError as exc:
+                    if conditional_failed(exc):
+                        return False
+                    if attempt == 2 or not invalid_path(exc):
+                        raise
+                    self._ensure_progress_maps(task_id, step, [collection])  # then once more
+                else:
+                    return True
+            return False  # unreachable
 
         if counted and not self._count_chunk(task_id, step, collection, records):
             # A re-delivered chunk: counted already; its records are replaced where they were kept.
