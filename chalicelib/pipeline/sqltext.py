@@ -81,27 +81,35 @@ _FLAGGED = (*_WRITES, "intoClause", "LockingClause")  # besides FuncCall, the ke
 _JSON = json.JSONDecoder()
 
 
-def _plainly_read_only(tree_json: str) -> bool:
-    """True when the parse tree (its JSON text) has none of the keys check_read_only looks for but FuncCall, and
-    every FuncCall names a function without side effects: then the walk of the whole tree would find nothing.
+_ONE_SELECT = '"stmts":[{"stmt":{"SelectStmt":'  # how libpg_query writes a tree whose first statement is a SELECT
+_CALL = '"FuncCall":{"funcname":'  # a FuncCall node; its first field is the function's (qualified) name
 
-    Reading the text is exact for the True answer: a key is written `"Key":`, and inside a JSON string every quote is
-    escaped, so `"Key"` never appears within a string; a string value that equals a key's name only makes the
-    answer False (the walk decides). Each `"FuncCall":` is decoded where it stands; when the counts of `"FuncCall"`
-    and `"FuncCall":` differ (the writer spaced its text), the walk decides too.
+
+def _plainly_read_only(tree_json: str) -> bool:
+    """True when the parse tree (its JSON text) is one SELECT with none of the keys check_read_only looks for but
+    FuncCall, and every FuncCall names a function without side effects: then the walk of the whole tree, after
+    json.loads, would find nothing.
+
+    Reading the text is exact for the True answer. A key is written `"Key":`, and inside a JSON string every quote
+    is escaped, so neither `"Key"` nor `{"stmt":` ever appears within a string: a string value equal to a key's name
+    only makes the answer False (the walk decides). Each call's name list is decoded where it stands; when the
+    counts of `"FuncCall"` and of calls written as expected differ (another writer's spacing or field order), the
+    walk decides too.
     """
+    if _ONE_SELECT not in tree_json or tree_json.count('{"stmt":') != 1:
+        return False
     if any(f'"{key}"' in tree_json for key in _FLAGGED):
         return False
     starts = []
-    at = tree_json.find('"FuncCall":')
+    at = tree_json.find(_CALL)
     while at >= 0:
-        starts.append(at + len('"FuncCall":'))
-        at = tree_json.find('"FuncCall":', at + 1)
+        starts.append(at + len(_CALL))
+        at = tree_json.find(_CALL, at + 1)
     if len(starts) != tree_json.count('"FuncCall"'):
         return False
     for start in starts:
-        call, _end = _JSON.raw_decode(tree_json, start)
-        if not isinstance(call, dict) or is_side_effect_function(_function_name(call)):
+        funcname, _end = _JSON.raw_decode(tree_json, start)
+        if not isinstance(funcname, list) or is_side_effect_function(_function_name({"funcname": funcname})):
             return False
     return True
 
@@ -114,9 +122,11 @@ def check_read_only(sql: str) -> str | None:
     """
     try:
         text = parser.parse_sql_json(sql or "")
-        statements = json.loads(text)["stmts"]
     except ParseError as exc:
         return f"not valid SQL: {_parse_error(exc)}"
+    if _plainly_read_only(text):
+        return None
+    statements = json.loads(text)["stmts"]
     if not statements:
         return "empty SQL"
     if len(statements) > 1:
@@ -127,8 +137,6 @@ def check_read_only(sql: str) -> str | None:
         shown = sql[first.start:first.end + 1].upper() if first is not None else node_type
         return (f"not a read-only query: a {_statement_word(node_type)} statement, starts with {shown!r} "
                 "(only SELECT, WITH, VALUES, TABLE allowed)")
-    if _plainly_read_only(text):
-        return None
     for key, value in walk_tree(tree):
         if key in _WRITES:
             return f"data-modifying statement {_WRITES[key]} inside a WITH query"

@@ -116,3 +116,7 @@ def test_the_text_shortcut_is_taken_for_ordinary_queries_and_not_for_lookalikes(
     assert _plainly_read_only(parser.parse_sql_json("SELECT a FROM t"))
     assert not _plainly_read_only(parser.parse_sql_json("SELECT 'FuncCall', count(*) FROM t"))
     assert not _plainly_read_only(parser.parse_sql_json("SELECT lower(nextval('s'))"))
+    assert not _plainly_read_only(parser.parse_sql_json("SELECT 1; SELECT 2"))  # one SELECT only
+    assert not _plainly_read_only(parser.parse_sql_json("INSERT INTO t SELECT 1"))
+    assert _plainly_read_only(parser.parse_sql_json("SELECT '{\"stmt\":' AS a"))  # escaped inside a string
+    assert not _plainly_read_only(parser.parse_sql_json(""))
