@@ -7,7 +7,11 @@ GIL, is what a local run waits for between its LLM rounds):
   still built fresh for each execution from the parse tree, so executions share nothing that changes;
 - JSONPath expressions (moto builds a new ply parser for every path it reads, on every state) are parsed once;
 - an UpdateItem that asks for no old values (ReturnValues NONE or ALL_NEW, the project's only kinds) no longer
-  deep-copies and serialises the whole item beforehand just to compute old values nobody reads.
+  deep-copies and serialises the whole item beforehand just to compute old values nobody reads;
+- a ProjectionExpression converts only the attributes it names, once per path (moto converted the whole item
+  once per path: a step's projected read of its task cost eight times a read of the whole item);
+- DynamoType's size, conversion and deep copy visit each value once (moto's redo their subtree at every level);
+- DynamoDB answers are turned into plain values by a direct walk for the common nodes.
 
 Each patch returns a function undoing it; applying one twice does nothing the second time.
 """
@@ -140,5 +144,158 @@ def skip_moto_update_item_copies() -> Callable[[], None]:
     def undo() -> None:
         handler.update_item = original  # type: ignore[method-assign]
         responses.copy = original_copy
+
+    return undo
+
+
+def project_moto_items_by_attribute() -> Callable[[], None]:
+    """moto's Item.project (a ProjectionExpression of GetItem, Query, Scan, and of index projections) turns the
+    whole item into Python values once per projected path: a step's read of twelve small attributes of the task
+    item cost eight times a read of the whole item. Each path only ever looks at its own top-level attribute,
+    so only that attribute is converted, still afresh for each path (moto merges each path's answer into the
+    previous ones, which may alias the values it took)."""
+    import re
+
+    from botocore.utils import merge_dicts
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.utilities import find_nested_key
+
+    item_class = dynamo_type.Item
+    original = item_class.project
+    if getattr(original, "_data_pipeline_project", False):
+        return lambda: None
+    list_element = re.compile(r"(.+)\[(\d+)\]$")  # find_nested_key's own reading of `name[i]`
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        result: dict[str, Any] = {}
+        for expr in projection_expressions:
+            head = list_element.match(expr[0])
+            name = head.group(1) if head else expr[0]
+            attribute = self.attrs.get(name)
+            source = {} if attribute is None else {name: dynamo_type.deserializer.deserialize(
+                attribute.to_regular_json())}
+            merge_dicts(result, find_nested_key(expr, source))
+        return item_class(hash_key=self.hash_key, range_key=self.range_key,
+                          attrs=dynamo_type.serializer.serialize(result)["M"])
+
+    project._data_pipeline_project = True  # type: ignore[attr-defined]
+    item_class.project = project  # type: ignore[method-assign]
+
+    def undo() -> None:
+        item_class.project = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def linear_moto_dynamo_values() -> Callable[[], None]:
+    """Three walks of moto's DynamoType, which every item size check, every UpdateItem (its undo copy and its
+    answer) and every projection goes through. Two redo the work below them at every level of nesting:
+    `size()` wraps every map value in a new DynamoType, which copies its whole subtree before sizing it, and
+    `to_regular_json()` deep-copies its whole value before converting each child, which deep-copies its own
+    again; both are rewritten to visit each value once, with the same arithmetic and the same result.
+    `__deepcopy__` goes through `copy.deepcopy`'s dispatch for every child; it now copies DynamoType children
+    directly, with the same memo (shared values stay shared in the copy, as with moto's)."""
+    from moto.dynamodb.models import dynamo_type
+
+    value_class = dynamo_type.DynamoType
+    originals = tuple(value_class.__dict__[name] for name in ("size", "to_regular_json", "__deepcopy__"))
+    if getattr(originals[0], "_data_pipeline_linear", False):
+        return lambda: None
+    bytesize = dynamo_type.bytesize
+    sets = (dynamo_type.DDBType.STRING_SET, dynamo_type.DDBType.NUMBER_SET, dynamo_type.DDBType.BINARY_SET)
+    deepcopy = dynamo_type.copy.deepcopy
+    b64decode = dynamo_type.base64.b64decode
+
+    def size(self: Any) -> int:
+        kind, value = self.type, self.value
+        if kind == "N":
+            return len(str(value))
+        if kind in sets:
+            return sum(value_class({kind[0]: v}).size() for v in value)
+        if kind == "L":
+            return sum(v.size() for v in value)
+        if kind == "M":
+            return sum(bytesize(k) + (v.size() if type(v) is value_class else value_class(v).size())
+                       for k, v in value.items())
+        if isinstance(value, bool):
+            return 1
+        return bytesize(value)
+
+    def to_regular_json(self: Any) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, dict):
+            value = {k: v.to_regular_json() if isinstance(v, value_class) else deepcopy(v) for k, v in value.items()}
+        elif isinstance(value, list):
+            value = [v.to_regular_json() if isinstance(v, value_class) else deepcopy(v) for v in value]
+        else:
+            value = deepcopy(value)
+        if self.type == "B" and isinstance(value, str):
+            value = b64decode(value)
+        return {self.type: value}
+
+    def copy_value(self: Any, memo: dict[int, Any]) -> Any:
+        found = memo.get(id(self))
+        if found is not None:
+            return found
+        result = self.__class__.__new__(self.__class__)
+        memo[id(self)] = result
+        kind, value = self.type, self.value
+        result.type = kind
+        if kind == "L":
+            result.value = [copy_value(v, memo) if type(v) is value_class else deepcopy(v, memo) for v in value]
+        elif kind == "M":
+            result.value = {k: copy_value(v, memo) if type(v) is value_class else deepcopy(v, memo)
+                            for k, v in value.items()}
+        elif kind in sets:
+            result.value = list(value)
+        else:
+            result.value = value
+        return result
+
+    size._data_pipeline_linear = True  # type: ignore[attr-defined]
+    value_class.size = size  # type: ignore[method-assign]
+    value_class.to_regular_json = to_regular_json  # type: ignore[method-assign]
+    value_class.__deepcopy__ = copy_value  # type: ignore[method-assign]
+
+    def undo() -> None:
+        value_class.size, value_class.to_regular_json, value_class.__deepcopy__ = originals  # type: ignore[method-assign]
+
+    return undo
+
+
+def direct_moto_dynamodb_answers() -> Callable[[], None]:
+    """moto turns every DynamoDB answer (a GetItem's whole item, a Query's page) into plain values with a
+    recursive `dynamo_to_dict` that imports DynamoType and asks each string and number for a `to_json` method
+    before returning it as it is: that walk was most of a GetItem of the task item. The common nodes (plain
+    scalars, dicts, lists, non-binary DynamoTypes) take a direct path; anything else (binary values, datetimes,
+    models with `to_json`, subclasses) still goes through moto's own function."""
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import utilities
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    original = utilities.dynamo_to_dict
+    if getattr(original, "_data_pipeline_direct", False):
+        return lambda: None
+    plain = (str, int, float, bool, type(None))
+
+    def dynamo_to_dict(obj: Any) -> Any:
+        kind = type(obj)
+        if kind in plain:
+            return obj
+        if kind is DynamoType and obj.type not in ("B", "BS"):
+            return {obj.type: dynamo_to_dict(obj.value)}
+        if kind is dict:
+            return {k: dynamo_to_dict(v) for k, v in obj.items()}
+        if kind is list:
+            return [dynamo_to_dict(v) for v in obj]
+        return original(obj)  # its own recursion comes back here through the module's name
+
+    dynamo_to_dict._data_pipeline_direct = True  # type: ignore[attr-defined]
+    utilities.dynamo_to_dict = dynamo_to_dict
+    responses.dynamo_to_dict = dynamo_to_dict
+
+    def undo() -> None:
+        utilities.dynamo_to_dict = original
+        responses.dynamo_to_dict = original
 
     return undo

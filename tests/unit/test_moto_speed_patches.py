@@ -1,7 +1,9 @@
 """The moto patches that take CPU out of the local stack's request path answer exactly what moto answers: the
 cached ASL parse still builds fresh evaluation components (and fails the same way on a bad definition), memoized
 JSONPaths read the same values, and an UpdateItem that skips the pre-update copy still answers every ReturnValues
-kind as moto does (the old values of ALL_OLD / UPDATED_OLD / UPDATED_NEW are still computed)."""
+kind as moto does (the old values of ALL_OLD / UPDATED_OLD / UPDATED_NEW are still computed); projections, item
+sizes, value conversions and copies, and the answers built from them are moto's, on the same requests with and
+without the patches."""
 from __future__ import annotations
 
 import json
@@ -87,3 +89,175 @@ def test_update_item_answers_every_return_values_kind_as_moto(monkeypatch, undo_
     assert answers["UPDATED_OLD"] == {"n": {"N": "4"}, "m": {"M": {"x": {"S": "v2"}}}}
     assert answers["UPDATED_NEW"] == {"n": {"N": "6"}, "m": {"M": {"x": {"S": "v4"}}}}
     assert missing["Attributes"] == {"k": {"S": "new"}, "n": {"N": "7"}}
+
+
+# -- DynamoDB values: projections, size and copies walked once, answers built directly ----------------------
+
+VALUE_PATCHES = (speed.project_moto_items_by_attribute, speed.linear_moto_dynamo_values,
+                 speed.direct_moto_dynamodb_answers)
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {"S": "leaf"}
+    for level in range(depth):
+        value = {"M": {f"k{level}": value, "n": {"N": str(level)}, "l": {"L": [{"S": "é"}, {"BOOL": True}]}}}
+    return value
+
+
+ITEM = {
+    "pk": {"S": "a"}, "sk": {"N": "1"}, "g": {"S": "group"},
+    "m": {"M": {"x": {"L": [{"S": "x0"}, {"M": {"y": {"N": "2.50"}}}]}, "z": {"NULL": True}, "名": {"S": "值"}}},
+    "l": {"L": [{"S": "l0"}, {"M": {"x": {"S": "l1x"}, "w": {"N": "3"}}}, {"L": [{"N": "4"}]}]},
+    "ss": {"SS": ["b", "a"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"\x00\x01", b"\xff"]},
+    "b": {"B": b"\x00bin\xff"}, "t": {"BOOL": False}, "deep": _nested(12), "empty": {"M": {}},
+}
+PROJECTIONS = ("m.x[1].y", "l[1].x, l[2]", "m, m.x[0]", "m.x[0], m", "#n, absent, ss, bs, b", "deep.k11.k10.n",
+               "l[7], m.nope.x", "pk, sk")
+
+
+def _dynamodb_answers(monkeypatch) -> list:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    answers: list = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": k} for n, k in
+                                  (("pk", "S"), ("sk", "N"), ("g", "S"))],
+            GlobalSecondaryIndexes=[{"IndexName": "by_g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["m", "b"]}}])
+        ddb.put_item(TableName="t", Item=ITEM)
+        ddb.put_item(TableName="t", Item={**ITEM, "sk": {"N": "2"}, "l": {"L": []}})
+        key = {"pk": {"S": "a"}, "sk": {"N": "1"}}
+        answers.append(ddb.get_item(TableName="t", Key=key)["Item"])
+        for projection in PROJECTIONS:
+            names = {"#n": "名"} if "#n" in projection else {}
+            answers.append(ddb.get_item(TableName="t", Key=key, ProjectionExpression=projection,
+                                        **({"ExpressionAttributeNames": names} if names else {})).get("Item"))
+        answers.append(ddb.query(TableName="t", KeyConditionExpression="pk = :a", ProjectionExpression="l[1], m.z",
+                                 ExpressionAttributeValues={":a": {"S": "a"}})["Items"])
+        answers.append(ddb.query(TableName="t", IndexName="by_g", KeyConditionExpression="g = :g",
+                                 ExpressionAttributeValues={":g": {"S": "group"}})["Items"])
+        answers.append(ddb.scan(TableName="t", ProjectionExpression="deep.k11, bs")["Items"])
+        for kind in ("ALL_NEW", "UPDATED_NEW", "UPDATED_OLD", "ALL_OLD", "NONE"):
+            answers.append(ddb.update_item(
+                TableName="t", Key=key, ReturnValues=kind,
+                UpdateExpression="SET m.x[1].y = :v, deep.k11.k10.n = :v, l[5] = :b REMOVE m.z ADD ss :s",
+                ExpressionAttributeValues={":v": {"N": "7"}, ":b": {"B": b"\x02"}, ":s": {"SS": [kind]}},
+            ).get("Attributes"))
+        answers.append(ddb.get_item(TableName="t", Key=key)["Item"])
+    return answers
+
+
+def test_dynamodb_answers_are_moto_answers(monkeypatch):
+    undo = [patch() for patch in VALUE_PATCHES]
+    try:
+        patched = _dynamodb_answers(monkeypatch)
+    finally:
+        for step in reversed(undo):
+            step()
+    assert patched == _dynamodb_answers(monkeypatch)
+    assert patched[0]["b"] == {"B": b"\x00bin\xff"} and patched[1] == {"m": {"M": {"x": {"L": [
+        {"M": {"y": {"N": "2.50"}}}]}}}}  # the comparison is of real answers, binary ones included
+
+
+def test_a_projection_converts_only_the_attributes_it_names():
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    class Unreadable(DynamoType):
+        def to_regular_json(self):
+            raise AssertionError("an attribute the projection does not name was converted")
+
+    item = Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "small": {"M": {"x": {"S": "y"}}}})
+    dict.__setitem__(item.attrs, "big", Unreadable({"S": "x" * 1000}))
+    with pytest.raises(AssertionError):
+        item.project([["small", "x"]])  # moto converts the whole item for every path
+    undo = speed.project_moto_items_by_attribute()
+    try:
+        projected = item.project([["small", "x"], ["pk"]])
+    finally:
+        undo()
+    assert projected.to_json() == {"Attributes": {"small": {"M": {"x": {"S": "y"}}}, "pk": {"S": "a"}}}
+
+
+def _values() -> list:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return [DynamoType(value) for value in (*ITEM.values(), {"B": "AAE="}, {"S": ""}, {"L": []}, {"NULL": True})]
+
+
+def test_value_walks_answer_as_moto(monkeypatch):
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    shared = DynamoType({"M": {"x": {"S": "shared"}}})
+    holder = DynamoType({"M": {}})
+    holder.value.update(a=shared, b=shared)
+
+    def walk() -> list:
+        values = [*_values(), holder]
+        copies = [copy.deepcopy(value) for value in values]
+        held = copies[-1]
+        answer = [[v.size() for v in values], [v.to_regular_json() for v in values],
+                  [c.to_json() for c in copies], [c == v for c, v in zip(copies, values, strict=True)],
+                  [c is v for c, v in zip(copies, values, strict=True)], held.value["a"] is held.value["b"],
+                  held.value["a"] is shared]
+        for changed in copies:  # a copy is a copy: changing it leaves the original as it was
+            if isinstance(changed.value, list):
+                changed.value.append("9")
+        return [*answer, [v.to_json() for v in values]]
+
+    undo = speed.linear_moto_dynamo_values()
+    try:
+        patched = walk()
+    finally:
+        undo()
+    assert patched == walk()
+    assert patched[5] is True and patched[6] is False  # a shared value stays shared in the copy, and is a copy
+
+
+def test_size_wraps_no_value_again(monkeypatch):
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    value = DynamoType(_nested(20))
+    built = []
+    original_init = DynamoType.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    moto_size = value.size()
+    moto_built = len(built)
+    undo = speed.linear_moto_dynamo_values()
+    try:
+        built.clear()
+        assert value.size() == moto_size
+    finally:
+        undo()
+    assert built == [] and moto_built > 1000  # moto re-wraps every subtree at every level
+
+
+def test_direct_answers_convert_as_moto():
+    from datetime import UTC, datetime
+
+    from moto.dynamodb.models import utilities
+    from moto.dynamodb.models.dynamo_type import Item
+
+    item = Item(_values()[0], None, ITEM)
+    objects = [{"Item": item.attrs, "Count": 2, "Ratio": 0.5, "More": None, "Flag": True},
+               {"Items": [item, item.attrs["b"], item.attrs["bs"]], "When": datetime(2026, 12, 1, tzinfo=UTC)},
+               [item.attrs["deep"], "text", 3]]
+
+    undo = speed.direct_moto_dynamodb_answers()
+    try:
+        patched = [utilities.dynamo_to_dict(obj) for obj in objects]
+    finally:
+        undo()
+    assert patched == [utilities.dynamo_to_dict(obj) for obj in objects]
+    assert patched[1]["Items"][1] == {"B": b"\x00bin\xff"}
