@@ -299,3 +299,45 @@ def direct_moto_dynamodb_answers() -> Callable[[], None]:
         responses.dynamo_to_dict = original
 
     return undo
+
+
+def read_moto_condition_paths_in_place() -> Callable[[], None]:
+    """A ConditionExpression's document path (`attribute_not_exists(progress.#s.#c.#k0)`) is read by moto
+    through DynamoType.child_attr, which wraps the child in a new DynamoType and so copies its whole subtree at
+    every step: a batch's progress write copied the task's whole progress map to test one key. The condition
+    only reads the value's type and its cast value (the path's first step already hands over the stored
+    attribute itself), so the path is walked in place; the values it reads are the same."""
+    from moto.dynamodb import comparisons
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    path_class = comparisons.AttributePath
+    original = path_class._get_attr
+    if getattr(original, "_data_pipeline_in_place", False):
+        return lambda: None
+
+    def child(attr: Any, key: Any) -> Any:  # DynamoType.child_attr without the copy
+        if isinstance(key, str) and attr.is_map() and key in attr.value:
+            found = attr.value[key]
+        elif isinstance(key, int) and attr.is_list() and 0 <= key < len(attr.value):
+            found = attr.value[key]
+        else:
+            return None
+        return found if type(found) is DynamoType else DynamoType(found)
+
+    def _get_attr(self: Any, item: Any) -> Any:
+        if item is None or self.path[0] not in item.attrs:
+            return None
+        attr = item.attrs[self.path[0]]
+        for name in self.path[1:]:
+            attr = child(attr, name)
+            if attr is None:
+                return None
+        return attr
+
+    _get_attr._data_pipeline_in_place = True  # type: ignore[attr-defined]
+    path_class._get_attr = _get_attr  # type: ignore[method-assign]
+
+    def undo() -> None:
+        path_class._get_attr = original  # type: ignore[method-assign]
+
+    return undo

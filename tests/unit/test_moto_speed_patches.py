@@ -261,3 +261,74 @@ def test_direct_answers_convert_as_moto():
         undo()
     assert patched == [utilities.dynamo_to_dict(obj) for obj in objects]
     assert patched[1]["Items"][1] == {"B": b"\x00bin\xff"}
+
+
+CONDITIONS = (
+    "attribute_exists(m.x[1].y)", "attribute_not_exists(m.x[1].y)", "attribute_exists(l[9])", "m.x[1].y = :n",
+    "m.x[1].y < :n", "attribute_type(l[1], :m)", "begins_with(m.x[0], :p)", "contains(ss, :p)", "size(l[1]) = :two",
+    "deep.k11.k10.n = :n", "attribute_exists(deep.k11.nope.n)", "attribute_not_exists(m.#n.x)", "l[2][0] = :four",
+    "m.x[0] IN (:p, :q)", "m.x[1].y BETWEEN :one AND :n", "NOT attribute_exists(t.x)",
+)
+
+
+def _condition_answers(monkeypatch) -> list:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    answers: list = []
+    values = {":n": {"N": "2.5"}, ":m": {"S": "M"}, ":p": {"S": "x0"}, ":q": {"S": "b"}, ":two": {"N": "2"},
+              ":four": {"N": "4"}, ":one": {"N": "1"}}
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(TableName="c", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        ddb.put_item(TableName="c", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        for i, condition in enumerate(CONDITIONS):
+            used = {k: v for k, v in values.items() if k in condition}
+            extra = {"ExpressionAttributeNames": {"#n": "名"}} if "#n" in condition else {}
+            try:
+                ddb.update_item(TableName="c", Key={"pk": {"S": "a"}}, UpdateExpression="SET hits = :i",
+                                ConditionExpression=condition, **extra,
+                                ExpressionAttributeValues={**used, ":i": {"N": str(i)}})
+                answers.append((condition, "written"))
+            except ddb.exceptions.ConditionalCheckFailedException:
+                answers.append((condition, "refused"))
+        answers.append(ddb.get_item(TableName="c", Key={"pk": {"S": "a"}})["Item"])
+    return answers
+
+
+def test_conditions_on_document_paths_decide_as_moto(monkeypatch):
+    undo = speed.read_moto_condition_paths_in_place()
+    try:
+        patched = _condition_answers(monkeypatch)
+    finally:
+        undo()
+    assert patched == _condition_answers(monkeypatch)
+    decisions = {answer for _condition, answer in patched[:-1]}
+    assert decisions == {"written", "refused"}  # both outcomes are compared
+
+
+def test_a_condition_path_copies_no_subtree(monkeypatch):
+    from moto.dynamodb.comparisons import AttributePath
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    item = Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "deep": _nested(20)})
+    path = AttributePath(["deep", "k19", "k18", "n"])
+    built = []
+    original_init = DynamoType.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    moto_value = path.expr(item)
+    moto_built = len(built)
+    undo = speed.read_moto_condition_paths_in_place()
+    try:
+        built.clear()
+        assert path.expr(item) == moto_value and path.get_type(item) == "N"
+    finally:
+        undo()
+    assert built == [] and moto_built > 100  # moto copied the subtree under each step of the path
