@@ -7,7 +7,8 @@ GIL, is what a local run waits for between its LLM rounds):
   still built fresh for each execution from the parse tree, so executions share nothing that changes;
 - JSONPath expressions (moto builds a new ply parser for every path it reads, on every state) are parsed once;
 - an UpdateItem that asks for no old values (ReturnValues NONE or ALL_NEW, the project's only kinds) no longer
-  deep-copies and serialises the whole item beforehand just to compute old values nobody reads;
+  deep-copies and serialises the whole item beforehand just to compute old values nobody reads, and one that
+  asks for none (NONE) does not serialise the updated item either;
 - a ProjectionExpression converts only the attributes it names, once per path (moto converted the whole item
   once per path: a step's projected read of its task cost eight times a read of the whole item);
 - DynamoType's size, conversion and deep copy visit each value once (moto's redo their subtree at every level);
@@ -113,14 +114,32 @@ class _CopyModule:
         return getattr(self._module, name)
 
 
+class _AnswerlessBackend:
+    """The DynamoDB backend as moto's UpdateItem handler sees it when the request asks for no values
+    (ReturnValues NONE): the update is the backend's own, but the item it hands back is serialised only to be
+    dropped from the answer, so the handler gets one with no attributes to serialise."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def update_item(self, *args: Any, **kwargs: Any) -> Any:
+        self._backend.update_item(*args, **kwargs)
+        return _NoOldValues()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
 NEEDS_NO_OLD_VALUES = (None, "NONE", "ALL_NEW")
+NEEDS_NO_VALUES = (None, "NONE")
 
 
 def skip_moto_update_item_copies() -> Callable[[], None]:
     """moto's UpdateItem deep-copies and serialises the whole stored item before every update, to compute the
-    old values of ReturnValues ALL_OLD / UPDATED_OLD / UPDATED_NEW. With NONE or ALL_NEW (what the project asks
-    for) nothing reads them: the copy is skipped. The backend's own copy (its undo, which the item-size quota
-    relies on) is untouched."""
+    old values of ReturnValues ALL_OLD / UPDATED_OLD / UPDATED_NEW, and serialises the whole updated item after
+    it, for the new values of ALL_NEW / UPDATED_NEW. With NONE or ALL_NEW (what the project asks for) nothing
+    reads the old ones: the copy is skipped; with NONE nothing reads the new ones either: the item is not
+    serialised. The backend's own copy (its undo, which the item-size quota relies on) is untouched."""
     from moto.dynamodb import responses
 
     handler = responses.DynamoHandler
@@ -128,21 +147,29 @@ def skip_moto_update_item_copies() -> Callable[[], None]:
     if getattr(original, "_data_pipeline_skip", False):
         return lambda: None
     original_copy = responses.copy
+    original_backend = handler.__dict__["dynamodb_backend"]
     stand_in = _CopyModule(original_copy)
 
     def update_item(self: Any) -> Any:
         stand_in._local.skip = self.body.get("ReturnValues") in NEEDS_NO_OLD_VALUES
+        stand_in._local.answerless = self.body.get("ReturnValues") in NEEDS_NO_VALUES
         try:
             return original(self)
         finally:
-            stand_in._local.skip = False
+            stand_in._local.skip = stand_in._local.answerless = False
+
+    def dynamodb_backend(self: Any) -> Any:
+        backend = original_backend.fget(self)
+        return _AnswerlessBackend(backend) if getattr(stand_in._local, "answerless", False) else backend
 
     update_item._data_pipeline_skip = True  # type: ignore[attr-defined]
     handler.update_item = update_item  # type: ignore[method-assign]
+    handler.dynamodb_backend = property(dynamodb_backend)  # type: ignore[assignment]
     responses.copy = stand_in  # type: ignore[assignment]
 
     def undo() -> None:
         handler.update_item = original  # type: ignore[method-assign]
+        handler.dynamodb_backend = original_backend  # type: ignore[assignment]
         responses.copy = original_copy
 
     return undo

@@ -332,3 +332,45 @@ def test_a_condition_path_copies_no_subtree(monkeypatch):
     finally:
         undo()
     assert built == [] and moto_built > 100  # moto copied the subtree under each step of the path
+
+
+def _none_update_answers(monkeypatch) -> tuple[list, int]:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    serialised = []
+    original_to_json = Item.to_json
+
+    def counting_to_json(self, *args, **kwargs):
+        serialised.append(1)
+        return original_to_json(self, *args, **kwargs)
+
+    answers = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(TableName="n", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        ddb.put_item(TableName="n", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        monkeypatch.setattr(Item, "to_json", counting_to_json)
+        for extra in ({}, {"ReturnValues": "NONE"}, {"ReturnConsumedCapacity": "TOTAL"}):
+            answer = ddb.update_item(TableName="n", Key={"pk": {"S": "a"}}, UpdateExpression="SET m.x[0] = :v",
+                                     ExpressionAttributeValues={":v": {"S": str(extra)}}, **extra)
+            answers.append({k: v for k, v in answer.items() if k != "ResponseMetadata"})
+        counted = len(serialised)
+        monkeypatch.setattr(Item, "to_json", original_to_json)
+        answers.append(ddb.get_item(TableName="n", Key={"pk": {"S": "a"}})["Item"])
+    return answers, counted
+
+
+def test_an_update_asking_for_no_values_answers_as_moto_without_serialising_the_item(monkeypatch):
+    undo = speed.skip_moto_update_item_copies()
+    try:
+        patched, patched_serialised = _none_update_answers(monkeypatch)
+    finally:
+        undo()
+    moto, moto_serialised = _none_update_answers(monkeypatch)
+    assert patched == moto and patched[-1]["m"]["M"]["x"]["L"][0] == {"S": str({"ReturnConsumedCapacity": "TOTAL"})}
+    assert patched_serialised == 0 and moto_serialised >= 3  # moto serialised the whole item for each update
