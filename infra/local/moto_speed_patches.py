@@ -12,7 +12,8 @@ GIL, is what a local run waits for between its LLM rounds):
 - a ProjectionExpression converts only the attributes it names, once per path (moto converted the whole item
   once per path: a step's projected read of its task cost eight times a read of the whole item);
 - DynamoType's size, conversion and deep copy visit each value once (moto's redo their subtree at every level);
-- DynamoDB answers are turned into plain values by a direct walk for the common nodes.
+- DynamoDB answers are turned into plain values by a direct walk for the common nodes;
+- a ConditionExpression's document paths are read in place, and an UpdateExpression text is parsed once.
 
 Each patch returns a function undoing it; applying one twice does nothing the second time.
 """
@@ -366,5 +367,33 @@ def read_moto_condition_paths_in_place() -> Callable[[], None]:
 
     def undo() -> None:
         path_class._get_attr = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def memoize_moto_update_expressions() -> Callable[[], None]:
+    """moto parses an UpdateExpression twice per UpdateItem (handler and backend) with its hand-written
+    tokenizer and parser, and the project's expressions repeat from call to call (values and names are
+    placeholders). A parsed expression is only read (placeholders listed) or deep-copied before it is validated
+    and executed (moto's Validator works on its own copy), so each text is parsed once; a text that does not
+    parse still fails every time, the same way."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    original = UpdateExpressionParser.__dict__["make"]
+    if getattr(original.__func__, "_data_pipeline_memo", False):
+        return lambda: None
+
+    @functools.lru_cache(maxsize=1024)
+    def parsed(cls: Any, expression: str) -> Any:
+        return original.__func__(cls, expression)
+
+    def make(cls: Any, expression: str) -> Any:
+        return parsed(cls, expression)
+
+    make._data_pipeline_memo = True  # type: ignore[attr-defined]
+    UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign,assignment]
+
+    def undo() -> None:
+        UpdateExpressionParser.make = original  # type: ignore[method-assign]
 
     return undo

@@ -374,3 +374,40 @@ def test_an_update_asking_for_no_values_answers_as_moto_without_serialising_the_
     moto, moto_serialised = _none_update_answers(monkeypatch)
     assert patched == moto and patched[-1]["m"]["M"]["x"]["L"][0] == {"S": str({"ReturnConsumedCapacity": "TOTAL"})}
     assert patched_serialised == 0 and moto_serialised >= 3  # moto serialised the whole item for each update
+
+
+def _tree(node) -> object:
+    """A parsed expression as nested (type, children) tuples, values by their repr: what an update could change."""
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    if not isinstance(node, Node):
+        return repr(node)
+    return (type(node).__name__, tuple(_tree(child) for child in node.children or ()))
+
+
+def _parse_afresh(text: str):
+    from moto.dynamodb.parsing.expressions import ExpressionTokenizer, UpdateExpressionParser
+
+    return UpdateExpressionParser(ExpressionTokenizer.make_list(text)).parse()
+
+
+def test_memoized_update_expressions_update_as_moto_and_stay_as_parsed(monkeypatch):
+    from moto.dynamodb.exceptions import InvalidUpdateExpression
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    undo = speed.memoize_moto_update_expressions()
+    try:
+        text = "SET m.x[1].y = :v, deep.k11.k10.n = :v, l[5] = :b REMOVE m.z ADD ss :s"  # _dynamodb_answers' own
+        tree = UpdateExpressionParser.make(text)
+        patched = _dynamodb_answers(monkeypatch)
+        assert UpdateExpressionParser.make(text) is tree
+        failures = []
+        for _ in range(2):
+            with pytest.raises(InvalidUpdateExpression) as caught:
+                UpdateExpressionParser.make("SET = :v")
+            failures.append((type(caught.value), str(caught.value)))
+    finally:
+        undo()
+    assert patched == _dynamodb_answers(monkeypatch)  # the same expression ran five times on the cached tree
+    assert failures[0] == failures[1] and _tree(tree) == _tree(_parse_afresh(text))  # no update changed it
+
