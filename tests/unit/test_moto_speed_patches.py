@@ -1,7 +1,9 @@
 """The moto patches that take CPU out of the local stack's request path answer exactly what moto answers: the
 cached ASL parse still builds fresh evaluation components (and fails the same way on a bad definition), memoized
 JSONPaths read the same values, and an UpdateItem that skips the pre-update copy still answers every ReturnValues
-kind as moto does (the old values of ALL_OLD / UPDATED_OLD / UPDATED_NEW are still computed)."""
+kind as moto does (the old values of ALL_OLD / UPDATED_OLD / UPDATED_NEW are still computed); projections, item
+sizes, value conversions and copies, and the answers built from them are moto's, on the same requests with and
+without the patches."""
 from __future__ import annotations
 
 import json
@@ -89,53 +91,323 @@ def test_update_item_answers_every_return_values_kind_as_moto(monkeypatch, undo_
     assert missing["Attributes"] == {"k": {"S": "new"}, "n": {"N": "7"}}
 
 
-PROJECTIONS = [
-    "a", "a, b", "m.x", "m, m.x", "m.x, m", "m.y.z, m.x, m", "l[1], l[0].q", "l, l[1]", "ss, n, absent",
-    "#p.#c.t1, #p.#c, #p.done", "m.nope, nope.deeper", "m.y, m.y.z, m.y.w[0]",
-]
+# -- DynamoDB values: projections, size and copies walked once, answers built directly ----------------------
+
+VALUE_PATCHES = (speed.project_moto_items_by_attribute, speed.linear_moto_dynamo_values,
+                 speed.direct_moto_dynamodb_answers)
 
 
-def _projected_answers(undo_patch: bool) -> list:
-    undo = speed.project_moto_items_once()
-    if undo_patch:
-        undo()
-    try:
-        with mock_aws():
-            ddb = boto3.client("dynamodb")
-            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             BillingMode="PAY_PER_REQUEST")
-            item = {"k": {"S": "a"}, "a": {"S": "字"}, "b": {"N": "1.50"}, "n": {"NULL": True},
-                    "ss": {"SS": ["x", "y"]}, "bin": {"B": b"\x00\x01"},
-                    "m": {"M": {"x": {"S": "old"}, "y": {"M": {"z": {"BOOL": True}, "w": {"L": [{"N": "3"}]}}}}},
-                    "l": {"L": [{"S": "first"}, {"M": {"q": {"N": "2"}}}]},
-                    "p": {"M": {"c": {"M": {"t1": {"M": {"ok": {"BOOL": True}}}, "t2": {"S": "x"}}},
-                                "done": {"N": "9"}}}}
-            ddb.put_item(TableName="t", Item=item)
-            answers = []
-            for expression in PROJECTIONS:
-                names = {k: v for k, v in {"#p": "p", "#c": "c"}.items() if k in expression}
-                kwargs = {"ExpressionAttributeNames": names} if names else {}
-                answers.append(ddb.get_item(TableName="t", Key={"k": {"S": "a"}}, ProjectionExpression=expression,
-                                            **kwargs).get("Item"))
-                answers.append(ddb.scan(TableName="t", ProjectionExpression=expression, **kwargs)["Items"])
-            answers.append(ddb.get_item(TableName="t", Key={"k": {"S": "a"}})["Item"])  # the item is unchanged
-    finally:
-        undo()
-    return answers
+def _nested(depth: int) -> dict:
+    value: dict = {"S": "leaf"}
+    for level in range(depth):
+        value = {"M": {f"k{level}": value, "n": {"N": str(level)}, "l": {"L": [{"S": "é"}, {"BOOL": True}]}}}
+    return value
 
 
-def test_a_projection_answers_what_moto_answers(moto_env):
-    patched, unpatched = _projected_answers(False), _projected_answers(True)
-    assert patched == unpatched
-    assert patched[PROJECTIONS.index("m, m.x") * 2] == {"m": {"M": {"x": {"S": "old"}, "y": {"M": {
-        "z": {"BOOL": True}, "w": {"L": [{"N": "3"}]}}}}}}
-    assert patched[PROJECTIONS.index("l[1], l[0].q") * 2] == {"l": {"L": [{"M": {"q": {"N": "2"}}}]}}
-    assert patched[-1]["m"]["M"]["x"] == {"S": "old"}
+ITEM = {
+    "pk": {"S": "a"}, "sk": {"N": "1"}, "g": {"S": "group"},
+    "m": {"M": {"x": {"L": [{"S": "x0"}, {"M": {"y": {"N": "2.50"}}}]}, "z": {"NULL": True}, "名": {"S": "值"}}},
+    "l": {"L": [{"S": "l0"}, {"M": {"x": {"S": "l1x"}, "w": {"N": "3"}}}, {"L": [{"N": "4"}]}]},
+    "ss": {"SS": ["b", "a"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"\x00\x01", b"\xff"]},
+    "b": {"B": b"\x00bin\xff"}, "t": {"BOOL": False}, "deep": _nested(12), "empty": {"M": {}},
+}
+PROJECTIONS = ("m.x[1].y", "l[1].x, l[2]", "m, m.x[0]", "m.x[0], m", "#n, absent, ss, bs, b", "deep.k11.k10.n",
+               "l[7], m.nope.x", "pk, sk")
 
 
-@pytest.fixture
-def moto_env(monkeypatch):
+def _dynamodb_answers(monkeypatch) -> list:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    answers: list = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": k} for n, k in
+                                  (("pk", "S"), ("sk", "N"), ("g", "S"))],
+            GlobalSecondaryIndexes=[{"IndexName": "by_g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["m", "b"]}}])
+        ddb.put_item(TableName="t", Item=ITEM)
+        ddb.put_item(TableName="t", Item={**ITEM, "sk": {"N": "2"}, "l": {"L": []}})
+        key = {"pk": {"S": "a"}, "sk": {"N": "1"}}
+        answers.append(ddb.get_item(TableName="t", Key=key)["Item"])
+        for projection in PROJECTIONS:
+            names = {"#n": "名"} if "#n" in projection else {}
+            answers.append(ddb.get_item(TableName="t", Key=key, ProjectionExpression=projection,
+                                        **({"ExpressionAttributeNames": names} if names else {})).get("Item"))
+        answers.append(ddb.query(TableName="t", KeyConditionExpression="pk = :a", ProjectionExpression="l[1], m.z",
+                                 ExpressionAttributeValues={":a": {"S": "a"}})["Items"])
+        answers.append(ddb.query(TableName="t", IndexName="by_g", KeyConditionExpression="g = :g",
+                                 ExpressionAttributeValues={":g": {"S": "group"}})["Items"])
+        answers.append(ddb.scan(TableName="t", ProjectionExpression="deep.k11, bs")["Items"])
+        for kind in ("ALL_NEW", "UPDATED_NEW", "UPDATED_OLD", "ALL_OLD", "NONE"):
+            answers.append(ddb.update_item(
+                TableName="t", Key=key, ReturnValues=kind,
+                UpdateExpression="SET m.x[1].y = :v, deep.k11.k10.n = :v, l[5] = :b REMOVE m.z ADD ss :s",
+                ExpressionAttributeValues={":v": {"N": "7"}, ":b": {"B": b"\x02"}, ":s": {"SS": [kind]}},
+            ).get("Attributes"))
+        answers.append(ddb.get_item(TableName="t", Key=key)["Item"])
+    return answers
+
+
+def test_dynamodb_answers_are_moto_answers(monkeypatch):
+    undo = [patch() for patch in VALUE_PATCHES]
+    try:
+        patched = _dynamodb_answers(monkeypatch)
+    finally:
+        for step in reversed(undo):
+            step()
+    assert patched == _dynamodb_answers(monkeypatch)
+    assert patched[0]["b"] == {"B": b"\x00bin\xff"} and patched[1] == {"m": {"M": {"x": {"L": [
+        {"M": {"y": {"N": "2.50"}}}]}}}}  # the comparison is of real answers, binary ones included
+
+
+def test_a_projection_converts_only_the_attributes_it_names():
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    class Unreadable(DynamoType):
+        def to_regular_json(self):
+            raise AssertionError("an attribute the projection does not name was converted")
+
+    item = Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "small": {"M": {"x": {"S": "y"}}}})
+    dict.__setitem__(item.attrs, "big", Unreadable({"S": "x" * 1000}))
+    with pytest.raises(AssertionError):
+        item.project([["small", "x"]])  # moto converts the whole item for every path
+    undo = speed.project_moto_items_by_attribute()
+    try:
+        projected = item.project([["small", "x"], ["pk"]])
+    finally:
+        undo()
+    assert projected.to_json() == {"Attributes": {"small": {"M": {"x": {"S": "y"}}}, "pk": {"S": "a"}}}
+
+
+def _values() -> list:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return [DynamoType(value) for value in (*ITEM.values(), {"B": "AAE="}, {"S": ""}, {"L": []}, {"NULL": True})]
+
+
+def test_value_walks_answer_as_moto(monkeypatch):
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    shared = DynamoType({"M": {"x": {"S": "shared"}}})
+    holder = DynamoType({"M": {}})
+    holder.value.update(a=shared, b=shared)
+
+    def walk() -> list:
+        values = [*_values(), holder]
+        copies = [copy.deepcopy(value) for value in values]
+        held = copies[-1]
+        answer = [[v.size() for v in values], [v.to_regular_json() for v in values],
+                  [c.to_json() for c in copies], [c == v for c, v in zip(copies, values, strict=True)],
+                  [c is v for c, v in zip(copies, values, strict=True)], held.value["a"] is held.value["b"],
+                  held.value["a"] is shared]
+        for changed in copies:  # a copy is a copy: changing it leaves the original as it was
+            if isinstance(changed.value, list):
+                changed.value.append("9")
+        return [*answer, [v.to_json() for v in values]]
+
+    undo = speed.linear_moto_dynamo_values()
+    try:
+        patched = walk()
+    finally:
+        undo()
+    assert patched == walk()
+    assert patched[5] is True and patched[6] is False  # a shared value stays shared in the copy, and is a copy
+
+
+def test_size_wraps_no_value_again(monkeypatch):
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    value = DynamoType(_nested(20))
+    built = []
+    original_init = DynamoType.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    moto_size = value.size()
+    moto_built = len(built)
+    undo = speed.linear_moto_dynamo_values()
+    try:
+        built.clear()
+        assert value.size() == moto_size
+    finally:
+        undo()
+    assert built == [] and moto_built > 1000  # moto re-wraps every subtree at every level
+
+
+def test_direct_answers_convert_as_moto():
+    from datetime import UTC, datetime
+
+    from moto.dynamodb.models import utilities
+    from moto.dynamodb.models.dynamo_type import Item
+
+    item = Item(_values()[0], None, ITEM)
+    objects = [{"Item": item.attrs, "Count": 2, "Ratio": 0.5, "More": None, "Flag": True},
+               {"Items": [item, item.attrs["b"], item.attrs["bs"]], "When": datetime(2026, 12, 1, tzinfo=UTC)},
+               [item.attrs["deep"], "text", 3]]
+
+    undo = speed.direct_moto_dynamodb_answers()
+    try:
+        patched = [utilities.dynamo_to_dict(obj) for obj in objects]
+    finally:
+        undo()
+    assert patched == [utilities.dynamo_to_dict(obj) for obj in objects]
+    assert patched[1]["Items"][1] == {"B": b"\x00bin\xff"}
+
+
+CONDITIONS = (
+    "attribute_exists(m.x[1].y)", "attribute_not_exists(m.x[1].y)", "attribute_exists(l[9])", "m.x[1].y = :n",
+    "m.x[1].y < :n", "attribute_type(l[1], :m)", "begins_with(m.x[0], :p)", "contains(ss, :p)", "size(l[1]) = :two",
+    "deep.k11.k10.n = :n", "attribute_exists(deep.k11.nope.n)", "attribute_not_exists(m.#n.x)", "l[2][0] = :four",
+    "m.x[0] IN (:p, :q)", "m.x[1].y BETWEEN :one AND :n", "NOT attribute_exists(t.x)",
+)
+
+
+def _condition_answers(monkeypatch) -> list:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    answers: list = []
+    values = {":n": {"N": "2.5"}, ":m": {"S": "M"}, ":p": {"S": "x0"}, ":q": {"S": "b"}, ":two": {"N": "2"},
+              ":four": {"N": "4"}, ":one": {"N": "1"}}
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(TableName="c", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        ddb.put_item(TableName="c", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        for i, condition in enumerate(CONDITIONS):
+            used = {k: v for k, v in values.items() if k in condition}
+            extra = {"ExpressionAttributeNames": {"#n": "名"}} if "#n" in condition else {}
+            try:
+                ddb.update_item(TableName="c", Key={"pk": {"S": "a"}}, UpdateExpression="SET hits = :i",
+                                ConditionExpression=condition, **extra,
+                                ExpressionAttributeValues={**used, ":i": {"N": str(i)}})
+                answers.append((condition, "written"))
+            except ddb.exceptions.ConditionalCheckFailedException:
+                answers.append((condition, "refused"))
+        answers.append(ddb.get_item(TableName="c", Key={"pk": {"S": "a"}})["Item"])
+    return answers
+
+
+def test_conditions_on_document_paths_decide_as_moto(monkeypatch):
+    undo = speed.read_moto_condition_paths_in_place()
+    try:
+        patched = _condition_answers(monkeypatch)
+    finally:
+        undo()
+    assert patched == _condition_answers(monkeypatch)
+    decisions = {answer for _condition, answer in patched[:-1]}
+    assert decisions == {"written", "refused"}  # both outcomes are compared
+
+
+def test_a_condition_path_copies_no_subtree(monkeypatch):
+    from moto.dynamodb.comparisons import AttributePath
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    item = Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "deep": _nested(20)})
+    path = AttributePath(["deep", "k19", "k18", "n"])
+    built = []
+    original_init = DynamoType.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    moto_value = path.expr(item)
+    moto_built = len(built)
+    undo = speed.read_moto_condition_paths_in_place()
+    try:
+        built.clear()
+        assert path.expr(item) == moto_value and path.get_type(item) == "N"
+    finally:
+        undo()
+    assert built == [] and moto_built > 100  # moto copied the subtree under each step of the path
+
+
+def _none_update_answers(monkeypatch) -> tuple[list, int]:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    serialised = []
+    original_to_json = Item.to_json
+
+    def counting_to_json(self, *args, **kwargs):
+        serialised.append(1)
+        return original_to_json(self, *args, **kwargs)
+
+    answers = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(TableName="n", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        ddb.put_item(TableName="n", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        monkeypatch.setattr(Item, "to_json", counting_to_json)
+        for extra in ({}, {"ReturnValues": "NONE"}, {"ReturnConsumedCapacity": "TOTAL"}):
+            answer = ddb.update_item(TableName="n", Key={"pk": {"S": "a"}}, UpdateExpression="SET m.x[0] = :v",
+                                     ExpressionAttributeValues={":v": {"S": str(extra)}}, **extra)
+            answers.append({k: v for k, v in answer.items() if k != "ResponseMetadata"})
+        counted = len(serialised)
+        monkeypatch.setattr(Item, "to_json", original_to_json)
+        answers.append(ddb.get_item(TableName="n", Key={"pk": {"S": "a"}})["Item"])
+    return answers, counted
+
+
+def test_an_update_asking_for_no_values_answers_as_moto_without_serialising_the_item(monkeypatch):
+    undo = speed.skip_moto_update_item_copies()
+    try:
+        patched, patched_serialised = _none_update_answers(monkeypatch)
+    finally:
+        undo()
+    moto, moto_serialised = _none_update_answers(monkeypatch)
+    assert patched == moto and patched[-1]["m"]["M"]["x"]["L"][0] == {"S": str({"ReturnConsumedCapacity": "TOTAL"})}
+    assert patched_serialised == 0 and moto_serialised >= 3  # moto serialised the whole item for each update
+
+
+def _tree(node) -> object:
+    """A parsed expression as nested (type, children) tuples, values by their repr: what an update could change."""
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    if not isinstance(node, Node):
+        return repr(node)
+    return (type(node).__name__, tuple(_tree(child) for child in node.children or ()))
+
+
+def _parse_afresh(text: str):
+    from moto.dynamodb.parsing.expressions import ExpressionTokenizer, UpdateExpressionParser
+
+    return UpdateExpressionParser(ExpressionTokenizer.make_list(text)).parse()
+
+
+def test_memoized_update_expressions_update_as_moto_and_stay_as_parsed(monkeypatch):
+    from moto.dynamodb.exceptions import InvalidUpdateExpression
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    undo = speed.memoize_moto_update_expressions()
+    try:
+        text = "SET m.x[1].y = :v, deep.k11.k10.n = :v, l[5] = :b REMOVE m.z ADD ss :s"  # _dynamodb_answers' own
+        tree = UpdateExpressionParser.make(text)
+        patched = _dynamodb_answers(monkeypatch)
+        assert UpdateExpressionParser.make(text) is tree
+        failures = []
+        for _ in range(2):
+            with pytest.raises(InvalidUpdateExpression) as caught:
+                UpdateExpressionParser.make("SET = :v")
+            failures.append((type(caught.value), str(caught.value)))
+    finally:
+        undo()
+    assert patched == _dynamodb_answers(monkeypatch)  # the same expression ran five times on the cached tree
+    assert failures[0] == failures[1] and _tree(tree) == _tree(_parse_afresh(text))  # no update changed it
+
