@@ -29,7 +29,7 @@ from chalicelib.stores.task_items import (
     to_dynamo,
 )
 from chalicelib.stores.task_listing import COUNTER_KEY, ENTITY, GSI_BY_CREATED, GSI_BY_STATUS, TaskListing
-from chalicelib.stores.task_progress import TaskProgressWrites, counts_key, merge_counts
+from chalicelib.stores.task_progress import COUNTERS, TaskProgressWrites, counts_key, merge_counts
 
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "partial_completed")
 FINAL_STATUSES = ("completed", "partial_completed", "failed", "cancelled")
@@ -154,22 +154,21 @@ class TaskStore(TaskListing, TaskProgressWrites):
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """The raw item (including the secret db_connection) with each step's counters from its counts item
-        (task_progress.py); TaskNotFound when absent. One BatchGetItem, consistent reads."""
-        if not is_task_id(task_id):
-            raise TaskNotFound(f"task {task_id!r} not found")
-        keys = {task_id: None, **{counts_key(task_id, step): step for step in STEP_NAMES}}
-        found = self._batch_read(list(keys))
-        if task_id not in found:
-            raise TaskNotFound(f"task {task_id} not found")
-        counts = {keys[key]: item for key, item in found.items() if keys[key] is not None}
-        return open_task_item(merge_counts(found[task_id], counts))
+        (task_progress.py); TaskNotFound when absent. A GetItem and a BatchGetItem of the counters, consistent."""
+        item = self._read(task_id)
+        steps = {counts_key(task_id, step): step for step in STEP_NAMES}
+        # Only the counters: the counts items also hold the re-delivery marks, one per batch.
+        counts = self._batch_read(list(steps), ("task_id", *COUNTERS))
+        return open_task_item(merge_counts(item, {steps[key]: found for key, found in counts.items()}))
 
-    def _batch_read(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """{key: decoded item} of the items that exist among `keys` (at most 100), read consistently; the keys
-        DynamoDB leaves unprocessed (throttling) are asked for again."""
+    def _batch_read(self, keys: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """{key: decoded item, only `fields`} of the items that exist among `keys` (at most 100), read
+        consistently; the keys DynamoDB leaves unprocessed (throttling) are asked for again."""
         name = self.table.name
+        names = {f"#f{i}": field for i, field in enumerate(fields)}
         # The resource's client: plain values in and out (boto3 converts DynamoDB's typed form), as for the table.
-        request = {name: {"Keys": [{"task_id": key} for key in keys], "ConsistentRead": True}}
+        request = {name: {"Keys": [{"task_id": key} for key in keys], "ConsistentRead": True,
+                          "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}}
         found: dict[str, dict[str, Any]] = {}
         for _attempt in range(10):
             answer = self.table.meta.client.batch_get_item(RequestItems=request)
