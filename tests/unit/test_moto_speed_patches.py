@@ -219,12 +219,11 @@ def test_value_walks_answer_as_moto(monkeypatch):
     assert patched == walk()
     assert patched[5] is True and patched[6] is False  # a shared value stays shared in the copy, and is a copy
 
-
-def test_size_wraps_no_value_again(monkeypatch):
+def _count_dynamo_values(monkeypatch) -> list:
+    """A list that grows by one for every DynamoType moto builds from now on (the test's monkeypatch undoes it)."""
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    value = DynamoType(_nested(20))
-    built = []
+    built: list = []
     original_init = DynamoType.__init__
 
     def counting_init(self, *args, **kwargs):
@@ -232,6 +231,14 @@ def test_size_wraps_no_value_again(monkeypatch):
         original_init(self, *args, **kwargs)
 
     monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    return built
+
+
+def test_size_wraps_no_value_again(monkeypatch):
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    value = DynamoType(_nested(20))
+    built = _count_dynamo_values(monkeypatch)
     moto_size = value.size()
     moto_built = len(built)
     undo = speed.linear_moto_dynamo_values()
@@ -315,14 +322,7 @@ def test_a_condition_path_copies_no_subtree(monkeypatch):
 
     item = Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "deep": _nested(20)})
     path = AttributePath(["deep", "k19", "k18", "n"])
-    built = []
-    original_init = DynamoType.__init__
-
-    def counting_init(self, *args, **kwargs):
-        built.append(1)
-        original_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoType, "__init__", counting_init)
+    built = _count_dynamo_values(monkeypatch)
     moto_value = path.expr(item)
     moto_built = len(built)
     undo = speed.read_moto_condition_paths_in_place()
