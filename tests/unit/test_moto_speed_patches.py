@@ -115,6 +115,14 @@ PROJECTIONS = ("m.x[1].y", "l[1].x, l[2]", "m, m.x[0]", "m.x[0], m", "#n, absent
                "l[7], m.nope.x", "pk, sk")
 
 
+def _table_holding_item(ddb, name: str) -> None:
+    """A table keyed by `pk` alone holding ITEM (without the sort and index keys)."""
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    ddb.put_item(TableName=name, Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+
+
 def _dynamodb_answers(monkeypatch) -> list:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -287,10 +295,7 @@ def _condition_answers(monkeypatch) -> list:
               ":four": {"N": "4"}, ":one": {"N": "1"}}
     with mock_aws():
         ddb = boto3.client("dynamodb")
-        ddb.create_table(TableName="c", BillingMode="PAY_PER_REQUEST",
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
-        ddb.put_item(TableName="c", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        _table_holding_item(ddb, "c")
         for i, condition in enumerate(CONDITIONS):
             used = {k: v for k, v in values.items() if k in condition}
             extra = {"ExpressionAttributeNames": {"#n": "名"}} if "#n" in condition else {}
@@ -350,10 +355,7 @@ def _none_update_answers(monkeypatch) -> tuple[list, int]:
     answers = []
     with mock_aws():
         ddb = boto3.client("dynamodb")
-        ddb.create_table(TableName="n", BillingMode="PAY_PER_REQUEST",
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
-        ddb.put_item(TableName="n", Item={k: v for k, v in ITEM.items() if k not in ("sk", "g")})
+        _table_holding_item(ddb, "n")
         monkeypatch.setattr(Item, "to_json", counting_to_json)
         for extra in ({}, {"ReturnValues": "NONE"}, {"ReturnConsumedCapacity": "TOTAL"}):
             answer = ddb.update_item(TableName="n", Key={"pk": {"S": "a"}}, UpdateExpression="SET m.x[0] = :v",
