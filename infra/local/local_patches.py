@@ -20,6 +20,7 @@ from infra.local.moto_speed_patches import (
     direct_moto_dynamodb_answers,
     linear_moto_dynamo_values,
     memoize_moto_json_paths,
+    memoize_moto_timestamp_texts,
     memoize_moto_update_expressions,
     project_moto_items_by_attribute,
     read_moto_condition_paths_in_place,
@@ -31,14 +32,15 @@ def apply_local_patches(undo: list[Callable[[], None]], invoke: Callable[[str, A
                         enforce_quotas: bool, on_execution_end: Callable[[dict[str, Any]], None] | None) -> None:
     """Patch moto for the local stack, appending each patch's undo to `undo` as soon as it is on (so a failed
     start, whose stop() runs them, leaves none behind): Lambda invocations go to `invoke`; DynamoDB writes are
-    atomic per item; eleven patches take CPU out of moto's request path; the Distributed Map reads and writes S3 as
+    atomic per item; twelve patches take CPU out of moto's request path; the Distributed Map reads and writes S3 as
     on AWS; with `enforce_quotas` the AWS quotas hold; `on_execution_end` hears every execution that ends."""
     undo.append(dispatch_moto_lambda_invocations(invoke))
     for patch in (make_moto_dynamodb_writes_atomic, memoize_moto_host_lookup, fast_moto_dynamodb_results,
                   reuse_moto_lambda_clients, write_moto_distributed_map_results, read_moto_item_reader_json_objects,
                   cache_moto_asl_parse_trees, memoize_moto_json_paths, skip_moto_update_item_copies,
                   project_moto_items_by_attribute, linear_moto_dynamo_values, direct_moto_dynamodb_answers,
-                  read_moto_condition_paths_in_place, memoize_moto_update_expressions):
+                  read_moto_condition_paths_in_place, memoize_moto_update_expressions,
+                  memoize_moto_timestamp_texts):
         undo.append(patch())
     if enforce_quotas:
         undo.append(enforce_step_functions_quotas())

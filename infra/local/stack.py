@@ -7,7 +7,7 @@ The dev-only glue of the project is here:
 - moto's Lambda backend is patched so that a Task state invokes the Chalice handler of the same name, in
   this process or in warm worker processes (infra/local/lambdas.py);
 - moto's DynamoDB requests are serialised (`make_moto_dynamodb_writes_atomic`) so that conditional writes
-  are atomic per item as in real DynamoDB, and eleven patches take CPU out of moto's request path without
+  are atomic per item as in real DynamoDB, and twelve patches take CPU out of moto's request path without
   changing what it answers (infra/local/moto_patches.py, moto_speed_patches.py);
 - which database holds the business data and which the vectors (infra/local/databases.py);
 - the AWS quotas moto does not enforce (payload sizes, history events, timeouts, item size), on unless

@@ -3,7 +3,8 @@ cached ASL parse still builds fresh evaluation components (and fails the same wa
 JSONPaths read the same values, and an UpdateItem that skips the pre-update copy still answers every ReturnValues
 kind as moto does (the old values of ALL_OLD / UPDATED_OLD / UPDATED_NEW are still computed); projections, item
 sizes, value conversions and copies, and the answers built from them are moto's, on the same requests with and
-without the patches."""
+without the patches; timestamps kept as text convert as moto converts them, and a listing answers as moto's while
+parsing each distinct text once."""
 from __future__ import annotations
 
 import json
@@ -413,3 +414,59 @@ def test_memoized_update_expressions_update_as_moto_and_stay_as_parsed(monkeypat
     assert patched == _dynamodb_answers(monkeypatch)  # the same expression ran five times on the cached tree
     assert failures[0] == failures[1] and _tree(tree) == _tree(_parse_afresh(text))  # no update changed it
 
+
+
+TIMESTAMP_TEXTS = ("2026-12-02T00:57:04.000Z", "2026-12-02T00:57:04Z", "2026-12-02T00:57:04.123456Z",
+                   "2026-12-02T08:57:04+08:00", "2026-12-02", "1796171020", "Wed, 02 Dec 2026 00:57:04 GMT")
+TIMESTAMP_FORMATS = ("iso8601", "iso8601_zeroed", "rfc822", "unixtimestamp")
+
+
+def test_memoized_timestamp_texts_convert_as_moto():
+    from datetime import UTC, datetime
+
+    from moto.core.serialize import TimestampSerializer
+
+    serializer = TimestampSerializer(TimestampSerializer.TIMESTAMP_FORMAT_ISO8601)
+    values = [*TIMESTAMP_TEXTS, datetime(2026, 12, 2, 0, 57, 4, 500, tzinfo=UTC), 1796171020]
+    expected = {(v, f): serializer._convert_timestamp_to_str(v, f) for v in values for f in TIMESTAMP_FORMATS}
+    undo = speed.memoize_moto_timestamp_texts()
+    try:
+        assert speed.memoize_moto_timestamp_texts()() is None  # applied once: the second call patches nothing
+        for _round in range(2):  # the second round answers from the memo
+            assert {(v, f): serializer._convert_timestamp_to_str(v, f)
+                    for v in values for f in TIMESTAMP_FORMATS} == expected
+        for _round in range(2):  # a text that does not parse fails every time
+            with pytest.raises(ValueError):
+                serializer._convert_timestamp_to_str("not a time", "iso8601")
+    finally:
+        undo()
+    assert "_data_pipeline_memo" not in vars(TimestampSerializer._convert_timestamp_to_str)
+
+
+def test_a_listing_answers_as_moto_and_parses_each_text_once(monkeypatch):
+    """The same three ListObjectsV2 pages over the same keys, without the patch and with it."""
+    from moto.core import serialize
+
+    parsed = []
+    real = serialize.parse_to_aware_datetime
+    monkeypatch.setattr(serialize, "parse_to_aware_datetime", lambda value: parsed.append(value) or real(value))
+
+    def listing() -> tuple[list[dict], int]:
+        parsed.clear()
+        pages = [s3.list_objects_v2(Bucket="listing-bucket", Prefix="tasks/t/")["Contents"] for _ in range(3)]
+        return [item for page in pages for item in page], sum(isinstance(value, str) for value in parsed)
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="listing-bucket")
+        for i in range(5):
+            s3.put_object(Bucket="listing-bucket", Key=f"tasks/t/files/{i}.ddl", Body=b"x" * i)
+        plain, plain_parses = listing()
+        undo = speed.memoize_moto_timestamp_texts()
+        try:
+            patched, patched_parses = listing()
+        finally:
+            undo()
+    assert patched == plain and len(plain) == 15
+    assert plain_parses >= 15  # moto parses every key's text in every answer
+    assert patched_parses == len({item["LastModified"] for item in plain})  # one parse per distinct text
