@@ -7,7 +7,7 @@ from pathlib import Path
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import EmbeddingError, ProviderNotConfigured
 from chalicelib.pipeline.ports import EmbeddingProvider, LLMProvider
-from chalicelib.providers.embeddings import configured_embeddings, offline_model_name
+from chalicelib.providers.embeddings import OpenAIEmbeddings, configured_embeddings, offline_model_name
 from chalicelib.providers.heuristic import HeuristicProvider
 from chalicelib.providers.openai_chat import OpenAIProvider
 
@@ -26,6 +26,23 @@ def get_embedding_provider(settings: Settings | None = None) -> EmbeddingProvide
     """OpenAI-compatible embeddings when EMBEDDING_BASE_URL is set, else the offline model EMBEDDING_MODEL names
     (default providers.embeddings.DEFAULT_OFFLINE_MODEL)."""
     return configured_embeddings(settings or get_settings())
+
+
+def prime_shared_clients(settings: Settings | None = None) -> int:
+    """Lambda's init phase for a step function: the process's OpenAI clients of the configured chat endpoint
+    (LLM_BASE_URL) and embedding endpoint (EMBEDDING_BASE_URL) are built now, not by the first invocation that
+    needs them (each is an httpx client with its TLS context: tens of milliseconds of CPU, measured on the first
+    DDL batch and the first training_load of every warm sandbox). Nothing is sent; an endpoint that is not
+    configured builds nothing (the offline embedding model is not loaded). Returns how many were built or found."""
+    settings = settings or get_settings()
+    primed = 0
+    if settings.has_llm:
+        OpenAIProvider(settings)  # builds the shared client its calls use
+        primed += 1
+    if settings.has_remote_embeddings:
+        OpenAIEmbeddings(settings)._get_client()
+        primed += 1
+    return primed
 
 
 # ---- preflight: can the providers a run needs work in this deployment? ------------------------------------------

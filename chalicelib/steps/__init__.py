@@ -11,6 +11,9 @@ from chalicelib.steps import (  # noqa: F401  (imported for their registrations)
     training_load,
     vector_tables,
 )
-from chalicelib.steps.blueprint import step_blueprints
+from chalicelib.steps.blueprint import in_step_sandbox, prime_step_sandbox, step_blueprints
+
+if in_step_sandbox():  # Lambda's init phase (a step's handler module is imported then, this package first)
+    prime_step_sandbox()
 
 __all__ = ["step_blueprints"]

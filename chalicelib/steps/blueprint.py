@@ -7,6 +7,8 @@ is then the module where the decorated function really lives (`chalicelib.steps.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,26 @@ _blueprints: dict[str, Blueprint] = {}
 def step_blueprints() -> list[Blueprint]:
     """One Blueprint per step module that registered a Lambda (import chalicelib.steps first)."""
     return list(_blueprints.values())
+
+
+def in_step_sandbox() -> bool:
+    """True in the Lambda sandbox of a step function on AWS (Chalice names it `{app}-{stage}-step_…`); the local
+    stack's workers run their own init (infra/local/lambdas.py)."""
+    return bool(os.environ.get("AWS_EXECUTION_ENV")) and "step_" in os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+
+
+def prime_step_sandbox() -> None:
+    """A step function's init phase, once per sandbox before its first invocation: the shared clients of the
+    configured chat and embedding endpoints (chalicelib.providers.factory.prime_shared_clients). A failure is
+    logged and left to the first invocation, which reports it as the step's error (an init that raises would fail
+    every start of the sandbox)."""
+    from chalicelib.providers.factory import prime_shared_clients
+
+    try:
+        prime_shared_clients()
+    except Exception:
+        logging.getLogger(__name__).warning("step sandbox init: the endpoint clients were not built; the first "
+                                            "invocation that needs them builds them", exc_info=True)
 
 
 def step_lambda(name: str) -> Callable[[Callable[[dict, Any], Any]], Any]:

@@ -255,7 +255,8 @@ def _apply_environment(env: dict[str, str]) -> None:
 
 def _warm_up() -> None:
     """Lambda's init phase: what every invocation of the project's steps builds on first use (boto3 clients,
-    the HTTP stack of the OpenAI client) is built once per worker, before it takes invocations."""
+    the HTTP stack of the OpenAI client, the clients of the configured chat and embedding endpoints) is built
+    once per worker, before it takes invocations."""
     try:
         from chalicelib import aws
     except ImportError:  # another app (tests' small apps)
@@ -267,6 +268,9 @@ def _warm_up() -> None:
     # The resources import their modules on first attribute access (a fifth of a second per worker, measured).
     _ = client.chat.completions, client.embeddings
     client.close()
+    from chalicelib.steps.blueprint import prime_step_sandbox
+
+    prime_step_sandbox()  # what a step function's init phase builds on AWS (app.py)
 
 
 def _trace_aws_calls() -> dict[str, list[float]]:
