@@ -1,16 +1,20 @@
 """Progress of fan-out steps: per-item records and done/failed counters written by concurrent Map iterations,
 counted once when Step Functions delivers an iteration twice. Mixed into TaskStore.
 
-Two items per step, so that no write of a batch grows with the number of tables:
+Per step, items that no write of a batch makes grow with the number of tables:
 - the task item holds the step's records (the first RECORDS_KEPT items of each collection) and its other
   progress fields (total, current table...): bounded;
 - the step's counts item (`{task_id}#progress#{step}`: not in the task listing's indexes, which need `entity`
-  and `status`) holds `done`, `failed`, and per collection the ids of the chunks counted (the re-delivery marks,
-  16 characters per chunk) and how many records the task item was given room for. It grows by one mark per chunk,
-  but a string set costs DynamoDB (and moto) little per member, while the task item, read by every status poll and
-  every step, stays the same size at 10,000 tables as at 1,000.
-TaskStore.get_task merges the counts into `progress.{step}`; a task written before the counts item existed keeps
-its counters on the task item and is shown as it was."""
+  and `status`) holds the counters a step sets (its plan, its merge) and how many records the task item was given
+  room for;
+- MARK_SHARDS shard items (`…#progress#{step}#{n}`) hold what the batches counted: each chunk adds its done/failed
+  to the shard its id hashes to and leaves its id there (the re-delivery mark, 16 characters), in one conditional
+  write. A single item holding every mark grew by one per batch (16 KB at 10,000 tables in batches of ten): every
+  update of it cost DynamoDB a write unit per KB of the whole item and moto a walk of every mark, so the last
+  batches of a wide run paid for all the earlier ones. A shard holds an eighth of the marks.
+A step's `done` / `failed` are the counts item's plus its shards'. TaskStore.get_task merges them into
+`progress.{step}`; a task written before the counts items existed keeps its counters on the task item and is
+shown as it was."""
 from __future__ import annotations
 
 import hashlib
@@ -29,10 +33,32 @@ RECORDS_KEPT = 100
 HIDDEN = "_"  # progress keys starting with it are bookkeeping, not shown by the status view
 COUNTERS = ("done", "failed")  # progress fields kept on the step's counts item
 COUNTS_KEY = "{task_id}#progress#{step}"
+# Shards of a step's chunk counts and re-delivery marks: at 10,000 tables in batches of ten, 125 marks (2 KB) each.
+# A status read asks for 1 + MARK_SHARDS items per step (BatchGetItem: at most 100 keys, 36 for the four steps).
+MARK_SHARDS = 8
 
 
 def counts_key(task_id: str, step: str) -> str:
     return COUNTS_KEY.format(task_id=task_id, step=step_key(step))
+
+
+def shard_key(task_id: str, step: str, shard: int) -> str:
+    return f"{counts_key(task_id, step)}#{shard}"
+
+
+def step_count_keys(task_id: str, step: str) -> list[str]:
+    """The step's counts item and its shards: what its counters are summed from."""
+    return [counts_key(task_id, step), *(shard_key(task_id, step, n) for n in range(MARK_SHARDS))]
+
+
+def sum_counters(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """done / failed over a step's counts item and shards (a counter none of them holds stays absent)."""
+    summed: dict[str, Any] = {}
+    for item in items:
+        for counter in COUNTERS:
+            if counter in item:
+                summed[counter] = summed.get(counter, 0) + item[counter]
+    return summed
 
 
 def merge_counts(item: dict[str, Any], counts: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -53,11 +79,11 @@ def _chunk_id(records: dict[str, Any]) -> str:
 
 
 class TaskProgressWrites:
-    """Needs `_update(key, expression, values, names, *, touch=, condition=)` and `_delete_item(key)` from the class
-    it is mixed into."""
+    """Needs `_update(key, expression, values, names, *, touch=, condition=)` and `_delete_items(keys)` from the
+    class it is mixed into."""
 
     _update: Any
-    _delete_item: Any
+    _delete_items: Any
 
     def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
         """Merge `progress` into progress.{step}; dict values are merged one level deeper (per key), an empty
@@ -153,14 +179,15 @@ class TaskProgressWrites:
 
     def _count_chunk(self, task_id: str, step: str, collection: str,
                      records: dict[str, tuple[dict[str, Any], bool]]) -> bool:
-        """Add the chunk's done/failed to the counts item and remember the chunk, in one conditional write:
-        False when the chunk was counted before (Step Functions re-delivered its iteration)."""
+        """Add the chunk's done/failed to the shard its id hashes to and leave the id there, in one conditional
+        write: False when the chunk was counted before (Step Functions re-delivered its iteration; the same id
+        always goes to the same shard)."""
         done = sum(1 for _record, ok in records.values() if ok)
+        chunk = _chunk_id(records)
         names = {"#done": "done", "#failed": "failed", "#marks": f"{HIDDEN}{collection}_counted"}
-        values = {":zero": 0, ":done": done, ":failed": len(records) - done, ":chunk": {_chunk_id(records)},
-                  ":chunkid": _chunk_id(records)}
+        values = {":zero": 0, ":done": done, ":failed": len(records) - done, ":chunk": {chunk}, ":chunkid": chunk}
         try:
-            self._update(counts_key(task_id, step),
+            self._update(shard_key(task_id, step, int(chunk, 16) % MARK_SHARDS),
                          "SET #done = if_not_exists(#done, :zero) + :done, "
                          "#failed = if_not_exists(#failed, :zero) + :failed ADD #marks :chunk",
                          values, names, touch=False,
@@ -186,15 +213,25 @@ class TaskProgressWrites:
         return True
 
     def _set_counts(self, task_id: str, step: str, counters: dict[str, Any]) -> None:
+        """The step's counters become `counters`: set on its counts item, and what its shards counted for them is
+        removed. A step sets its counters when none of its batches runs (its plan, before them; its merge, after
+        them), so no chunk is counted in between."""
         names = {f"#n{i}": k for i, k in enumerate(counters)}
         values = {f":v{i}": v for i, v in enumerate(counters.values())}
         self._update(counts_key(task_id, step), "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(counters))),
                      values, names, touch=False, condition=None)
+        counted = " OR ".join(f"attribute_exists(#n{i})" for i in range(len(counters)))
+        for shard in range(MARK_SHARDS):
+            try:
+                self._update(shard_key(task_id, step, shard), "REMOVE " + ", ".join(names), {}, names,
+                             touch=False, condition=counted)
+            except ClientError as exc:
+                if not conditional_failed(exc):  # a shard that counted none of them: nothing to remove
+                    raise
 
     def reset_counts(self, task_id: str, steps: list[str]) -> None:
-        """A new run of `steps` counts from nothing: their counts items are deleted."""
-        for step in steps:
-            self._delete_item(counts_key(task_id, step))
+        """A new run of `steps` counts from nothing: their counts items and shards are deleted."""
+        self._delete_items([key for step in steps for key in step_count_keys(task_id, step)])
 
     def _ensure_progress_maps(self, task_id: str, step: str, children: list[str]) -> None:
         """Create progress.{step} and the maps progress.{step}.{child} where missing (nested SETs need them)."""

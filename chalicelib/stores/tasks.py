@@ -29,7 +29,13 @@ from chalicelib.stores.task_items import (
     to_dynamo,
 )
 from chalicelib.stores.task_listing import COUNTER_KEY, ENTITY, GSI_BY_CREATED, GSI_BY_STATUS, TaskListing
-from chalicelib.stores.task_progress import COUNTERS, TaskProgressWrites, counts_key, merge_counts
+from chalicelib.stores.task_progress import (
+    COUNTERS,
+    TaskProgressWrites,
+    merge_counts,
+    step_count_keys,
+    sum_counters,
+)
 
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "partial_completed")
 FINAL_STATUSES = ("completed", "partial_completed", "failed", "cancelled")
@@ -153,13 +159,16 @@ class TaskStore(TaskListing, TaskProgressWrites):
                                ExpressionAttributeValues={":one": 1})
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        """The raw item (including the secret db_connection) with each step's counters from its counts item
-        (task_progress.py); TaskNotFound when absent. A GetItem and a BatchGetItem of the counters, consistent."""
+        """The raw item (including the secret db_connection) with each step's counters summed over its counts item
+        and shards (task_progress.py); TaskNotFound when absent. A GetItem and a BatchGetItem of the counters,
+        consistent."""
         item = self._read(task_id)
-        steps = {counts_key(task_id, step): step for step in STEP_NAMES}
-        # Only the counters: the counts items also hold the re-delivery marks, one per batch.
-        counts = self._batch_read(list(steps), ("task_id", *COUNTERS))
-        return open_task_item(merge_counts(item, {steps[key]: found for key, found in counts.items()}))
+        keys = {step: step_count_keys(task_id, step) for step in STEP_NAMES}
+        # Only the counters: the shards also hold the re-delivery marks, one per batch.
+        found = self._batch_read([key for step_keys in keys.values() for key in step_keys], ("task_id", *COUNTERS))
+        counts = {step: sum_counters([found[key] for key in step_keys if key in found])
+                  for step, step_keys in keys.items() if any(key in found for key in step_keys)}
+        return open_task_item(merge_counts(item, counts))
 
     def _batch_read(self, keys: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         """{key: decoded item, only `fields`} of the items that exist among `keys` (at most 100), read
@@ -360,6 +369,8 @@ class TaskStore(TaskListing, TaskProgressWrites):
         used = set(re.findall(r":\w+", text))
         kwargs["ExpressionAttributeValues"] = {k: v for k, v in kwargs["ExpressionAttributeValues"].items()
                                                if k in used}
+        if not kwargs["ExpressionAttributeValues"]:  # a REMOVE: DynamoDB refuses an empty map
+            del kwargs["ExpressionAttributeValues"]
         try:
             self.table.update_item(**kwargs)
         except ClientError as exc:
@@ -367,5 +378,16 @@ class TaskStore(TaskListing, TaskProgressWrites):
                 raise TaskNotFound(f"task {task_id} not found") from None
             raise
 
-    def _delete_item(self, key: str) -> None:
-        self.table.delete_item(Key={"task_id": key})
+    def _delete_items(self, keys: list[str]) -> None:
+        """Delete the items `keys` (absent ones are no error), 25 per BatchWriteItem; what DynamoDB leaves
+        unprocessed (throttling) is sent again."""
+        name = self.table.name
+        for start in range(0, len(keys), 25):
+            request = {name: [{"DeleteRequest": {"Key": {"task_id": key}}} for key in keys[start:start + 25]]}
+            for _attempt in range(10):
+                request = self.table.meta.client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * (_attempt + 1))
+            else:
+                raise RuntimeError(f"DynamoDB left {len(request[name])} deletes of a task's counts unprocessed")

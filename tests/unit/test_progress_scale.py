@@ -41,25 +41,46 @@ def _item_size(store, key: str) -> int:
     return len(json.dumps(raw, default=str).encode("utf-8"))
 
 
-def test_the_task_item_does_not_grow_with_the_batches_only_the_counts_item_does(store):
+def test_the_task_item_does_not_grow_with_the_batches_and_the_marks_spread_over_shards(store):
     """What every status poll and every step reads stays the same size at 10,000 tables as at 1,000: the
-    re-delivery marks (16 characters per batch) live on the step's counts item, outside the listing's indexes."""
-    from chalicelib.stores.task_progress import counts_key
+    re-delivery marks (16 characters per batch) live on the step's shard items, outside the listing's indexes, and
+    none of them holds much more than its share."""
+    from chalicelib.stores.task_progress import MARK_SHARDS, counts_key, shard_key
 
     task_id = store.create_task({"task_name": "wide"})["task_id"]
     for n in range(100):
         store.record_items_progress(task_id, "ddl_generation", "tables", _batch(n))
-    task_size, counts_size = _item_size(store, task_id), _item_size(store, counts_key(task_id, "ddl_generation"))
+    shards = [shard_key(task_id, "ddl_generation", i) for i in range(MARK_SHARDS)]
+    task_size, shard_sizes = _item_size(store, task_id), [_item_size(store, key) for key in shards]
     for n in range(100, 1000):
         store.record_items_progress(task_id, "ddl_generation", "tables", _batch(n))
     assert _item_size(store, task_id) == task_size  # full after RECORDS_KEPT records: nothing more is written
-    grown = _item_size(store, counts_key(task_id, "ddl_generation")) - counts_size
-    assert 900 * 16 <= grown < 900 * 30  # one mark per batch
+    grown = [_item_size(store, key) - size for key, size in zip(shards, shard_sizes, strict=True)]
+    assert 900 * 16 <= sum(grown) < 900 * 30  # one mark per batch, all of them on the shards
+    assert max(grown) < 2 * 900 * 30 / MARK_SHARDS  # spread: no shard holds twice its share
+    assert _item_size(store, counts_key(task_id, "ddl_generation")) < 200  # the set counters and the room kept
     progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
     assert progress["done"] == 1000 * (BATCH - 1) and progress["failed"] == 1000
     assert RECORDS_KEPT <= len(progress["tables"]) < RECORDS_KEPT + BATCH
     listed = [item["task_id"] for item in store.list_tasks(limit=50)[0]]
-    assert listed == [task_id] and store.list_tasks(limit=50)[1] == 1  # the counts item is no task
+    assert listed == [task_id] and store.list_tasks(limit=50)[1] == 1  # the counts items are no task
+
+
+def test_counters_a_step_sets_replace_what_its_batches_counted(store):
+    """A plan sets the counters before its batches (done 0, failed: the tables it could not read), which then add
+    to them; a merge sets them after (its report's totals), which then stand."""
+    task_id = store.create_task({"task_name": "set"})["task_id"]
+    store.update_progress(task_id, "ddl_generation", {"done": 0, "failed": 2, "total": 32})
+    for n in range(3):
+        store.record_items_progress(task_id, "ddl_generation", "tables", _batch(n))
+    progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
+    assert (progress["done"], progress["failed"]) == (3 * (BATCH - 1), 2 + 3)
+    store.update_progress(task_id, "ddl_generation", {"done": 27, "failed": 5, "current_table": None})
+    progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
+    assert (progress["done"], progress["failed"]) == (27, 5)
+    store.record_items_progress(task_id, "ddl_generation", "tables", _batch(1))  # a late re-delivery: counted before
+    progress = public_task_view(store.get_task(task_id))["progress"]["ddl_generation"]
+    assert (progress["done"], progress["failed"]) == (27, 5)
 
 
 def test_a_new_run_counts_from_nothing_and_other_steps_keep_their_counts(store):
