@@ -353,6 +353,8 @@ class LambdaDispatcher:
         self._lock = threading.Lock()
         self.timeouts = timeouts or {}
         self.workers: WorkerPool | None = None
+        self._in_flight = 0
+        self._settled = threading.Condition()
 
     @property
     def app(self) -> Any:
@@ -390,7 +392,29 @@ class LambdaDispatcher:
         """One invocation as Lambda runs it, within the quotas of infra/local/quotas.py: a request above the
         payload quota is refused (413 RequestEntityTooLargeException), a response above it is the function
         error `Function.ResponseSizeTooLarge`, and an invocation past the function's timeout is
-        `Sandbox.Timedout`."""
+        `Sandbox.Timedout`. Counted while it runs (wait_idle)."""
+        with self._settled:
+            self._in_flight += 1
+        try:
+            return self._invoke(function_name, body, response_headers)
+        finally:
+            with self._settled:
+                self._in_flight -= 1
+                self._settled.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no invocation is running; False when some still are after `timeout` seconds. (A handler
+        answered `Sandbox.Timedout` in this process runs on unobserved: it is no longer counted.)"""
+        deadline = time.monotonic() + timeout
+        with self._settled:
+            while self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled.wait(remaining)
+        return True
+
+    def _invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
         name = self.handler_name(function_name)
         received = time.time()
         _TRACE.__dict__.clear()

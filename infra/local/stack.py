@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDED_KEPT = 1000  # ended executions remembered for wait_for_execution
+SETTLE_SECONDS = 20.0  # how long stop() waits for the invocations in flight (and again for the events' handlers)
 HEARD_END_RECHECK = 1.0  # seconds wait_for_execution waits on a heard end before asking the server anyway
 GC_THRESHOLDS = (20_000, 20, 20)  # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2 (defaults 700, 10, 10)
 
@@ -194,6 +195,8 @@ class LocalStack:
         gc.set_threshold(GC_THRESHOLDS[0], *GC_THRESHOLDS[1:])
 
     def stop(self) -> None:
+        if self._moto is not None and self.state_machine_arn:
+            self._settle()
         if self._saved_gc is not None:
             gc.set_threshold(*self._saved_gc)
             gc.unfreeze()
@@ -227,6 +230,26 @@ class LocalStack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _settle(self) -> None:
+        """Before the stack goes down: the executions still running are stopped (their tasks then end `failed`
+        through the execution-status rule, as on AWS) and the Lambda invocations in flight, the failure handlers'
+        included, are waited for (at most SETTLE_SECONDS each time), so that no handler is left writing to a
+        moto server that is gone (its connection errors were logged after the owner had stopped the stack)."""
+        try:
+            sfn = self.sfn
+            pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=self.state_machine_arn,
+                                                                  statusFilter="RUNNING")
+            running = [execution["executionArn"] for page in pages for execution in page["executions"]]
+            for arn in running:
+                sfn.stop_execution(executionArn=arn, error="LocalStack.Stopped", cause="the local stack is stopping")
+        except Exception:  # the stack stops anyway; what could not be stopped is said
+            logger.warning("could not stop the running executions before stopping the local stack", exc_info=True)
+        if self.events is not None:
+            self.events.drain(SETTLE_SECONDS)  # the ABORTED events reach the failure handler while moto is up
+        if not self.dispatcher.wait_idle(SETTLE_SECONDS):
+            logger.warning("Lambda invocations still running %.0f s after the local stack began to stop; it stops "
+                           "anyway", SETTLE_SECONDS)
 
     # -- what callers use ------------------------------------------------------------------------------------
 
