@@ -79,10 +79,11 @@ def _chunk_id(records: dict[str, Any]) -> str:
 
 
 class TaskProgressWrites:
-    """Needs `_update(key, expression, values, names, *, touch=, condition=)` and `_delete_items(keys)` from the
-    class it is mixed into."""
+    """Needs `_update(key, expression, values, names, *, touch=, condition=)`, `_batch_read(keys, fields)` and
+    `_delete_items(keys)` from the class it is mixed into."""
 
     _update: Any
+    _batch_read: Any
     _delete_items: Any
 
     def update_progress(self, task_id: str, step: str, progress: dict[str, Any]) -> None:
@@ -220,14 +221,13 @@ class TaskProgressWrites:
         values = {f":v{i}": v for i, v in enumerate(counters.values())}
         self._update(counts_key(task_id, step), "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(counters))),
                      values, names, touch=False, condition=None)
-        counted = " OR ".join(f"attribute_exists(#n{i})" for i in range(len(counters)))
-        for shard in range(MARK_SHARDS):
-            try:
-                self._update(shard_key(task_id, step, shard), "REMOVE " + ", ".join(names), {}, names,
-                             touch=False, condition=counted)
-            except ClientError as exc:
-                if not conditional_failed(exc):  # a shard that counted none of them: nothing to remove
-                    raise
+        shards = [shard_key(task_id, step, n) for n in range(MARK_SHARDS)]
+        # One read finds the shards that counted any (none at a plan: the claim deleted them), so a set costs a
+        # write per shard only where there is something to remove.
+        counted = self._batch_read(shards, ("task_id", *counters))
+        for key in shards:
+            if any(k in counted.get(key, {}) for k in counters):
+                self._update(key, "REMOVE " + ", ".join(names), {}, names, touch=False, condition=None)
 
     def reset_counts(self, task_id: str, steps: list[str]) -> None:
         """A new run of `steps` counts from nothing: their counts items and shards are deleted."""

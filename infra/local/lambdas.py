@@ -270,7 +270,7 @@ def _warm_up() -> None:
     client.close()
     from chalicelib.steps.blueprint import prime_step_sandbox
 
-    prime_step_sandbox()  # what a step function's init phase builds on AWS (app.py)
+    prime_step_sandbox()  # what a step function's init phase builds on AWS (chalicelib/steps/__init__.py)
 
 
 def _trace_aws_calls() -> dict[str, list[float]]:
