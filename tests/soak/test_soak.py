@@ -36,16 +36,23 @@ def pipeline_stack(pg_url, tmp_path_factory):
     from infra.local.lambdas import DEFAULT_WORKERS
     from infra.local.stack import LocalStack
     from tests.conftest import create_database, drop_database
-    from tests.support.llm_stub import LLMStub
 
     vectors = f"vectors_{uuid.uuid4().hex[:12]}"  # the stub's 16-d vectors in a database of their own
-    with LLMStub() as stub, pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PGVECTOR_DB_URL", create_database(pg_url, vectors))
         with LocalStack(tmp_path_factory.mktemp("soak"), server_url=pg_url, demo_database="highway_e2e",
                         lambda_workers=DEFAULT_WORKERS) as stack:
-            stack.embedding_stub_url = stub.base_url
             yield stack
     drop_database(pg_url, vectors)
+
+
+@pytest.fixture(scope="module")
+def embedding_stub():
+    """The base URL of a local OpenAI-compatible endpoint answering /v1/embeddings (deterministic vectors)."""
+    from tests.support.llm_stub import LLMStub
+
+    with LLMStub() as stub:
+        yield stub.base_url
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +62,9 @@ def api(pipeline_stack):
         yield client
 
 
-def test_twenty_concurrent_runs_and_two_hundred_reads(api, pipeline_stack, capsys, monkeypatch):
+def test_twenty_concurrent_runs_and_two_hundred_reads(api, pipeline_stack, embedding_stub, capsys, monkeypatch):
     # Each invocation takes the environment of the moment (the autouse fixture clears EMBEDDING_BASE_URL first).
-    monkeypatch.setenv("EMBEDDING_BASE_URL", pipeline_stack.embedding_stub_url)
+    monkeypatch.setenv("EMBEDDING_BASE_URL", embedding_stub)
     monkeypatch.setenv("EMBEDDING_MODEL", "soak-embedding")
     monkeypatch.setenv("EMBEDDING_DIM", "16")
     started = time.monotonic()
